@@ -1,0 +1,39 @@
+//! Command-line interface on top of the engine.
+
+mod bench;
+mod stylize;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "atelier", version, about = "Neural style transfer for photos")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stylise a photo with style images (optimisation) or a trained network.
+    Stylize(Box<stylize::StylizeArgs>),
+    /// Measure the speed of the building blocks and print a table.
+    Bench(bench::BenchArgs),
+    /// Download the standard ImageNet VGG19 from the Hugging Face hub into the cache.
+    FetchVgg {
+        /// Hub endpoint (default: https://huggingface.co, or $HF_ENDPOINT).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Stylize(args) => stylize::run(*args),
+        Command::Bench(args) => bench::run(args),
+        Command::FetchVgg { endpoint } => {
+            let path = atelier::nn::hub::download_vgg19(endpoint.as_deref(), true)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+    }
+}

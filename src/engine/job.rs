@@ -1,0 +1,43 @@
+//! What the engine is asked to do.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use image::RgbImage;
+
+use crate::stylize::gatys::{GatysConfig, StyleImage};
+
+/// Identifies a submitted job; later jobs have larger ids.
+pub type JobId = u64;
+
+/// How to stylise.
+#[derive(Clone)]
+pub enum Method {
+    /// Gatys optimisation against the VGG network at `vgg`.
+    Optimize {
+        vgg: PathBuf,
+        styles: Vec<StyleImage>,
+        config: GatysConfig,
+    },
+    /// One pass of a trained feed-forward network. `size` is the longer side to run at
+    /// (`None`: the photo's own size, capped for memory).
+    Network { model: PathBuf, size: Option<u32> },
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Optimize { .. } => "optimize",
+            Method::Network { .. } => "network",
+        }
+    }
+}
+
+/// A stylisation request.
+#[derive(Clone)]
+pub struct Job {
+    pub content: Arc<RgbImage>,
+    pub method: Method,
+    /// 0 keeps the photo, 1 is the full stylisation; in between blends the two.
+    pub strength: f32,
+}

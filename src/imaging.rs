@@ -1,0 +1,290 @@
+//! Images in and out: decoding with limits, resizing, tensor conversion and atomic saving.
+
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::error::{Error, Result};
+
+/// Larger images are refused before decoding: decoding alone would take gigabytes.
+pub const MAX_INPUT_PIXELS: u64 = 150_000_000;
+
+/// Reads an image file as 8-bit RGB, applying its EXIF orientation.
+///
+/// Missing files, unknown formats, corrupt data, zero-size and enormous images give an
+/// [`Error::Image`] naming the file and the problem.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    if !path.exists() {
+        return Err(Error::image(path, "file not found"));
+    }
+    if path.is_dir() {
+        return Err(Error::image(path, "is a directory, not an image"));
+    }
+    let reader = ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| Error::image(path, e))?;
+    if reader.format().is_none() {
+        return Err(Error::image(
+            path,
+            "unsupported or unrecognised image format (use PNG, JPEG, WebP, BMP or TIFF)",
+        ));
+    }
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| Error::image(path, format!("cannot decode: {e}")))?;
+    let (width, height) = decoder.dimensions();
+    check_dimensions(path, width, height)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder)
+        .map_err(|e| Error::image(path, format!("corrupt or truncated image: {e}")))?;
+    image.apply_orientation(orientation);
+    Ok(image.to_rgb8())
+}
+
+fn check_dimensions(path: &Path, width: u32, height: u32) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(Error::image(path, "image has zero width or height"));
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > MAX_INPUT_PIXELS {
+        return Err(Error::image(
+            path,
+            format!(
+                "image is {width}x{height} ({:.0} megapixels); the limit is {} megapixels",
+                pixels as f64 / 1e6,
+                MAX_INPUT_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Size (width, height) with the longer side equal to `max_side`, keeping the aspect ratio.
+pub fn fit_size(width: u32, height: u32, max_side: u32) -> (u32, u32) {
+    let longer = width.max(height).max(1) as f64;
+    let scale = max_side as f64 / longer;
+    let w = ((width as f64 * scale).round() as u32).max(1);
+    let h = ((height as f64 * scale).round() as u32).max(1);
+    (w, h)
+}
+
+/// Resizes so that the longer side is `max_side` (up or down); returns a copy when it already is.
+pub fn resize_longer_side(image: &RgbImage, max_side: u32) -> RgbImage {
+    let (w, h) = fit_size(image.width(), image.height(), max_side);
+    resize_exact(image, w, h)
+}
+
+/// Resizes to exactly `width`×`height` (Catmull-Rom: sharp enough, much faster than Lanczos).
+pub fn resize_exact(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if image.width() == width && image.height() == height {
+        return image.clone();
+    }
+    image::imageops::resize(image, width, height, FilterType::CatmullRom)
+}
+
+/// (1, 3, H, W) f32 tensor of RGB pixels in 0..255.
+pub fn to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let data: Vec<f32> = image.as_raw().iter().map(|&v| f32::from(v)).collect();
+    let t = Tensor::from_vec(data, (h, w, 3), &Device::Cpu)?
+        .permute((2, 0, 1))?
+        .contiguous()?
+        .unsqueeze(0)?
+        .to_device(device)?;
+    Ok(t)
+}
+
+/// Converts a (1, 3, H, W) or (3, H, W) tensor of pixels in 0..255 to an image (clamped, rounded).
+pub fn from_tensor(t: &Tensor) -> Result<RgbImage> {
+    let t = match t.rank() {
+        4 => t.squeeze(0)?,
+        _ => t.clone(),
+    };
+    let (c, h, w) = t.dims3()?;
+    if c != 3 {
+        return Err(Error::invalid(format!("expected 3 channels, got {c}")));
+    }
+    let data: Vec<f32> = t
+        .to_dtype(DType::F32)?
+        .clamp(0f32, 255f32)?
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1()?;
+    let bytes: Vec<u8> = data.iter().map(|&v| v.round() as u8).collect();
+    RgbImage::from_raw(w as u32, h as u32, bytes)
+        .ok_or_else(|| Error::invalid("tensor size does not match the image size"))
+}
+
+/// `strength` × `styled` + (1 − `strength`) × `original`, per pixel; both must have the same size.
+pub fn blend(styled: &RgbImage, original: &RgbImage, strength: f32) -> Result<RgbImage> {
+    if styled.dimensions() != original.dimensions() {
+        return Err(Error::invalid(format!(
+            "cannot blend images of different sizes {:?} and {:?}",
+            styled.dimensions(),
+            original.dimensions()
+        )));
+    }
+    let s = strength.clamp(0.0, 1.0);
+    let bytes = styled
+        .as_raw()
+        .iter()
+        .zip(original.as_raw())
+        .map(|(&a, &b)| (s * f32::from(a) + (1.0 - s) * f32::from(b)).round() as u8)
+        .collect();
+    RgbImage::from_raw(styled.width(), styled.height(), bytes)
+        .ok_or_else(|| Error::invalid("blend size mismatch"))
+}
+
+/// A content hash of an image, used to key cached network features.
+pub fn fingerprint(image: &RgbImage) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    image.dimensions().hash(&mut hasher);
+    image.as_raw().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Output formats the tool writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Png,
+    Jpeg { quality: u8 },
+}
+
+impl OutputFormat {
+    /// Picks the format from the file extension.
+    pub fn from_path(path: &Path, jpeg_quality: u8) -> Result<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("png") => Ok(OutputFormat::Png),
+            Some("jpg") | Some("jpeg") => Ok(OutputFormat::Jpeg {
+                quality: jpeg_quality.clamp(1, 100),
+            }),
+            _ => Err(Error::Write {
+                path: path.to_path_buf(),
+                reason: "unknown output format: use a .png, .jpg or .jpeg file name".into(),
+            }),
+        }
+    }
+}
+
+/// Refuses an output path that is one of the inputs (we never overwrite a source).
+pub fn ensure_not_an_input(output: &Path, inputs: &[&Path]) -> Result<()> {
+    let out = comparable_path(output);
+    for input in inputs {
+        if comparable_path(input) == out {
+            return Err(Error::Write {
+                path: output.to_path_buf(),
+                reason: format!(
+                    "refusing to overwrite the input {}; choose another output name",
+                    input.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Canonical form of a path that may not exist yet (canonical parent + file name).
+fn comparable_path(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match (parent.canonicalize(), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Encodes `image` and writes it atomically: a temporary file in the same folder, then a rename,
+/// so a failure (full disk, permission) never leaves a half-written file at `path`.
+pub fn save_atomic(image: &RgbImage, path: &Path, format: OutputFormat) -> Result<()> {
+    let mut encoded = Vec::new();
+    let cursor = std::io::Cursor::new(&mut encoded);
+    let encode_result = match format {
+        OutputFormat::Png => image.write_to(&mut std::io::BufWriter::new(cursor), image::ImageFormat::Png),
+        OutputFormat::Jpeg { quality } => {
+            let mut writer = std::io::BufWriter::new(cursor);
+            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut writer, quality);
+            image.write_with_encoder(encoder)
+        }
+    };
+    encode_result.map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        reason: format!("encoding failed: {e}"),
+    })?;
+    write_bytes_atomic(path, &encoded)
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let write_error = |reason: String| Error::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(write_error(format!(
+            "folder {} does not exist",
+            dir.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(write_error("is a directory".into()));
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".atelier-")
+        .suffix(".tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| write_error(e.to_string()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| write_error(e.to_string()))?;
+    // On failure the temp file is removed when `tmp` is dropped.
+    tmp.persist(path)
+        .map_err(|e| write_error(e.error.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_round_trip_keeps_pixels() {
+        let img = RgbImage::from_fn(5, 3, |x, y| image::Rgb([x as u8 * 40, y as u8 * 80, 7]));
+        let t = to_tensor(&img, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[1, 3, 3, 5]);
+        assert_eq!(from_tensor(&t).unwrap(), img);
+    }
+
+    #[test]
+    fn fit_size_keeps_aspect() {
+        assert_eq!(fit_size(1000, 500, 256), (256, 128));
+        assert_eq!(fit_size(300, 600, 100), (50, 100));
+    }
+
+    #[test]
+    fn blend_endpoints() {
+        let a = RgbImage::from_pixel(2, 2, image::Rgb([200, 0, 100]));
+        let b = RgbImage::from_pixel(2, 2, image::Rgb([0, 100, 100]));
+        assert_eq!(blend(&a, &b, 1.0).unwrap(), a);
+        assert_eq!(blend(&a, &b, 0.0).unwrap(), b);
+        assert_eq!(blend(&a, &b, 0.5).unwrap().get_pixel(0, 0).0, [100, 50, 100]);
+    }
+}

@@ -1,0 +1,14 @@
+//! Atelier: neural style transfer on candle.
+//!
+//! Layout: [`nn`] holds the networks and the custom ops they need, [`stylize`] the algorithms
+//! (Gatys optimisation, feed-forward inference), [`engine`] the background worker the CLI and the
+//! app talk to, [`imaging`] image decoding, conversion and atomic saving.
+
+pub mod bench;
+pub mod engine;
+pub mod error;
+pub mod imaging;
+pub mod nn;
+pub mod stylize;
+
+pub use error::{Error, Result};

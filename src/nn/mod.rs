@@ -1,0 +1,9 @@
+//! Networks: the VGG loss network, the feed-forward style transformer, the layers they share and
+//! custom candle ops with correct (and cheaper) gradients.
+
+pub mod hub;
+pub mod layers;
+pub mod ops;
+pub mod transformer;
+pub mod vgg;
+pub mod weights;

@@ -1,0 +1,550 @@
+//! The Johnson et al. feed-forward style network, parameter-compatible with pytorch/examples
+//! `fast_neural_style/neural_style/transformer_net.py`: its state dicts (saved as
+//! `.safetensors`, or as the zip `.pth` that `torch.save(model.state_dict())` writes) load and
+//! run unchanged. Input and output are RGB pixels in 0..255; the output is not clamped.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use candle_core::{bail, CpuStorage, DType, Device, Storage, Tensor};
+use rand::{Rng, SeedableRng};
+
+use crate::error::{Error, Result};
+use crate::nn::layers::{instance_norm, pad_end_to, reflection_pad2d, upsample_nearest2x};
+use crate::nn::ops;
+use crate::nn::weights::WeightFile;
+
+/// PyTorch's `InstanceNorm2d` default.
+const INSTANCE_NORM_EPS: f64 = 1e-5;
+const RESIDUAL_BLOCKS: usize = 5;
+/// Two stride-2 convolutions: sizes must be multiples of 4 for the output to match the input.
+const SIZE_MULTIPLE: usize = 4;
+/// Smallest working size: after the two stride-2 convs a 3x3 reflection pad needs 2 pixels.
+const MIN_SIZE: usize = 8;
+
+/// `ConvLayer` (reflection pad k/2, then conv) or `UpsampleConvLayer` (nearest ×2 first).
+#[derive(Debug, Clone)]
+struct ConvLayer {
+    name: &'static str,
+    weight: Tensor,
+    bias: Tensor,
+    stride: usize,
+    upsample: bool,
+}
+
+#[derive(Debug, Clone)]
+struct InstanceNorm {
+    name: &'static str,
+    weight: Tensor,
+    bias: Tensor,
+}
+
+#[derive(Debug, Clone)]
+struct ResidualBlock {
+    conv1: ConvLayer,
+    in1: InstanceNorm,
+    conv2: ConvLayer,
+    in2: InstanceNorm,
+}
+
+/// One convolution of the architecture: (name, in channels, out channels, kernel, stride,
+/// upsample). Names are the PyTorch module paths; residual blocks are prefixed `resN.`.
+type ConvSpec = (&'static str, usize, usize, usize, usize, bool);
+
+const HEAD: [ConvSpec; 3] = [
+    ("conv1", 3, 32, 9, 1, false),
+    ("conv2", 32, 64, 3, 2, false),
+    ("conv3", 64, 128, 3, 2, false),
+];
+const HEAD_NORMS: [(&str, usize); 3] = [("in1", 32), ("in2", 64), ("in3", 128)];
+const RESIDUAL: [ConvSpec; 2] = [
+    ("conv1", 128, 128, 3, 1, false),
+    ("conv2", 128, 128, 3, 1, false),
+];
+const RESIDUAL_NORMS: [(&str, usize); 2] = [("in1", 128), ("in2", 128)];
+const TAIL: [ConvSpec; 3] = [
+    ("deconv1", 128, 64, 3, 1, true),
+    ("deconv2", 64, 32, 3, 1, true),
+    ("deconv3", 32, 3, 9, 1, false),
+];
+const TAIL_NORMS: [(&str, usize); 2] = [("in4", 64), ("in5", 32)];
+const RES_NAMES: [&str; RESIDUAL_BLOCKS] = ["res1", "res2", "res3", "res4", "res5"];
+
+/// The feed-forward style transformer.
+#[derive(Debug, Clone)]
+pub struct TransformerNet {
+    conv1: ConvLayer,
+    in1: InstanceNorm,
+    conv2: ConvLayer,
+    in2: InstanceNorm,
+    conv3: ConvLayer,
+    in3: InstanceNorm,
+    res: Vec<ResidualBlock>,
+    deconv1: ConvLayer,
+    in4: InstanceNorm,
+    deconv2: ConvLayer,
+    in5: InstanceNorm,
+    deconv3: ConvLayer,
+    /// Whether the convolutions' backward pass computes weight gradients (training). False
+    /// after loading: inference and input-gradient uses skip that work.
+    pub trainable: bool,
+}
+
+fn conv_param_shapes(
+    prefix: &str,
+    (name, cin, cout, k, _, _): ConvSpec,
+) -> [(String, Vec<usize>); 2] {
+    [
+        (format!("{prefix}{name}.conv2d.weight"), vec![cout, cin, k, k]),
+        (format!("{prefix}{name}.conv2d.bias"), vec![cout]),
+    ]
+}
+
+fn norm_param_shapes(prefix: &str, (name, c): (&str, usize)) -> [(String, Vec<usize>); 2] {
+    [
+        (format!("{prefix}{name}.weight"), vec![c]),
+        (format!("{prefix}{name}.bias"), vec![c]),
+    ]
+}
+
+/// Looks tensors up by name, checking shape and converting to f32, with errors that name the
+/// tensor and the file.
+struct Source<'a> {
+    map: &'a HashMap<String, Tensor>,
+    /// Prepended to every name (`module.` for `DataParallel` checkpoints).
+    prefix: &'static str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self
+            .map
+            .get(&format!("{}{name}", self.prefix))
+            .ok_or_else(|| Error::weights(self.path, format!("missing tensor `{name}`")))?;
+        if t.dims() != shape {
+            return Err(Error::weights(
+                self.path,
+                format!(
+                    "tensor `{name}` has shape {:?}, expected {:?}",
+                    t.dims(),
+                    shape
+                ),
+            ));
+        }
+        t.to_dtype(DType::F32)
+            .map_err(|e| Error::weights(self.path, format!("tensor `{name}`: {e}")))
+    }
+
+    fn conv(&self, prefix: &str, spec: ConvSpec) -> Result<ConvLayer> {
+        let [(w_name, w_shape), (b_name, b_shape)] = conv_param_shapes(prefix, spec);
+        Ok(ConvLayer {
+            name: spec.0,
+            weight: self.get(&w_name, &w_shape)?,
+            bias: self.get(&b_name, &b_shape)?,
+            stride: spec.4,
+            upsample: spec.5,
+        })
+    }
+
+    fn norm(&self, prefix: &str, spec: (&'static str, usize)) -> Result<InstanceNorm> {
+        let [(w_name, w_shape), (b_name, b_shape)] = norm_param_shapes(prefix, spec);
+        Ok(InstanceNorm {
+            name: spec.0,
+            weight: self.get(&w_name, &w_shape)?,
+            bias: self.get(&b_name, &b_shape)?,
+        })
+    }
+}
+
+impl ConvLayer {
+    fn forward(&self, x: &Tensor, weight_grad: bool) -> candle_core::Result<Tensor> {
+        let x = if self.upsample {
+            upsample_nearest2x(x)?
+        } else {
+            x.clone()
+        };
+        let x = reflection_pad2d(&x, self.weight.dim(3)? / 2)?;
+        ops::conv2d(&x, &self.weight, Some(&self.bias), 0, self.stride, weight_grad)
+    }
+}
+
+impl InstanceNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        instance_norm(x, &self.weight, &self.bias, INSTANCE_NORM_EPS)
+    }
+}
+
+impl ResidualBlock {
+    fn forward(&self, x: &Tensor, weight_grad: bool) -> candle_core::Result<Tensor> {
+        let y = self.in1.forward(&self.conv1.forward(x, weight_grad)?)?.relu()?;
+        let y = self.in2.forward(&self.conv2.forward(&y, weight_grad)?)?;
+        y + x
+    }
+}
+
+/// The size the network actually runs at for an image side of `size` pixels.
+fn padded_size(size: usize) -> usize {
+    size.div_ceil(SIZE_MULTIPLE).max(1) * SIZE_MULTIPLE
+}
+
+fn run_size(size: usize) -> usize {
+    padded_size(size).max(MIN_SIZE)
+}
+
+impl TransformerNet {
+    /// Every parameter's PyTorch name and shape, in the order of [`Self::tensors`].
+    pub fn parameter_shapes() -> Vec<(String, Vec<usize>)> {
+        let mut shapes = Vec::new();
+        for (conv, norm) in HEAD.iter().zip(HEAD_NORMS) {
+            shapes.extend(conv_param_shapes("", *conv));
+            shapes.extend(norm_param_shapes("", norm));
+        }
+        for block in RES_NAMES {
+            let prefix = format!("{block}.");
+            for (conv, norm) in RESIDUAL.iter().zip(RESIDUAL_NORMS) {
+                shapes.extend(conv_param_shapes(&prefix, *conv));
+                shapes.extend(norm_param_shapes(&prefix, norm));
+            }
+        }
+        for (conv, norm) in TAIL[..2].iter().zip(TAIL_NORMS) {
+            shapes.extend(conv_param_shapes("", *conv));
+            shapes.extend(norm_param_shapes("", norm));
+        }
+        shapes.extend(conv_param_shapes("", TAIL[2]));
+        shapes
+    }
+
+    /// Loads a state dict from `.safetensors` or a PyTorch zip `.pth` (f32, f16 or bf16; held
+    /// as f32). Extra tensors such as old checkpoints' `in1.running_mean` are ignored.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let file = WeightFile::load(path, device)?;
+        Self::from_tensors(&file.tensors, path)
+    }
+
+    /// Builds the network from named tensors (e.g. `Var`-backed ones for training; they are
+    /// used as they are, so gradients reach them). `path_for_errors` names the source in errors.
+    pub fn from_tensors(map: &HashMap<String, Tensor>, path_for_errors: &Path) -> Result<Self> {
+        let source = Source {
+            map,
+            prefix: detect_prefix(map, path_for_errors)?,
+            path: path_for_errors,
+        };
+        // Built in forward order so a missing tensor is reported as PyTorch would list it.
+        let conv1 = source.conv("", HEAD[0])?;
+        let in1 = source.norm("", HEAD_NORMS[0])?;
+        let conv2 = source.conv("", HEAD[1])?;
+        let in2 = source.norm("", HEAD_NORMS[1])?;
+        let conv3 = source.conv("", HEAD[2])?;
+        let in3 = source.norm("", HEAD_NORMS[2])?;
+        let mut res = Vec::with_capacity(RESIDUAL_BLOCKS);
+        for block in RES_NAMES {
+            let prefix = format!("{block}.");
+            res.push(ResidualBlock {
+                conv1: source.conv(&prefix, RESIDUAL[0])?,
+                in1: source.norm(&prefix, RESIDUAL_NORMS[0])?,
+                conv2: source.conv(&prefix, RESIDUAL[1])?,
+                in2: source.norm(&prefix, RESIDUAL_NORMS[1])?,
+            });
+        }
+        let net = Self {
+            conv1,
+            in1,
+            conv2,
+            in2,
+            conv3,
+            in3,
+            res,
+            deconv1: source.conv("", TAIL[0])?,
+            in4: source.norm("", TAIL_NORMS[0])?,
+            deconv2: source.conv("", TAIL[1])?,
+            in5: source.norm("", TAIL_NORMS[1])?,
+            deconv3: source.conv("", TAIL[2])?,
+            trainable: false,
+        };
+        let device = net.device();
+        if let Some((name, t)) = net
+            .tensors()
+            .into_iter()
+            .find(|(_, t)| !t.device().same_device(device))
+        {
+            return Err(Error::weights(
+                path_for_errors,
+                format!(
+                    "tensor `{name}` is on {:?}, the others on {device:?}",
+                    t.device()
+                ),
+            ));
+        }
+        Ok(net)
+    }
+
+    /// A freshly initialised network, as PyTorch initialises `TransformerNet()`: conv weights
+    /// and biases uniform in ±1/sqrt(fan_in), instance-norm weight 1 and bias 0. Deterministic
+    /// for a given `seed`.
+    pub fn random(device: &Device, seed: u64) -> Result<Self> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut map = HashMap::new();
+        let mut fan_in = 1usize;
+        for (name, shape) in Self::parameter_shapes() {
+            let numel: usize = shape.iter().product();
+            let values: Vec<f32> = if name.ends_with("conv2d.weight") {
+                // Weights come before their bias, so the bias reuses this fan-in.
+                fan_in = shape[1..].iter().product();
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                (0..numel).map(|_| rng.random_range(-bound..bound)).collect()
+            } else if name.ends_with("conv2d.bias") {
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                (0..numel).map(|_| rng.random_range(-bound..bound)).collect()
+            } else if name.ends_with(".weight") {
+                vec![1.0; numel]
+            } else {
+                vec![0.0; numel]
+            };
+            map.insert(name, Tensor::from_vec(values, shape, device)?);
+        }
+        Self::from_tensors(&map, Path::new("<random init>"))
+    }
+
+    pub fn device(&self) -> &Device {
+        self.conv1.weight.device()
+    }
+
+    /// Parameters by PyTorch name, in the order of [`Self::parameter_shapes`].
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(62);
+        let conv = |prefix: &str, c: &ConvLayer, out: &mut Vec<(String, Tensor)>| {
+            out.push((format!("{prefix}{}.conv2d.weight", c.name), c.weight.clone()));
+            out.push((format!("{prefix}{}.conv2d.bias", c.name), c.bias.clone()));
+        };
+        let norm = |prefix: &str, n: &InstanceNorm, out: &mut Vec<(String, Tensor)>| {
+            out.push((format!("{prefix}{}.weight", n.name), n.weight.clone()));
+            out.push((format!("{prefix}{}.bias", n.name), n.bias.clone()));
+        };
+        for (c, n) in [
+            (&self.conv1, &self.in1),
+            (&self.conv2, &self.in2),
+            (&self.conv3, &self.in3),
+        ] {
+            conv("", c, &mut out);
+            norm("", n, &mut out);
+        }
+        for (block, name) in self.res.iter().zip(RES_NAMES) {
+            let prefix = format!("{name}.");
+            conv(&prefix, &block.conv1, &mut out);
+            norm(&prefix, &block.in1, &mut out);
+            conv(&prefix, &block.conv2, &mut out);
+            norm(&prefix, &block.in2, &mut out);
+        }
+        for (c, n) in [(&self.deconv1, &self.in4), (&self.deconv2, &self.in5)] {
+            conv("", c, &mut out);
+            norm("", n, &mut out);
+        }
+        conv("", &self.deconv3, &mut out);
+        out
+    }
+
+    /// Stylises `x`, (N,3,H,W) RGB in 0..255, any H,W >= 1. The image is extended at its
+    /// bottom/right (reflection; edge replication below 8 pixels) to what the strides need and
+    /// the output is cropped back to H×W.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, channels, h, w) = x.dims4()?;
+        if channels != 3 {
+            bail!("the style network expects 3 RGB channels, got {channels}")
+        }
+        if h == 0 || w == 0 {
+            bail!("the style network got an empty {h}x{w} image")
+        }
+        let x = pad_end_to(x, 2, run_size(h))?;
+        let x = pad_end_to(&x, 3, run_size(w))?;
+        let g = self.trainable;
+        let mut y = self.in1.forward(&self.conv1.forward(&x, g)?)?.relu()?;
+        y = self.in2.forward(&self.conv2.forward(&y, g)?)?.relu()?;
+        y = self.in3.forward(&self.conv3.forward(&y, g)?)?.relu()?;
+        for block in &self.res {
+            y = block.forward(&y, g)?;
+        }
+        y = self.in4.forward(&self.deconv1.forward(&y, g)?)?.relu()?;
+        y = self.in5.forward(&self.deconv2.forward(&y, g)?)?.relu()?;
+        y = self.deconv3.forward(&y, g)?;
+        if y.dim(2)? != h || y.dim(3)? != w {
+            y = y.narrow(2, 0, h)?.narrow(3, 0, w)?;
+        }
+        Ok(y)
+    }
+
+    /// Writes the parameters (PyTorch names) as `.safetensors` in `dtype` (F16 halves the file
+    /// for shipping; F32 and BF16 also work), with `metadata` in the header. The file is written
+    /// to a temporary file beside `path` and renamed, so a failure never leaves half a file.
+    pub fn save_safetensors(
+        &self,
+        path: &Path,
+        dtype: DType,
+        mut metadata: HashMap<String, String>,
+    ) -> Result<()> {
+        let write_err = |reason: String| Error::Write {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let st_dtype = match dtype {
+            DType::F32 => safetensors::Dtype::F32,
+            DType::F16 => safetensors::Dtype::F16,
+            DType::BF16 => safetensors::Dtype::BF16,
+            other => {
+                return Err(Error::invalid(format!(
+                    "cannot save the style network as {other:?}; use F32, F16 or BF16"
+                )))
+            }
+        };
+        let mut views = Vec::with_capacity(62);
+        for (name, t) in self.tensors() {
+            let data = le_bytes(&t.to_dtype(dtype)?)?;
+            views.push((
+                name,
+                RawTensor {
+                    dtype: st_dtype,
+                    shape: t.dims().to_vec(),
+                    data,
+                },
+            ));
+        }
+        metadata
+            .entry("architecture".to_string())
+            .or_insert_with(|| "fast_neural_style.TransformerNet".to_string());
+        let bytes = safetensors::serialize(views, Some(metadata))
+            .map_err(|e| write_err(format!("cannot serialise: {e}")))?;
+
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| write_err(e.to_string()))?;
+        tmp.write_all(&bytes)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| write_err(e.to_string()))?;
+        tmp.persist(path).map_err(|e| write_err(e.error.to_string()))?;
+        Ok(())
+    }
+
+    /// Floating-point operations of one forward pass on an `h`×`w` image (2 × multiply-adds of
+    /// all convolutions, at the padded size the network runs at).
+    pub fn flops(h: usize, w: usize) -> f64 {
+        let (mut h, mut w) = (run_size(h), run_size(w));
+        let mut macs = 0f64;
+        let mut conv = |h: &mut usize, w: &mut usize, (_, cin, cout, k, stride, up): ConvSpec| {
+            if up {
+                *h *= 2;
+                *w *= 2;
+            }
+            // Reflection pad k/2 then a valid conv: out = (in - 1) / stride + 1 for odd k.
+            *h = (*h - 1) / stride + 1;
+            *w = (*w - 1) / stride + 1;
+            macs += (*h * *w * cout * cin * k * k) as f64;
+        };
+        for spec in HEAD {
+            conv(&mut h, &mut w, spec);
+        }
+        for _ in 0..RESIDUAL_BLOCKS {
+            for spec in RESIDUAL {
+                conv(&mut h, &mut w, spec);
+            }
+        }
+        for spec in TAIL {
+            conv(&mut h, &mut w, spec);
+        }
+        2.0 * macs
+    }
+}
+
+/// Decides whether names carry a `module.` prefix (checkpoints of `nn.DataParallel` models) and
+/// recognises files that hold some other network.
+fn detect_prefix(map: &HashMap<String, Tensor>, path: &Path) -> Result<&'static str> {
+    const PROBE: &str = "conv1.conv2d.weight";
+    for prefix in ["", "module."] {
+        if map.contains_key(&format!("{prefix}{PROBE}")) {
+            return Ok(prefix);
+        }
+    }
+    let expected = TransformerNet::parameter_shapes();
+    let present = expected
+        .iter()
+        .filter(|(name, _)| map.contains_key(name))
+        .count();
+    if present > 0 {
+        // Partly there: let the lookup name the first missing tensor.
+        return Ok("");
+    }
+    let mut names: Vec<&String> = map.keys().collect();
+    names.sort();
+    let looks_like = if names.iter().any(|n| n.starts_with("features.")) {
+        " (it looks like a VGG/classification network)".to_string()
+    } else if names.is_empty() {
+        " (it holds no tensors)".to_string()
+    } else {
+        let sample: Vec<&str> = names.iter().take(3).map(|n| n.as_str()).collect();
+        format!(" (it holds e.g. {})", sample.join(", "))
+    };
+    Err(Error::weights(
+        path,
+        format!("not a fast_neural_style transformer: no `{PROBE}`{looks_like}"),
+    ))
+}
+
+/// A tensor's data as little-endian bytes, for safetensors.
+fn le_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let t = t.to_device(&Device::Cpu)?.flatten_all()?.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        return Err(Error::invalid("tensor not contiguous after contiguous()"));
+    };
+    // The element types are inferred from the storage; their to_le_bytes are inherent methods.
+    let bytes = match &*storage {
+        Storage::Cpu(CpuStorage::F32(v)) => v[start..end]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        Storage::Cpu(CpuStorage::F16(v)) => v[start..end]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        Storage::Cpu(CpuStorage::BF16(v)) => v[start..end]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+        _ => {
+            return Err(Error::invalid(format!(
+                "cannot serialise a {:?} tensor",
+                t.dtype()
+            )))
+        }
+    };
+    Ok(bytes)
+}
+
+/// Owned tensor bytes implementing safetensors' `View` (candle implements it for the older
+/// safetensors release it depends on, not the one this crate uses).
+struct RawTensor {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl safetensors::View for RawTensor {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        (&self.data).into()
+    }
+
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}

@@ -1,0 +1,570 @@
+//! Optimisation-based style transfer (Gatys, Ecker & Bethge): find an image whose VGG features
+//! match the photo (content loss) and whose Gram matrices match the style (style loss).
+//!
+//! Every loss term is normalised by the size of its target (‖F−P‖²/‖P‖², ‖G−A‖²/‖A‖²), so the
+//! weights mean the same for VGG16 and VGG19 and for any input normalisation.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor, Var};
+use image::RgbImage;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::imaging;
+use crate::nn::vgg::Vgg;
+use crate::stylize::cache::FeatureCache;
+use crate::stylize::color;
+use crate::stylize::optim::{make_optimizer, OptimizerKind};
+
+/// Where the optimisation starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Init {
+    /// The photo itself: converges fastest and keeps the most structure.
+    Content,
+    /// Seeded Gaussian noise around mid-grey: more stylised, needs more steps.
+    Noise,
+}
+
+impl std::str::FromStr for Init {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "content" => Ok(Init::Content),
+            "noise" => Ok(Init::Noise),
+            other => Err(Error::invalid(format!(
+                "unknown init `{other}` (use content or noise)"
+            ))),
+        }
+    }
+}
+
+/// Everything that controls one optimisation run.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatysConfig {
+    /// Longer side of the result in pixels.
+    pub size: u32,
+    /// Optimisation steps at each scale.
+    pub steps: usize,
+    pub content_weight: f64,
+    pub style_weight: f64,
+    pub tv_weight: f64,
+    pub content_layers: Vec<String>,
+    /// Style layers with their relative weights.
+    pub style_layers: Vec<(String, f64)>,
+    pub preserve_color: bool,
+    pub init: Init,
+    pub seed: u64,
+    pub optimizer: OptimizerKind,
+    pub learning_rate: Option<f64>,
+    /// Number of scales for coarse-to-fine; 0 picks one from `size`.
+    pub scales: usize,
+    /// Emit a preview every this many steps (0 = never).
+    pub preview_every: usize,
+    /// Style images are resized to this factor times the result's longer side.
+    pub style_scale: f64,
+}
+
+impl Default for GatysConfig {
+    fn default() -> Self {
+        Self {
+            size: 512,
+            steps: 200,
+            content_weight: 1.0,
+            style_weight: 10.0,
+            tv_weight: 0.01,
+            content_layers: vec!["relu4_2".into()],
+            style_layers: ["relu1_2", "relu2_2", "relu3_3", "relu4_3"]
+                .iter()
+                .map(|l| (l.to_string(), 1.0))
+                .collect(),
+            preserve_color: false,
+            init: Init::Content,
+            seed: 0,
+            optimizer: OptimizerKind::Lbfgs,
+            learning_rate: None,
+            scales: 0,
+            preview_every: 0,
+            style_scale: 1.0,
+        }
+    }
+}
+
+/// Results smaller than this are not worth a coarser scale.
+const MIN_SCALE_SIDE: u32 = 128;
+/// Upper bound for the optimised image's longer side (memory grows with its square).
+pub const MAX_SIZE: u32 = 4096;
+
+impl GatysConfig {
+    /// Checks ranges; returns a clear message for the first bad value.
+    pub fn validate(&self) -> Result<()> {
+        if self.size < 16 || self.size > MAX_SIZE {
+            return Err(Error::invalid(format!(
+                "size must be between 16 and {MAX_SIZE} pixels, got {}",
+                self.size
+            )));
+        }
+        if self.steps == 0 {
+            return Err(Error::invalid("steps must be at least 1"));
+        }
+        for (name, v) in [
+            ("content weight", self.content_weight),
+            ("style weight", self.style_weight),
+            ("tv weight", self.tv_weight),
+            ("style scale", self.style_scale),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(Error::invalid(format!(
+                    "{name} must be a non-negative number, got {v}"
+                )));
+            }
+        }
+        if self.style_scale < 0.05 || self.style_scale > 4.0 {
+            return Err(Error::invalid("style scale must be between 0.05 and 4"));
+        }
+        if self.style_layers.iter().any(|(_, w)| !w.is_finite() || *w < 0.0) {
+            return Err(Error::invalid("style layer weights must be non-negative"));
+        }
+        if self.content_layers.is_empty() && self.style_layers.is_empty() {
+            return Err(Error::invalid("no content or style layers given"));
+        }
+        if let Some(lr) = self.learning_rate {
+            if !lr.is_finite() || lr <= 0.0 {
+                return Err(Error::invalid("learning rate must be positive"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The longer side of each scale, coarsest first.
+    pub fn scale_sides(&self) -> Vec<u32> {
+        let count = if self.scales > 0 {
+            self.scales
+        } else {
+            // One scale up to 512 px, then one more per doubling.
+            let mut n = 1;
+            let mut side = self.size;
+            while side > 512 {
+                side /= 2;
+                n += 1;
+            }
+            n
+        };
+        let mut sides: Vec<u32> = (0..count)
+            .map(|i| self.size >> (count - 1 - i))
+            .filter(|&s| s >= MIN_SCALE_SIDE.min(self.size))
+            .collect();
+        if sides.is_empty() {
+            sides.push(self.size);
+        }
+        sides
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.steps * self.scale_sides().len()
+    }
+}
+
+/// A style image and its share in a blend.
+#[derive(Clone)]
+pub struct StyleImage {
+    pub image: Arc<RgbImage>,
+    pub weight: f64,
+}
+
+/// The loss terms after weighting (`total` is their sum).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Losses {
+    pub content: f64,
+    pub style: f64,
+    pub tv: f64,
+    pub total: f64,
+}
+
+/// What the optimisation reports after each step.
+pub struct StepUpdate {
+    pub step: usize,
+    pub total_steps: usize,
+    pub losses: Losses,
+    /// Present every `preview_every` steps and after the last step of each scale.
+    pub preview: Option<RgbImage>,
+}
+
+/// Receives progress and decides whether to go on.
+pub trait Observer {
+    /// Called after every step; an error (usually [`Error::Cancelled`]) stops the run.
+    fn on_step(&mut self, update: StepUpdate) -> Result<()>;
+    /// Polled before every loss evaluation, so cancellation takes effect within one step.
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// The finished image and its numbers.
+pub struct GatysOutput {
+    pub image: RgbImage,
+    pub losses: Losses,
+    /// Style loss of the starting image at the final scale (before any optimisation there).
+    pub initial_style_loss: f64,
+    pub steps: usize,
+    pub evaluations: usize,
+}
+
+/// Runs the optimisation. `cache` keeps content and style features between runs.
+pub fn stylize(
+    vgg: &Vgg,
+    device: &Device,
+    content: &RgbImage,
+    styles: &[StyleImage],
+    config: &GatysConfig,
+    cache: &mut FeatureCache,
+    observer: &mut dyn Observer,
+) -> Result<GatysOutput> {
+    config.validate()?;
+    if styles.is_empty() {
+        return Err(Error::invalid("at least one style image is needed"));
+    }
+    let blend_total: f64 = styles.iter().map(|s| s.weight).sum();
+    if styles.iter().any(|s| !s.weight.is_finite() || s.weight < 0.0) || blend_total <= 0.0 {
+        return Err(Error::invalid(
+            "blend weights must be non-negative and not all zero",
+        ));
+    }
+    let known = vgg.layer_names();
+    for layer in config
+        .content_layers
+        .iter()
+        .chain(config.style_layers.iter().map(|(l, _)| l))
+    {
+        if !known.contains(layer) {
+            return Err(Error::invalid(format!(
+                "unknown VGG layer `{layer}`; this network has {}",
+                known.join(", ")
+            )));
+        }
+    }
+
+    let sides = config.scale_sides();
+    let total_steps = config.steps * sides.len();
+    let (final_w, final_h) = imaging::fit_size(content.width(), content.height(), config.size);
+
+    // With colour preservation the optimisation sees only luminance.
+    let content_for_vgg = if config.preserve_color {
+        color::luminance(content)
+    } else {
+        content.clone()
+    };
+    let styles_for_vgg: Vec<StyleImage> = styles
+        .iter()
+        .map(|s| StyleImage {
+            image: if config.preserve_color {
+                Arc::new(color::matched_luminance(&s.image, content))
+            } else {
+                s.image.clone()
+            },
+            weight: s.weight / blend_total,
+        })
+        .collect();
+
+    let mut x: Option<Tensor> = None;
+    let mut step = 0usize;
+    let mut evaluations = 0usize;
+    let mut last_losses = Losses::default();
+    let mut initial_style_loss = f64::NAN;
+
+    for (scale_index, &side) in sides.iter().enumerate() {
+        let is_final = scale_index + 1 == sides.len();
+        let (w, h) = if is_final {
+            (final_w, final_h)
+        } else {
+            imaging::fit_size(content.width(), content.height(), side)
+        };
+        let content_scaled = imaging::resize_exact(&content_for_vgg, w, h);
+        let problem = StyleProblem::new(
+            vgg,
+            &content_scaled,
+            &styles_for_vgg,
+            config,
+            cache,
+            device,
+        )?;
+
+        let start = match x.take() {
+            None => initial_image(config, &content_scaled, device)?,
+            Some(previous) => previous.upsample_bilinear2d(h as usize, w as usize, false)?,
+        };
+        if is_final {
+            if observer.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let (losses, _) = problem.evaluate(&start, false)?;
+            initial_style_loss = losses.style;
+        }
+
+        let mut optimizer = make_optimizer(config.optimizer, config.learning_rate);
+        let mut current = start;
+        for _ in 0..config.steps {
+            let mut objective = |point: &Tensor| -> Result<(f64, Tensor)> {
+                if observer.cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let (losses, grad) = problem.evaluate(point, true)?;
+                evaluations += 1;
+                last_losses = losses;
+                let grad = grad.ok_or_else(|| Error::invalid("no gradient"))?;
+                Ok((losses.total, grad))
+            };
+            optimizer.step(&mut current, &mut objective)?;
+            if config.optimizer == OptimizerKind::Adam {
+                // Adam drifts out of range; L-BFGS keeps its own curvature history so is left alone.
+                current = current.clamp(0f32, 255f32)?;
+            }
+            step += 1;
+            let last_of_scale = step % config.steps == 0;
+            let want_preview = last_of_scale
+                || (config.preview_every > 0 && step % config.preview_every == 0);
+            let preview = if want_preview {
+                Some(render(&current, content, config.preserve_color)?)
+            } else {
+                None
+            };
+            observer.on_step(StepUpdate {
+                step,
+                total_steps,
+                losses: last_losses,
+                preview,
+            })?;
+        }
+        x = Some(current);
+    }
+
+    let x = x.ok_or_else(|| Error::invalid("no scale was optimised"))?;
+    let image = render(&x, content, config.preserve_color)?;
+    Ok(GatysOutput {
+        image,
+        losses: last_losses,
+        initial_style_loss,
+        steps: step,
+        evaluations,
+    })
+}
+
+/// The current image as RGB, with the photo's colours put back when preserving colour.
+fn render(x: &Tensor, content: &RgbImage, preserve_color: bool) -> Result<RgbImage> {
+    let image = imaging::from_tensor(x)?;
+    if !preserve_color {
+        return Ok(image);
+    }
+    let colors = imaging::resize_exact(content, image.width(), image.height());
+    Ok(color::recombine(&image, &colors))
+}
+
+fn initial_image(config: &GatysConfig, content: &RgbImage, device: &Device) -> Result<Tensor> {
+    match config.init {
+        Init::Content => imaging::to_tensor(content, device),
+        Init::Noise => {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+            let normal =
+                Normal::new(127.5f32, 50.0).map_err(|e| Error::invalid(e.to_string()))?;
+            let n = 3 * content.width() as usize * content.height() as usize;
+            let data: Vec<f32> = (0..n)
+                .map(|_| normal.sample(&mut rng).clamp(0.0, 255.0))
+                .collect();
+            let shape = (1, 3, content.height() as usize, content.width() as usize);
+            Ok(Tensor::from_vec(data, shape, device)?)
+        }
+    }
+}
+
+/// Gram matrix F·Fᵀ / (H·W) of a (1, C, H, W) activation.
+pub fn gram(features: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = features.dims4()?;
+    let f = features.reshape((n * c, h * w))?;
+    Ok((f.matmul(&f.t()?)? / (h * w) as f64)?)
+}
+
+/// Squared total variation, normalised by the photo's own so the weight is scale-free.
+fn total_variation(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let dx = (x.narrow(3, 1, w - 1)? - x.narrow(3, 0, w - 1)?)?;
+    let dy = (x.narrow(2, 1, h - 1)? - x.narrow(2, 0, h - 1)?)?;
+    Ok((dx.sqr()?.mean_all()? + dy.sqr()?.mean_all()?)?)
+}
+
+/// One scale's fixed targets and the loss function over candidate images (public for benchmarks).
+pub struct StyleProblem<'a> {
+    vgg: &'a Vgg,
+    config: &'a GatysConfig,
+    layers: Vec<String>,
+    content_targets: Vec<(String, Tensor, f64)>,
+    style_targets: Vec<(String, Tensor, f64)>,
+    tv_norm: f64,
+}
+
+fn cache_key(kind: &str, image: &RgbImage, layers: &[String]) -> u64 {
+    let mut h = DefaultHasher::new();
+    kind.hash(&mut h);
+    imaging::fingerprint(image).hash(&mut h);
+    layers.hash(&mut h);
+    h.finish()
+}
+
+fn squared_norm(t: &Tensor) -> Result<f64> {
+    Ok(f64::from(t.sqr()?.sum_all()?.to_scalar::<f32>()?))
+}
+
+impl<'a> StyleProblem<'a> {
+    pub fn new(
+        vgg: &'a Vgg,
+        content: &RgbImage,
+        styles: &[StyleImage],
+        config: &'a GatysConfig,
+        cache: &mut FeatureCache,
+        device: &Device,
+    ) -> Result<Self> {
+        let content_layers = config.content_layers.clone();
+        let style_layers: Vec<String> = config.style_layers.iter().map(|(l, _)| l.clone()).collect();
+
+        let content_features = cache.get_or_compute(
+            cache_key("content", content, &content_layers),
+            || vgg.features(&imaging::to_tensor(content, device)?, &content_layers),
+        )?;
+        let mut content_targets = Vec::new();
+        for layer in &content_layers {
+            let target = content_features
+                .get(layer)
+                .ok_or_else(|| Error::invalid(format!("missing layer {layer}")))?
+                .detach();
+            let norm = squared_norm(&target)?.max(1e-12);
+            content_targets.push((layer.clone(), target, norm));
+        }
+
+        // Blend several styles by mixing their Gram matrices.
+        let style_side =
+            ((content.width().max(content.height()) as f64) * config.style_scale).round() as u32;
+        let mut blended: HashMap<String, Tensor> = HashMap::new();
+        for style in styles {
+            let scaled = imaging::resize_longer_side(&style.image, style_side.max(16));
+            let grams = cache.get_or_compute(cache_key("gram", &scaled, &style_layers), || {
+                let feats = vgg.features(&imaging::to_tensor(&scaled, device)?, &style_layers)?;
+                feats
+                    .into_iter()
+                    .map(|(name, f)| Ok((name, gram(&f)?)))
+                    .collect()
+            })?;
+            for layer in &style_layers {
+                let g = grams
+                    .get(layer)
+                    .ok_or_else(|| Error::invalid(format!("missing layer {layer}")))?;
+                let weighted = (g * style.weight)?;
+                let sum = match blended.remove(layer) {
+                    Some(acc) => (acc + weighted)?,
+                    None => weighted,
+                };
+                blended.insert(layer.clone(), sum);
+            }
+        }
+        let layer_weight_total: f64 = config.style_layers.iter().map(|(_, w)| w).sum();
+        let mut style_targets = Vec::new();
+        for (layer, weight) in &config.style_layers {
+            let target = blended
+                .remove(layer)
+                .ok_or_else(|| Error::invalid(format!("missing layer {layer}")))?
+                .detach();
+            let norm = squared_norm(&target)?.max(1e-12);
+            let share = if layer_weight_total > 0.0 {
+                weight / layer_weight_total
+            } else {
+                0.0
+            };
+            style_targets.push((layer.clone(), target, share / norm));
+        }
+        let tv_norm = f64::from(
+            total_variation(&imaging::to_tensor(content, device)?)?.to_scalar::<f32>()?,
+        )
+        .max(1e-6);
+
+        let mut layers = content_layers;
+        for l in style_layers {
+            if !layers.contains(&l) {
+                layers.push(l);
+            }
+        }
+        Ok(Self {
+            vgg,
+            config,
+            layers,
+            content_targets: content_targets
+                .into_iter()
+                .map(|(l, t, n)| (l, t, 1.0 / n))
+                .collect(),
+            style_targets,
+            tv_norm,
+        })
+    }
+
+    /// Loss terms at `x` and, when asked, the gradient of the total with respect to `x`.
+    pub fn evaluate(&self, x: &Tensor, with_grad: bool) -> Result<(Losses, Option<Tensor>)> {
+        let var = if with_grad {
+            Some(Var::from_tensor(x)?)
+        } else {
+            None
+        };
+        let input = var.as_ref().map(|v| v.as_tensor().clone()).unwrap_or_else(|| x.detach());
+        let feats = self.vgg.features(&input, &self.layers)?;
+        let missing = |l: &str| Error::invalid(format!("missing layer {l}"));
+
+        let mut content_term: Option<Tensor> = None;
+        for (layer, target, inv_norm) in &self.content_targets {
+            let f = feats.get(layer).ok_or_else(|| missing(layer))?;
+            let term = ((f - target)?.sqr()?.sum_all()? * *inv_norm)?;
+            content_term = Some(match content_term {
+                Some(acc) => (acc + term)?,
+                None => term,
+            });
+        }
+        let mut style_term: Option<Tensor> = None;
+        for (layer, target, scale) in &self.style_targets {
+            let f = feats.get(layer).ok_or_else(|| missing(layer))?;
+            let term = ((gram(f)? - target)?.sqr()?.sum_all()? * *scale)?;
+            style_term = Some(match style_term {
+                Some(acc) => (acc + term)?,
+                None => term,
+            });
+        }
+        let tv_term = (total_variation(&input)? / self.tv_norm)?;
+
+        let c = self.config;
+        let zero = || Tensor::zeros((), candle_core::DType::F32, input.device());
+        let content_w = (content_term.map_or_else(zero, Ok)? * c.content_weight)?;
+        let style_w = (style_term.map_or_else(zero, Ok)? * c.style_weight)?;
+        let tv_w = (tv_term * c.tv_weight)?;
+        let total = ((&content_w + &style_w)? + &tv_w)?;
+
+        let scalar = |t: &Tensor| -> Result<f64> { Ok(f64::from(t.to_scalar::<f32>()?)) };
+        let losses = Losses {
+            content: scalar(&content_w)?,
+            style: scalar(&style_w)?,
+            tv: scalar(&tv_w)?,
+            total: scalar(&total)?,
+        };
+        let grad = match var {
+            Some(v) => {
+                let grads = total.backward()?;
+                Some(
+                    grads
+                        .get(v.as_tensor())
+                        .ok_or_else(|| Error::invalid("image received no gradient"))?
+                        .clone(),
+                )
+            }
+            None => None,
+        };
+        Ok((losses, grad))
+    }
+}
