@@ -56,7 +56,9 @@ fn reflection_pad_matches_pytorch() -> TestResult {
 
     // Each input pixel's gradient counts how often it appears in the output.
     let var = Var::from_tensor(&x)?;
-    let grads = reflection_pad2d(var.as_tensor(), 2)?.sum_all()?.backward()?;
+    let grads = reflection_pad2d(var.as_tensor(), 2)?
+        .sum_all()?
+        .backward()?;
     let grad = grads.get(var.as_tensor()).expect("gradient of the input");
     let (rows, cols) = ([2f32, 3., 2.], [1f32, 3., 3., 1.]);
     let expected: Vec<Vec<f32>> = rows
@@ -74,7 +76,8 @@ fn reflection_pad_matches_pytorch() -> TestResult {
 fn instance_norm_matches_naive_formula() -> TestResult {
     let (n, c, h, w) = (2, 3, 5, 7);
     let x = (image(h, w, 7)?.repeat((n, 1, 1, 1))? * 0.37)?;
-    let x = (x + Tensor::arange(0f32, n as f32, &Device::Cpu)?.reshape((n, 1, 1, 1))?
+    let x = (x + Tensor::arange(0f32, n as f32, &Device::Cpu)?
+        .reshape((n, 1, 1, 1))?
         .broadcast_as((n, c, h, w))?)?;
     let weight = Tensor::new(&[0.5f32, -1.5, 2.0], &Device::Cpu)?;
     let bias = Tensor::new(&[0.1f32, 0.2, -3.0], &Device::Cpu)?;
@@ -86,8 +89,11 @@ fn instance_norm_matches_naive_formula() -> TestResult {
     for (plane_index, plane) in xv.chunks(h * w).enumerate() {
         let ch = plane_index % c;
         let mean = plane.iter().map(|&v| v as f64).sum::<f64>() / (h * w) as f64;
-        let var =
-            plane.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (h * w) as f64;
+        let var = plane
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / (h * w) as f64;
         for &v in plane {
             let normed = (v as f64 - mean) / (var + 1e-5).sqrt();
             expected.push((normed * wv[ch] as f64 + bv[ch] as f64) as f32);
@@ -121,7 +127,9 @@ fn upsample_repeats_pixels_and_sums_gradients() -> TestResult {
     let odd = image(3, 5, 1)?;
     assert_eq!(
         upsample_nearest2x(&odd)?.flatten_all()?.to_vec1::<f32>()?,
-        odd.upsample_nearest2d(6, 10)?.flatten_all()?.to_vec1::<f32>()?
+        odd.upsample_nearest2d(6, 10)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
     );
 
     let var = Var::from_tensor(&x)?;
@@ -143,7 +151,10 @@ fn parameters_follow_the_pytorch_layout() -> TestResult {
     assert_eq!(lookup["deconv1.conv2d.weight"], [64, 128, 3, 3]);
     assert_eq!(lookup["in5.weight"], [32]);
     assert_eq!(lookup["deconv3.conv2d.bias"], [3]);
-    let params: usize = shapes.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+    let params: usize = shapes
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
     assert_eq!(params, 1_679_235); // sum(p.numel() for p in TransformerNet().parameters())
 
     let net = TransformerNet::random(&Device::Cpu, 1)?;
@@ -169,17 +180,26 @@ fn output_has_the_input_size() -> TestResult {
     for (h, w) in [(37, 53), (16, 16), (1, 1), (5, 3), (7, 9), (8, 13)] {
         let y = net.forward(&image(h, w, 5)?)?;
         assert_eq!(y.dims(), [1, 3, h, w], "for a {h}x{w} input");
-        assert!(y.flatten_all()?.to_vec1::<f32>()?.iter().all(|v| v.is_finite()));
+        assert!(y
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .all(|v| v.is_finite()));
     }
     // A batch and the bottom/right extension does not disturb what lies inside the image.
     let x = Tensor::cat(&[image(20, 24, 1)?, image(20, 24, 2)?], 0)?;
     let batched = net.forward(&x)?;
     let single = net.forward(&x.narrow(0, 1, 1)?)?;
     assert!(max_abs_diff(&batched.narrow(0, 1, 1)?, &single)? < 1e-3);
-    assert!(net.forward(&Tensor::zeros((1, 1, 8, 8), DType::F32, &Device::Cpu)?).is_err());
+    assert!(net
+        .forward(&Tensor::zeros((1, 1, 8, 8), DType::F32, &Device::Cpu)?)
+        .is_err());
     // 2 x multiply-adds summed by hand over the 18 convolutions at 256x256.
     assert_eq!(TransformerNet::flops(256, 256), 2.0 * 10_078_912_512.0);
-    assert_eq!(TransformerNet::flops(253, 255), TransformerNet::flops(256, 256));
+    assert_eq!(
+        TransformerNet::flops(253, 255),
+        TransformerNet::flops(256, 256)
+    );
     Ok(())
 }
 
@@ -206,15 +226,28 @@ fn saved_networks_load_and_match() -> TestResult {
     let loaded = TransformerNet::load(&f16_path, &Device::Cpu)?;
     assert_eq!(loaded.tensors()[0].1.dtype(), DType::F32);
     let diff = max_abs_diff(&loaded.forward(&x)?, &reference)?;
-    let scale = reference.abs()?.max_keepdim(3)?.max_keepdim(2)?.max_keepdim(1)?;
+    let scale = reference
+        .abs()?
+        .max_keepdim(3)?
+        .max_keepdim(2)?
+        .max_keepdim(1)?;
     let scale = scale.flatten_all()?.to_vec1::<f32>()?[0];
-    assert!(diff < 0.02 * scale, "f16 diff {diff} vs output scale {scale}");
+    assert!(
+        diff < 0.02 * scale,
+        "f16 diff {diff} vs output scale {scale}"
+    );
 
     // A PyTorch state dict, with the running stats old checkpoints carry.
     let pth_path = dir.path().join("style.pth");
     let mut tensors = net.tensors();
-    tensors.push(("in1.running_mean".into(), Tensor::zeros(32, DType::F32, &Device::Cpu)?));
-    tensors.push(("res2.in1.running_var".into(), Tensor::ones(128, DType::F32, &Device::Cpu)?));
+    tensors.push((
+        "in1.running_mean".into(),
+        Tensor::zeros(32, DType::F32, &Device::Cpu)?,
+    ));
+    tensors.push((
+        "res2.in1.running_var".into(),
+        Tensor::ones(128, DType::F32, &Device::Cpu)?,
+    ));
     pth::write_state_dict(&pth_path, &tensors)?;
     let loaded = TransformerNet::load(&pth_path, &Device::Cpu)?;
     assert_eq!(max_abs_diff(&loaded.forward(&x)?, &reference)?, 0.0);
@@ -252,15 +285,24 @@ fn pth_writer_round_trips() -> TestResult {
         assert_eq!(max_abs_diff(&read[name], t)?, 0.0, "{name}");
     }
     let file = WeightFile::load(&path, &Device::Cpu)?;
-    assert_eq!(file.get("layer.weight", &[2, 3, 4])?.to_vec3::<f32>()?, a.to_vec3::<f32>()?);
-    assert_eq!(file.get("layer.bias", &[3])?.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
+    assert_eq!(
+        file.get("layer.weight", &[2, 3, 4])?.to_vec3::<f32>()?,
+        a.to_vec3::<f32>()?
+    );
+    assert_eq!(
+        file.get("layer.bias", &[3])?.to_vec1::<f32>()?,
+        b.to_vec1::<f32>()?
+    );
     assert!(file.metadata.is_empty());
 
     // A training checkpoint {"state_dict": {...}}.
     let wrapped = dir.path().join("checkpoint.pth");
     pth::write_pth(&wrapped, &tensors, Some("state_dict"))?;
     let file = WeightFile::load(&wrapped, &Device::Cpu)?;
-    assert_eq!(file.get("big", &[70_000, 1])?.to_vec2::<f32>()?, big.to_vec2::<f32>()?);
+    assert_eq!(
+        file.get("big", &[70_000, 1])?.to_vec2::<f32>()?,
+        big.to_vec2::<f32>()?
+    );
     Ok(())
 }
 
@@ -273,13 +315,28 @@ fn foreign_and_broken_files_are_refused() -> TestResult {
     pth::write_state_dict(
         &vgg,
         &[
-            ("features.0.weight".into(), Tensor::zeros((64, 3, 3, 3), DType::F32, &device)?),
-            ("features.0.bias".into(), Tensor::zeros(64, DType::F32, &device)?),
+            (
+                "features.0.weight".into(),
+                Tensor::zeros((64, 3, 3, 3), DType::F32, &device)?,
+            ),
+            (
+                "features.0.bias".into(),
+                Tensor::zeros(64, DType::F32, &device)?,
+            ),
         ],
     )?;
     let reason = weights_error_reason(TransformerNet::load(&vgg, &device).unwrap_err());
-    assert!(reason.contains("not a fast_neural_style transformer"), "{reason}");
+    assert!(
+        reason.contains("not a fast_neural_style transformer"),
+        "{reason}"
+    );
     assert!(reason.contains("VGG"), "{reason}");
+    let vgg_named = HashMap::from([(
+        "conv1_1.weight".to_string(),
+        Tensor::zeros((64, 3, 3, 3), DType::F32, &device)?,
+    )]);
+    let reason = weights_error_reason(TransformerNet::from_tensors(&vgg_named, &vgg).unwrap_err());
+    assert!(reason.contains("not a fast_neural_style transformer") && reason.contains("VGG"));
 
     let net = TransformerNet::random(&device, 0)?;
     let good = dir.path().join("good.safetensors");
@@ -299,11 +356,20 @@ fn foreign_and_broken_files_are_refused() -> TestResult {
     let mut map: HashMap<String, Tensor> = net.tensors().into_iter().collect();
     map.remove("res3.in2.bias");
     let reason = weights_error_reason(TransformerNet::from_tensors(&map, &good).unwrap_err());
-    assert!(reason.contains("missing tensor `res3.in2.bias`"), "{reason}");
+    assert!(
+        reason.contains("missing tensor `res3.in2.bias`"),
+        "{reason}"
+    );
 
-    map.insert("res3.in2.bias".into(), Tensor::zeros(64, DType::F32, &device)?);
+    map.insert(
+        "res3.in2.bias".into(),
+        Tensor::zeros(64, DType::F32, &device)?,
+    );
     let reason = weights_error_reason(TransformerNet::from_tensors(&map, &good).unwrap_err());
-    assert!(reason.contains("res3.in2.bias") && reason.contains("[64]"), "{reason}");
+    assert!(
+        reason.contains("res3.in2.bias") && reason.contains("[64]"),
+        "{reason}"
+    );
     Ok(())
 }
 
@@ -333,9 +399,14 @@ fn gradients_reach_the_parameters_when_trainable() -> TestResult {
         "deconv3.conv2d.bias",
     ] {
         let var = &vars.iter().find(|(n, _)| n == name).expect("parameter").1;
-        let grad = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no grad for {name}"));
+        let grad = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no grad for {name}"));
         let norm = grad.sqr()?.sum_all()?.to_scalar::<f32>()?;
-        assert!(norm > 0.0 && norm.is_finite(), "{name}: gradient norm {norm}");
+        assert!(
+            norm > 0.0 && norm.is_finite(),
+            "{name}: gradient norm {norm}"
+        );
     }
     Ok(())
 }

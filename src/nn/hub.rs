@@ -281,14 +281,19 @@ fn write_error(path: &Path, e: std::io::Error) -> Error {
 
 /// Turns hf-hub's error into one message that says what failed and what to do.
 fn download_error(err: ApiError, url: &str, endpoint: &str) -> Error {
-    Error::weights(url, download_reason(err, endpoint))
+    Error::weights(url, download_reason(err, url, endpoint))
 }
 
-fn download_reason(err: ApiError, endpoint: &str) -> String {
+fn download_reason(err: ApiError, url: &str, endpoint: &str) -> String {
     let by_hand = "or download it yourself and pass --vgg PATH";
     match err {
         ApiError::RequestError(request) => {
+            // ureq prefixes its messages with the URL, which the error already names.
             let detail = request.to_string();
+            let detail = detail
+                .strip_prefix(&format!("{url}: "))
+                .unwrap_or(&detail)
+                .to_string();
             // `into_response` is `Some` exactly for HTTP status errors (4xx/5xx).
             match (*request).into_response() {
                 Some(response) => {
@@ -330,7 +335,7 @@ fn download_reason(err: ApiError, endpoint: &str) -> String {
         ApiError::TooManyRetries(last) => {
             format!(
                 "gave up after retrying: {}",
-                download_reason(*last, endpoint)
+                download_reason(*last, url, endpoint)
             )
         }
         ApiError::InvalidResume => format!(

@@ -396,7 +396,10 @@ fn for_each_plane(
     let plane_count = src.len() / in_plane;
     let threads = thread_count(src.len(), plane_count);
     if threads <= 1 {
-        for (plane, out) in src.chunks_exact(in_plane).zip(dst.chunks_exact_mut(out_plane)) {
+        for (plane, out) in src
+            .chunks_exact(in_plane)
+            .zip(dst.chunks_exact_mut(out_plane))
+        {
             f(plane, out);
         }
         return;
@@ -409,7 +412,9 @@ fn for_each_plane(
             .zip(dst.chunks_mut(per_thread * out_plane))
         {
             scope.spawn(move || {
-                for (plane, out) in ins.chunks_exact(in_plane).zip(outs.chunks_exact_mut(out_plane))
+                for (plane, out) in ins
+                    .chunks_exact(in_plane)
+                    .zip(outs.chunks_exact_mut(out_plane))
                 {
                     f(plane, out);
                 }

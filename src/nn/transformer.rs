@@ -96,7 +96,10 @@ fn conv_param_shapes(
     (name, cin, cout, k, _, _): ConvSpec,
 ) -> [(String, Vec<usize>); 2] {
     [
-        (format!("{prefix}{name}.conv2d.weight"), vec![cout, cin, k, k]),
+        (
+            format!("{prefix}{name}.conv2d.weight"),
+            vec![cout, cin, k, k],
+        ),
         (format!("{prefix}{name}.conv2d.bias"), vec![cout]),
     ]
 }
@@ -166,7 +169,14 @@ impl ConvLayer {
             x.clone()
         };
         let x = reflection_pad2d(&x, self.weight.dim(3)? / 2)?;
-        ops::conv2d(&x, &self.weight, Some(&self.bias), 0, self.stride, weight_grad)
+        ops::conv2d(
+            &x,
+            &self.weight,
+            Some(&self.bias),
+            0,
+            self.stride,
+            weight_grad,
+        )
     }
 }
 
@@ -178,7 +188,10 @@ impl InstanceNorm {
 
 impl ResidualBlock {
     fn forward(&self, x: &Tensor, weight_grad: bool) -> candle_core::Result<Tensor> {
-        let y = self.in1.forward(&self.conv1.forward(x, weight_grad)?)?.relu()?;
+        let y = self
+            .in1
+            .forward(&self.conv1.forward(x, weight_grad)?)?
+            .relu()?;
         let y = self.in2.forward(&self.conv2.forward(&y, weight_grad)?)?;
         y + x
     }
@@ -293,10 +306,14 @@ impl TransformerNet {
                 // Weights come before their bias, so the bias reuses this fan-in.
                 fan_in = shape[1..].iter().product();
                 let bound = 1.0 / (fan_in as f32).sqrt();
-                (0..numel).map(|_| rng.random_range(-bound..bound)).collect()
+                (0..numel)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect()
             } else if name.ends_with("conv2d.bias") {
                 let bound = 1.0 / (fan_in as f32).sqrt();
-                (0..numel).map(|_| rng.random_range(-bound..bound)).collect()
+                (0..numel)
+                    .map(|_| rng.random_range(-bound..bound))
+                    .collect()
             } else if name.ends_with(".weight") {
                 vec![1.0; numel]
             } else {
@@ -315,7 +332,10 @@ impl TransformerNet {
     pub fn tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::with_capacity(62);
         let conv = |prefix: &str, c: &ConvLayer, out: &mut Vec<(String, Tensor)>| {
-            out.push((format!("{prefix}{}.conv2d.weight", c.name), c.weight.clone()));
+            out.push((
+                format!("{prefix}{}.conv2d.weight", c.name),
+                c.weight.clone(),
+            ));
             out.push((format!("{prefix}{}.conv2d.bias", c.name), c.bias.clone()));
         };
         let norm = |prefix: &str, n: &InstanceNorm, out: &mut Vec<(String, Tensor)>| {
@@ -419,12 +439,12 @@ impl TransformerNet {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(|e| write_err(e.to_string()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| write_err(e.to_string()))?;
         tmp.write_all(&bytes)
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|e| write_err(e.to_string()))?;
-        tmp.persist(path).map_err(|e| write_err(e.error.to_string()))?;
+        tmp.persist(path)
+            .map_err(|e| write_err(e.error.to_string()))?;
         Ok(())
     }
 
@@ -478,7 +498,9 @@ fn detect_prefix(map: &HashMap<String, Tensor>, path: &Path) -> Result<&'static 
     }
     let mut names: Vec<&String> = map.keys().collect();
     names.sort();
-    let looks_like = if names.iter().any(|n| n.starts_with("features.")) {
+    // torchvision names VGG layers `features.N.*`; converted files often use `conv1_1.*`.
+    let vgg_like = |n: &str| n.starts_with("features.") || n.starts_with("conv1_1.");
+    let looks_like = if names.iter().any(|n| vgg_like(n)) {
         " (it looks like a VGG/classification network)".to_string()
     } else if names.is_empty() {
         " (it holds no tensors)".to_string()
@@ -501,18 +523,15 @@ fn le_bytes(t: &Tensor) -> Result<Vec<u8>> {
     };
     // The element types are inferred from the storage; their to_le_bytes are inherent methods.
     let bytes = match &*storage {
-        Storage::Cpu(CpuStorage::F32(v)) => v[start..end]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        Storage::Cpu(CpuStorage::F16(v)) => v[start..end]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
-        Storage::Cpu(CpuStorage::BF16(v)) => v[start..end]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect(),
+        Storage::Cpu(CpuStorage::F32(v)) => {
+            v[start..end].iter().flat_map(|x| x.to_le_bytes()).collect()
+        }
+        Storage::Cpu(CpuStorage::F16(v)) => {
+            v[start..end].iter().flat_map(|x| x.to_le_bytes()).collect()
+        }
+        Storage::Cpu(CpuStorage::BF16(v)) => {
+            v[start..end].iter().flat_map(|x| x.to_le_bytes()).collect()
+        }
         _ => {
             return Err(Error::invalid(format!(
                 "cannot serialise a {:?} tensor",

@@ -237,15 +237,21 @@ impl Vgg {
         let Some(deepest) = deepest else {
             return Ok(HashMap::new());
         };
-        let (_, channels, h, w) = pixels
-            .dims4()
-            .map_err(|_| Error::invalid(format!("VGG input must be (N, 3, H, W), got {:?}", pixels.dims())))?;
+        let (_, channels, h, w) = pixels.dims4().map_err(|_| {
+            Error::invalid(format!(
+                "VGG input must be (N, 3, H, W), got {:?}",
+                pixels.dims()
+            ))
+        })?;
         if channels != 3 {
             return Err(Error::invalid(format!(
                 "VGG input must have 3 (RGB) channels, got {channels}"
             )));
         }
-        let pools_needed = self.layers[..deepest].iter().filter(|l| l.pool_after).count();
+        let pools_needed = self.layers[..deepest]
+            .iter()
+            .filter(|l| l.pool_after)
+            .count();
         let min_size = 1usize << pools_needed;
         if h < min_size || w < min_size {
             return Err(Error::invalid(format!(
@@ -318,7 +324,11 @@ fn detect_layout(file: &WeightFile) -> Result<(Layout, VggArch)> {
         let vgg19 = ["conv3_4.weight", "conv4_4.weight", "conv5_4.weight"]
             .iter()
             .any(|name| file.contains(name));
-        let arch = if vgg19 { VggArch::Vgg19 } else { VggArch::Vgg16 };
+        let arch = if vgg19 {
+            VggArch::Vgg19
+        } else {
+            VggArch::Vgg16
+        };
         return Ok((Layout::Atelier, arch));
     }
     if file.contains("features.0.weight") {
@@ -357,7 +367,10 @@ fn detect_layout(file: &WeightFile) -> Result<(Layout, VggArch)> {
     ))
 }
 
-fn normalization_from_metadata(file: &WeightFile, defaults: Normalization) -> Result<Normalization> {
+fn normalization_from_metadata(
+    file: &WeightFile,
+    defaults: Normalization,
+) -> Result<Normalization> {
     let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
         let Some(text) = file.metadata.get(key) else {
             return Ok(default);

@@ -30,11 +30,16 @@ impl AdamConfig {
         check_learning_rate(self.learning_rate)?;
         for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&beta) {
-                return Err(Error::invalid(format!("Adam {name} must be in [0, 1), got {beta}")));
+                return Err(Error::invalid(format!(
+                    "Adam {name} must be in [0, 1), got {beta}"
+                )));
             }
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::invalid(format!("Adam eps must be positive, got {}", self.eps)));
+            return Err(Error::invalid(format!(
+                "Adam eps must be positive, got {}",
+                self.eps
+            )));
         }
         Ok(())
     }
@@ -97,9 +102,9 @@ impl Optimizer for Adam {
                     && m.first.device().same_device(x.device()) =>
             {
                 Moments {
-                first: m.first.clone(),
-                second: m.second.clone(),
-                steps: m.steps,
+                    first: m.first.clone(),
+                    second: m.second.clone(),
+                    steps: m.steps,
                 }
             }
             _ => Moments {

@@ -95,8 +95,8 @@ impl Default for GatysConfig {
     }
 }
 
-/// Results smaller than this are not worth a coarser scale.
-const MIN_SCALE_SIDE: u32 = 128;
+/// Coarser scales than this carry no useful structure.
+const MIN_SCALE_SIDE: u32 = 16;
 /// Upper bound for the optimised image's longer side (memory grows with its square).
 pub const MAX_SIZE: u32 = 4096;
 
@@ -157,7 +157,7 @@ impl GatysConfig {
         };
         let mut sides: Vec<u32> = (0..count)
             .map(|i| self.size >> (count - 1 - i))
-            .filter(|&s| s >= MIN_SCALE_SIDE.min(self.size))
+            .filter(|&s| s >= MIN_SCALE_SIDE)
             .collect();
         if sides.is_empty() {
             sides.push(self.size);

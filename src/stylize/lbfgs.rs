@@ -2,9 +2,10 @@
 //!
 //! Follows PyTorch's `torch.optim.LBFGS(line_search_fn="strong_wolfe")` closely (two-loop
 //! recursion, gamma = s·y / y·y scaling, first step min(1, 1/|g|_1), cubic interpolation), with
-//! two differences that matter for style transfer: the line search has a small evaluation budget
-//! (each evaluation is a full VGG forward + backward pass), and the loss/gradient of the accepted
-//! point is kept, so a step normally costs exactly one evaluation.
+//! differences that matter for style transfer: the line search has a small evaluation budget
+//! (each evaluation is a full VGG forward + backward pass); the loss/gradient of the accepted
+//! point is kept, so a step normally costs exactly one evaluation; and a steepest-descent step
+//! too short to change an f32 image at all is grown instead of being taken for convergence.
 
 use std::collections::VecDeque;
 
@@ -21,6 +22,11 @@ const WOLFE_C1: f64 = 1e-4;
 const WOLFE_C2: f64 = 0.9;
 /// Curvature pairs with y·s at or below this are skipped: they would break positive definiteness.
 const MIN_CURVATURE: f64 = 1e-10;
+/// Loss changes below this fraction of the loss are treated as float rounding (losses are
+/// usually summed in f32), not as evidence that a step went too far.
+const LOSS_ROUNDING: f64 = 1e-6;
+/// Growth of a trial step that was too short to change the loss measurably.
+const SHORT_STEP_GROWTH: f64 = 10.0;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LbfgsConfig {
@@ -92,6 +98,9 @@ pub struct Lbfgs {
     gamma: f64,
     /// The current point with its loss and gradient; reused while the caller's `x` is this tensor.
     current: Option<Evaluated>,
+    /// Where the next steepest-descent search starts when the last one ran out of evaluations
+    /// while its steps were still too short to register (only valid while x is unchanged).
+    resume_step: Option<f64>,
     converged: bool,
 }
 
@@ -102,6 +111,7 @@ impl Lbfgs {
             pairs: VecDeque::new(),
             gamma: 1.0,
             current: None,
+            resume_step: None,
             converged: false,
         }
     }
@@ -143,6 +153,7 @@ impl Lbfgs {
             self.clear_history();
         }
         self.converged = false;
+        self.resume_step = None;
         let (loss, grad) = evaluate(objective, x)?;
         *evaluations += 1;
         let point = Evaluated {
@@ -242,11 +253,12 @@ impl Optimizer for Lbfgs {
             direction = start.grad.neg()?;
             slope = dot(&start.grad, &direction)?;
         }
-        // Without curvature information the step length is unknown; start small like PyTorch.
-        let initial_step = if from_history {
-            self.config.learning_rate
-        } else {
-            (1.0 / sum_abs(&start.grad)?).min(1.0) * self.config.learning_rate
+        // Without curvature information the step length is unknown; start small like PyTorch
+        // (or where the previous, too timid, search left off).
+        let initial_step = match (from_history, self.resume_step.take()) {
+            (true, _) => self.config.learning_rate,
+            (false, Some(resume)) => resume,
+            (false, None) => (1.0 / sum_abs(&start.grad)?).min(1.0) * self.config.learning_rate,
         };
 
         let search = LineSearch {
@@ -255,12 +267,19 @@ impl Optimizer for Lbfgs {
             slope,
             max_evals: self.config.max_line_search_evals,
             tolerance_change: self.config.tolerance_change,
+            grow_short_steps: !from_history,
         };
         let outcome = search.run(objective, initial_step)?;
         evaluations += outcome.evaluations;
 
         let Some(accepted) = outcome.accepted else {
             self.clear_history();
+            if let Some(resume) = outcome.resume_step {
+                // Every step so far vanished in rounding (a huge gradient on f32 pixels):
+                // keep growing from there next time instead of giving up.
+                self.resume_step = Some(resume);
+                return Ok(unchanged(evaluations));
+            }
             if outcome.any_finite {
                 // No decrease even along -g with tiny steps: the loss is as low as float
                 // precision can tell, so further steps would only burn evaluations.
@@ -307,6 +326,7 @@ impl Optimizer for Lbfgs {
     fn reset(&mut self) {
         self.clear_history();
         self.current = None;
+        self.resume_step = None;
         self.converged = false;
     }
 }
@@ -342,6 +362,8 @@ struct LineSearchOutcome {
     evaluations: usize,
     any_finite: bool,
     smallest_step: f64,
+    /// Set when the budget ran out while steps were still too short to change the loss.
+    resume_step: Option<f64>,
 }
 
 /// Book-keeping across the evaluations of one line search.
@@ -360,6 +382,8 @@ struct LineSearch<'p> {
     slope: f64,
     max_evals: usize,
     tolerance_change: f64,
+    /// Grow steps that change the loss only by rounding (for a guessed initial step).
+    grow_short_steps: bool,
 }
 
 impl LineSearch<'_> {
@@ -380,6 +404,15 @@ impl LineSearch<'_> {
 
     fn flat_enough(&self, trial: &Trial) -> bool {
         trial.slope.abs() <= -WOLFE_C2 * self.slope
+    }
+
+    /// A step too short to tell anything: the loss moved by rounding only while the function
+    /// still descends. Seen on f32 images, where PyTorch's first step 1/|g|_1 is below the
+    /// resolution of pixel values, so x (and the loss) barely change.
+    fn too_short_to_measure(&self, trial: &Trial) -> bool {
+        trial.is_finite()
+            && trial.slope < 0.0
+            && (trial.point.loss - self.origin.loss).abs() <= LOSS_ROUNDING * self.origin.loss.abs()
     }
 
     fn evaluate_at(
@@ -419,10 +452,21 @@ impl LineSearch<'_> {
         let mut previous = origin;
         let mut current = self.evaluate_at(objective, &mut progress, initial_step)?;
         let mut bracket: Option<(Trial, Trial)> = None; // (low, high)
+        let mut resume_step = None;
         loop {
-            if !self.sufficient_decrease(&current)
-                || (previous.t > 0.0 && current.loss() >= previous.loss())
-            {
+            let overshoot = !self.sufficient_decrease(&current)
+                || (previous.t > 0.0 && current.loss() >= previous.loss());
+            if overshoot && self.grow_short_steps && self.too_short_to_measure(&current) {
+                let next = current.t * SHORT_STEP_GROWTH;
+                if progress.evaluations >= self.max_evals {
+                    resume_step = Some(next);
+                    break;
+                }
+                // `previous` stays: the short trial tells nothing about the bracket.
+                current = self.evaluate_at(objective, &mut progress, next)?;
+                continue;
+            }
+            if overshoot {
                 bracket = Some((previous, current));
                 break;
             }
@@ -501,16 +545,19 @@ impl LineSearch<'_> {
             }
         }
 
-        // Out of budget without a Wolfe point: any decrease still beats standing still.
+        // Out of budget without a Wolfe point: any decrease still beats standing still (unless
+        // it is rounding noise from steps that were all too short).
+        let best = progress.best.filter(|_| resume_step.is_none());
         let accepted = accepted
             .filter(|trial| trial.loss() < self.origin.loss)
-            .or(progress.best)
+            .or(best)
             .map(|trial| trial.point);
         Ok(LineSearchOutcome {
             accepted,
             evaluations: progress.evaluations,
             any_finite: progress.any_finite,
             smallest_step: progress.smallest_step,
+            resume_step,
         })
     }
 }
@@ -552,7 +599,10 @@ mod tests {
         let t = cubic_minimizer((0.0, 4.0, -4.0), (3.0, 1.0, 2.0), None);
         assert!((t - 2.0).abs() < 1e-12, "{t}");
         // Clamped to the bounds, and never NaN.
-        assert_eq!(cubic_minimizer((0.0, 4.0, -4.0), (3.0, 1.0, 2.0), Some((2.5, 3.0))), 2.5);
+        assert_eq!(
+            cubic_minimizer((0.0, 4.0, -4.0), (3.0, 1.0, 2.0), Some((2.5, 3.0))),
+            2.5
+        );
         let t = cubic_minimizer((0.0, 1.0, -1.0), (1.0, f64::INFINITY, 0.0), None);
         assert!(t.is_finite());
     }

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::{Error, Result};
 
@@ -46,7 +46,9 @@ pub trait Optimizer: Send {
     fn reset(&mut self) {}
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// Quasi-Newton; converges in far fewer evaluations on the smooth Gatys loss.
@@ -156,8 +158,11 @@ pub(crate) fn sum_abs(a: &Tensor) -> Result<f64> {
     scalar_f64(&a.abs()?.sum_all()?)
 }
 
+/// Reads a scalar back; converted on the CPU because Metal has no f64.
 fn scalar_f64(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    Ok(t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?)
 }
 
 #[cfg(test)]
@@ -169,7 +174,10 @@ mod tests {
         for kind in OptimizerKind::ALL {
             assert_eq!(kind.to_string().parse::<OptimizerKind>().unwrap(), kind);
         }
-        assert_eq!("L-BFGS".parse::<OptimizerKind>().unwrap(), OptimizerKind::Lbfgs);
+        assert_eq!(
+            "L-BFGS".parse::<OptimizerKind>().unwrap(),
+            OptimizerKind::Lbfgs
+        );
         assert!(matches!(
             "sgd".parse::<OptimizerKind>(),
             Err(Error::InvalidArgument(_))
@@ -179,6 +187,9 @@ mod tests {
     #[test]
     fn make_optimizer_names() {
         assert_eq!(make_optimizer(OptimizerKind::Lbfgs, None).name(), "lbfgs");
-        assert_eq!(make_optimizer(OptimizerKind::Adam, Some(0.5)).name(), "adam");
+        assert_eq!(
+            make_optimizer(OptimizerKind::Adam, Some(0.5)).name(),
+            "adam"
+        );
     }
 }

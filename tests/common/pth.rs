@@ -42,7 +42,10 @@ pub fn write_pth(
             let dims = tensor.dims().to_vec();
             pickle.unicode(name);
             pickle.rebuild_tensor(&key, &dims);
-            let values = tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let values = tensor
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
             storages.push((key, bytes));
         }
