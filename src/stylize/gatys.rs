@@ -309,25 +309,34 @@ pub fn stylize(
         let mut optimizer = make_optimizer(config.optimizer, config.learning_rate);
         let mut current = start;
         for _ in 0..config.steps {
+            // A line search evaluates trial points too; remember each so the reported losses are
+            // those of the accepted point.
+            let mut evaluated: Vec<Losses> = Vec::new();
             let mut objective = |point: &Tensor| -> Result<(f64, Tensor)> {
                 if observer.cancelled() {
                     return Err(Error::Cancelled);
                 }
                 let (losses, grad) = problem.evaluate(point, true)?;
-                evaluations += 1;
-                last_losses = losses;
+                evaluated.push(losses);
                 let grad = grad.ok_or_else(|| Error::invalid("no gradient"))?;
                 Ok((losses.total, grad))
             };
-            optimizer.step(&mut current, &mut objective)?;
+            let report = optimizer.step(&mut current, &mut objective)?;
+            evaluations += evaluated.len();
+            if let Some(accepted) = evaluated
+                .iter()
+                .min_by(|a, b| (a.total - report.loss).abs().total_cmp(&(b.total - report.loss).abs()))
+            {
+                last_losses = *accepted;
+            }
             if config.optimizer == OptimizerKind::Adam {
-                // Adam drifts out of range; L-BFGS keeps its own curvature history so is left alone.
+                // Adam can push pixels out of range; L-BFGS is left alone so its history stays valid.
                 current = current.clamp(0f32, 255f32)?;
             }
             step += 1;
-            let last_of_scale = step % config.steps == 0;
+            let last_of_scale = step.is_multiple_of(config.steps);
             let want_preview = last_of_scale
-                || (config.preview_every > 0 && step % config.preview_every == 0);
+                || (config.preview_every > 0 && step.is_multiple_of(config.preview_every));
             let preview = if want_preview {
                 Some(render(&current, content, config.preserve_color)?)
             } else {
