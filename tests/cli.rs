@@ -317,7 +317,7 @@ fn optimize_reports_json_and_writes_previews() {
     assert!(previews.join("preview-00004.png").exists());
 }
 
-/// A PNG whose header claims the given size, with no pixel data: enough to test size limits.
+/// A PNG whose header claims the given size, with almost no pixel data: enough to test size limits.
 fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = b"IHDR".to_vec();
@@ -327,6 +327,12 @@ fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     png.extend_from_slice(&13u32.to_be_bytes());
     png.extend_from_slice(&ihdr);
     png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // A first data chunk, so the decoder gets past the header; the pixels themselves are absent.
+    for chunk in [&b"IDAT\x78\x9c\x03\x00"[..], &b"IEND"[..]] {
+        png.extend_from_slice(&((chunk.len() - 4) as u32).to_be_bytes());
+        png.extend_from_slice(chunk);
+        png.extend_from_slice(&crc32(chunk).to_be_bytes());
+    }
     png
 }
 

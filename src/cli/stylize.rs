@@ -42,13 +42,13 @@ pub struct StylizeArgs {
     #[arg(long, default_value_t = 200)]
     pub steps: usize,
     /// Weight of keeping the photo's structure (α).
-    #[arg(long, default_value_t = GatysConfig::default().content_weight)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = GatysConfig::default().content_weight)]
     pub content_weight: f64,
     /// Weight of matching the style (β).
-    #[arg(long, default_value_t = GatysConfig::default().style_weight)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = GatysConfig::default().style_weight)]
     pub style_weight: f64,
     /// Weight of the smoothness (total variation) term.
-    #[arg(long, default_value_t = GatysConfig::default().tv_weight)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = GatysConfig::default().tv_weight)]
     pub tv_weight: f64,
     /// Content layers, comma-separated (default relu4_2).
     #[arg(long, value_delimiter = ',')]
