@@ -16,6 +16,10 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// Something needed is not on this machine; the message says how to get it.
+    #[error("{0}")]
+    NotFound(String),
+
     /// Writing an output failed; nothing was left half-written.
     #[error("cannot write {path}: {reason}")]
     Write { path: PathBuf, reason: String },

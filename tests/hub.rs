@@ -500,7 +500,7 @@ fn search_order_explicit_env_cache_dev() {
         dev_path: Some(dir.path().join("nothing/dev.safetensors")),
     };
     let err = empty.resolve(None).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
     let message = err.to_string();
     for expected in [
         "atelier fetch-vgg",

@@ -127,7 +127,7 @@ impl VggSearch {
         if let Some(found) = candidates.iter().find(|path| path.is_file()) {
             return Ok(found.clone());
         }
-        Err(Error::invalid(not_found_message(&candidates)))
+        Err(Error::NotFound(not_found_message(&candidates)))
     }
 }
 
