@@ -51,86 +51,41 @@ fn bad_inputs_give_clear_errors_and_write_nothing() {
     let out = dir.path().join("out.png");
     let vgg = dir.path().join("fake-vgg.safetensors");
     std::fs::write(&vgg, b"this is not a weights file").unwrap();
+    // `atelier stylize CONTENT --style style.png --vgg fake EXTRA... -o OUT`
+    let stylize = |content: &Path, extra: &[&str], output: &Path| {
+        let mut args = vec![
+            "stylize",
+            s(content),
+            "--style",
+            s(&style),
+            "--vgg",
+            s(&vgg),
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["-o", s(output)]);
+        atelier(&args)
+    };
 
     let missing = dir.path().join("missing.jpg");
-    let r = atelier(&[
-        "stylize",
-        s(&missing),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "-o",
-        s(&out),
-    ]);
-    assert_fails(&r, "not found", &out);
+    assert_fails(&stylize(&missing, &[], &out), "not found", &out);
 
     let corrupt = dir.path().join("corrupt.jpg");
     let mut bytes = std::fs::read(write_photo(dir.path(), "ok.jpg", 40, 30)).unwrap();
     bytes.truncate(bytes.len() / 3);
     std::fs::write(&corrupt, &bytes).unwrap();
-    let r = atelier(&[
-        "stylize",
-        s(&corrupt),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "-o",
-        s(&out),
-    ]);
-    assert_fails(&r, "corrupt", &out);
+    assert_fails(&stylize(&corrupt, &[], &out), "corrupt", &out);
 
     let text = dir.path().join("notes.png");
     std::fs::write(&text, b"hello").unwrap();
-    let r = atelier(&[
-        "stylize",
-        s(&text),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "-o",
-        s(&out),
-    ]);
-    assert_fails(&r, "format", &out);
+    assert_fails(&stylize(&text, &[], &out), "format", &out);
 
     let huge = dir.path().join("huge.png");
     std::fs::write(&huge, png_header_only(100_000, 100_000)).unwrap();
-    let r = atelier(&[
-        "stylize",
-        s(&huge),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "-o",
-        s(&out),
-    ]);
-    assert_fails(&r, "megapixels", &out);
+    assert_fails(&stylize(&huge, &[], &out), "megapixels", &out);
 
-    let r = atelier(&[
-        "stylize",
-        s(&photo),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "-o",
-        s(&out),
-    ]);
-    assert_fails(&r, "not a weights file", &out);
+    assert_fails(&stylize(&photo, &[], &out), "not a weights file", &out);
 
-    let r = atelier(&[
-        "stylize",
-        s(&photo),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "-o",
-        s(&photo),
-    ]);
+    let r = stylize(&photo, &[], &photo);
     assert!(!r.status.success());
     assert!(
         stderr(&r).contains("refusing to overwrite"),
@@ -139,58 +94,15 @@ fn bad_inputs_give_clear_errors_and_write_nothing() {
     );
 
     let nowhere = dir.path().join("no-such-folder/out.png");
-    let r = atelier(&[
-        "stylize",
-        s(&photo),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "-o",
-        s(&nowhere),
-    ]);
-    assert_fails(&r, "does not exist", &nowhere);
+    assert_fails(&stylize(&photo, &[], &nowhere), "does not exist", &nowhere);
 
-    let r = atelier(&[
-        "stylize",
-        s(&photo),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "--style-weight",
-        "-1",
-        "-o",
-        s(&out),
-    ]);
+    let r = stylize(&photo, &["--style-weight", "-1"], &out);
     assert_fails(&r, "style weight", &out);
 
-    let r = atelier(&[
-        "stylize",
-        s(&photo),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "--size",
-        "0",
-        "-o",
-        s(&out),
-    ]);
-    assert_fails(&r, "size", &out);
+    assert_fails(&stylize(&photo, &["--size", "0"], &out), "size", &out);
 
     let bad_ext = dir.path().join("out.gifx");
-    let r = atelier(&[
-        "stylize",
-        s(&photo),
-        "--style",
-        s(&style),
-        "--vgg",
-        s(&vgg),
-        "-o",
-        s(&bad_ext),
-    ]);
-    assert_fails(&r, "output format", &bad_ext);
+    assert_fails(&stylize(&photo, &[], &bad_ext), "output format", &bad_ext);
 
     let r = atelier(&[
         "stylize",
