@@ -117,7 +117,9 @@ impl Canvas {
             Some(after) if !images.show_before => {
                 painter.image(after.id(), picture, full_uv, Color32::WHITE);
             }
-            _ => painter.image(images.before.id(), picture, full_uv, Color32::WHITE),
+            _ => {
+                painter.image(images.before.id(), picture, full_uv, Color32::WHITE);
+            }
         }
         if images.show_before && images.after.is_some() {
             let pos = area.left_top() + Vec2::new(10.0, 10.0);

@@ -361,14 +361,15 @@ impl AtelierApp {
         if let Err(e) = imaging::ensure_not_an_input(&path, &inputs) {
             return self.toasts.error(e.to_string());
         }
+        let full_side = self.save_side(photo);
+        let photo_dims = photo.original.dimensions();
         self.remember_folder(&path);
         self.persisted.save_path = Some(path.clone());
         self.save_path_text = path.display().to_string();
-        let full_side = self.save_side(photo);
         // A finished preview that already is full size needs no second render.
         if let Some(shown) = &self.shown {
-            let (w, h) = photo.original.dimensions();
-            if shown.finished && shown.stylized.dimensions() == (w, h) && self.restart_at.is_none() {
+            if shown.finished && shown.stylized.dimensions() == photo_dims && self.restart_at.is_none()
+            {
                 let recipe = self.recipe(full_side);
                 let (stylized, content) = (shown.stylized.clone(), shown.content.clone());
                 self.write_render(stylized, content, path, format, recipe);
@@ -1047,7 +1048,9 @@ impl AtelierApp {
             (Some(rect), Some(p)) => rect.contains(p),
             _ => false,
         };
-        let paths: Vec<PathBuf> = dropped.into_iter().filter_map(|f| f.path).collect();
+        let paths: Vec<PathBuf> = dropped.into_iter().map(|f| f.path().to_path_buf())
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
         let mut styles_to_add = Vec::new();
         let mut photo = None;
         for path in paths {
@@ -1375,7 +1378,7 @@ impl AtelierApp {
         };
         let painter = ctx.layer_painter(egui::LayerId::new(
             egui::Order::Foreground,
-            egui::Id::new("drop-overlay"),
+            egui::Id::unique("drop-overlay"),
         ));
         let screen = ctx.content_rect();
         painter.rect_filled(screen, 0.0, Color32::from_black_alpha(150));

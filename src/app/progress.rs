@@ -144,7 +144,7 @@ impl Toasts {
         // Wake up to expire them even when nothing else happens.
         ctx.request_repaint_after(Duration::from_millis(500));
         let mut dismissed = None;
-        egui::Area::new(egui::Id::new("atelier-toasts"))
+        egui::Area::new(egui::Id::unique("atelier-toasts"))
             .anchor(egui::Align2::RIGHT_BOTTOM, egui::vec2(-16.0, -48.0))
             .order(egui::Order::Foreground)
             .interactable(true)
