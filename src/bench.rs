@@ -45,7 +45,11 @@ fn row(name: impl Into<String>, ms: f64, flops: Option<f64>) -> BenchRow {
 /// A deterministic test pattern, so runs are comparable.
 fn pattern(side: u32) -> RgbImage {
     RgbImage::from_fn(side, side, |x, y| {
-        image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) * 3 % 256) as u8])
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 5 % 256) as u8,
+            ((x + y) * 3 % 256) as u8,
+        ])
     })
 }
 
@@ -61,7 +65,11 @@ pub fn run_all(vgg: Option<&Vgg>, device: &Device, iterations: usize) -> Result<
         a.matmul(&b)?.to_device(&Device::Cpu)?;
         Ok(())
     })?;
-    rows.push(row("matmul 1024x1024 (reference)", ms, Some(2.0 * (n as f64).powi(3))));
+    rows.push(row(
+        "matmul 1024x1024 (reference)",
+        ms,
+        Some(2.0 * (n as f64).powi(3)),
+    ));
 
     let random_vgg;
     let vgg = match vgg {
@@ -79,7 +87,11 @@ pub fn run_all(vgg: Option<&Vgg>, device: &Device, iterations: usize) -> Result<
         vgg.features(&x, &layers)?;
         Ok(())
     })?;
-    rows.push(row("VGG16 forward to relu4_3, 512x512", ms, Some(forward_flops)));
+    rows.push(row(
+        "VGG16 forward to relu4_3, 512x512",
+        ms,
+        Some(forward_flops),
+    ));
 
     let config = GatysConfig::default();
     let style = StyleImage {
@@ -94,7 +106,11 @@ pub fn run_all(vgg: Option<&Vgg>, device: &Device, iterations: usize) -> Result<
         Ok(())
     })?;
     // Forward plus input-gradient backward: about twice the forward convolutions.
-    rows.push(row("Gatys step (loss + gradient), 512x512", ms, Some(2.0 * forward_flops)));
+    rows.push(row(
+        "Gatys step (loss + gradient), 512x512",
+        ms,
+        Some(2.0 * forward_flops),
+    ));
 
     let net = TransformerNet::random(device, 0)?;
     for side in [512usize, 1024] {
@@ -116,7 +132,9 @@ pub fn run_all(vgg: Option<&Vgg>, device: &Device, iterations: usize) -> Result<
 pub fn format_table(rows: &[BenchRow]) -> String {
     let mut out = String::from("| benchmark | ms | GFLOP/s |\n|---|---:|---:|\n");
     for r in rows {
-        let gflops = r.gflops.map_or_else(|| "-".to_string(), |g| format!("{g:.1}"));
+        let gflops = r
+            .gflops
+            .map_or_else(|| "-".to_string(), |g| format!("{g:.1}"));
         out.push_str(&format!("| {} | {:.1} | {} |\n", r.name, r.ms, gflops));
     }
     out

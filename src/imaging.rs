@@ -214,7 +214,10 @@ pub fn save_atomic(image: &RgbImage, path: &Path, format: OutputFormat) -> Resul
     let mut encoded = Vec::new();
     let cursor = std::io::Cursor::new(&mut encoded);
     let encode_result = match format {
-        OutputFormat::Png => image.write_to(&mut std::io::BufWriter::new(cursor), image::ImageFormat::Png),
+        OutputFormat::Png => image.write_to(
+            &mut std::io::BufWriter::new(cursor),
+            image::ImageFormat::Png,
+        ),
         OutputFormat::Jpeg { quality } => {
             let mut writer = std::io::BufWriter::new(cursor);
             let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut writer, quality);
@@ -285,6 +288,9 @@ mod tests {
         let b = RgbImage::from_pixel(2, 2, image::Rgb([0, 100, 100]));
         assert_eq!(blend(&a, &b, 1.0).unwrap(), a);
         assert_eq!(blend(&a, &b, 0.0).unwrap(), b);
-        assert_eq!(blend(&a, &b, 0.5).unwrap().get_pixel(0, 0).0, [100, 50, 100]);
+        assert_eq!(
+            blend(&a, &b, 0.5).unwrap().get_pixel(0, 0).0,
+            [100, 50, 100]
+        );
     }
 }

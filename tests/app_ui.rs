@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use atelier::app::{AppOptions, AtelierApp};
 use atelier::nn::transformer::TransformerNet;
 use candle_core::{DType, Device};
+use eframe::egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use image::{Rgb, RgbImage};
@@ -75,7 +76,9 @@ fn step_until(
 }
 
 fn strength_slider_to(harness: &mut Harness<'_, AtelierApp>, value: f64) {
-    harness.get_by_label("Strength").set_value_accesskit(value);
+    harness
+        .get_by_role_and_label(Role::Slider, "Strength")
+        .set_value_accesskit(value);
     harness.step();
     harness.step();
 }
@@ -104,11 +107,19 @@ fn network_style_previews_blends_and_saves_without_blocking_frames() {
     harness.state_mut().add_user_styles(vec![model.clone()]);
     harness.step();
     // The added model shows in the gallery; clicking its tile picks it and starts a job.
-    harness.get_by_label("random-style").click();
-    step_until(&mut harness, Duration::from_secs(60), "the network result", |app| {
-        app.finished_jobs() >= 1 && !app.job_running()
-    });
-    let full = harness.state().shown_image().expect("a result on the canvas");
+    harness
+        .get_by_role_and_label(Role::Button, "random-style")
+        .click();
+    step_until(
+        &mut harness,
+        Duration::from_secs(60),
+        "the network result",
+        |app| app.finished_jobs() >= 1 && !app.job_running(),
+    );
+    let full = harness
+        .state()
+        .shown_image()
+        .expect("a result on the canvas");
 
     strength_slider_to(&mut harness, 0.25);
     assert!((harness.state().controls().strength - 0.25).abs() < 1e-3);
@@ -119,12 +130,19 @@ fn network_style_previews_blends_and_saves_without_blocking_frames() {
 
     let out = dir.path().join("out.jpg");
     harness.state_mut().save_to(out.clone());
-    step_until(&mut harness, Duration::from_secs(60), "the saved file", |app| {
-        !app.is_busy()
-    });
+    step_until(
+        &mut harness,
+        Duration::from_secs(60),
+        "the saved file",
+        |app| !app.is_busy(),
+    );
     assert_eq!(harness.state().saved_files(), [out.clone()]);
     let saved = image::open(&out).unwrap();
-    assert_eq!((saved.width(), saved.height()), (64, 40), "saved at the photo's full size");
+    assert_eq!(
+        (saved.width(), saved.height()),
+        (64, 40),
+        "saved at the photo's full size"
+    );
 
     // Never over the source.
     harness.state_mut().save_to(photo.clone());
@@ -179,8 +197,14 @@ fn gatys_previews_stream_while_frames_stay_fast_and_the_recipe_round_trips() {
         stats.max_during_job.as_secs_f64() * 1e3,
         slowest.as_secs_f64() * 1e3
     );
-    assert!(harness.state().previews_received() >= 1, "previews arrive before the end");
-    assert!(stats.frames_during_job >= 3, "frames kept coming while the job ran");
+    assert!(
+        harness.state().previews_received() >= 1,
+        "previews arrive before the end"
+    );
+    assert!(
+        stats.frames_during_job >= 3,
+        "frames kept coming while the job ran"
+    );
     assert!(
         stats.max_during_job < FRAME_BUDGET,
         "a frame took {:?} while the engine worked",
@@ -190,9 +214,12 @@ fn gatys_previews_stream_while_frames_stay_fast_and_the_recipe_round_trips() {
     strength_slider_to(&mut harness, 0.5);
     let out = dir.path().join("result.png");
     harness.state_mut().save_to(out.clone());
-    step_until(&mut harness, Duration::from_secs(300), "the saved PNG", |app| {
-        !app.is_busy() && !app.saved_files().is_empty()
-    });
+    step_until(
+        &mut harness,
+        Duration::from_secs(300),
+        "the saved PNG",
+        |app| !app.is_busy() && !app.saved_files().is_empty(),
+    );
     let recipe = atelier::recipe::load_recipe(&out).unwrap();
     assert_eq!(recipe.method, "optimize");
     assert_eq!(recipe.styles.len(), 1);

@@ -53,50 +53,155 @@ fn bad_inputs_give_clear_errors_and_write_nothing() {
     std::fs::write(&vgg, b"this is not a weights file").unwrap();
 
     let missing = dir.path().join("missing.jpg");
-    let r = atelier(&["stylize", s(&missing), "--style", s(&style), "--vgg", s(&vgg), "-o", s(&out)]);
+    let r = atelier(&[
+        "stylize",
+        s(&missing),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "-o",
+        s(&out),
+    ]);
     assert_fails(&r, "not found", &out);
 
     let corrupt = dir.path().join("corrupt.jpg");
     let mut bytes = std::fs::read(write_photo(dir.path(), "ok.jpg", 40, 30)).unwrap();
     bytes.truncate(bytes.len() / 3);
     std::fs::write(&corrupt, &bytes).unwrap();
-    let r = atelier(&["stylize", s(&corrupt), "--style", s(&style), "--vgg", s(&vgg), "-o", s(&out)]);
+    let r = atelier(&[
+        "stylize",
+        s(&corrupt),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "-o",
+        s(&out),
+    ]);
     assert_fails(&r, "corrupt", &out);
 
     let text = dir.path().join("notes.png");
     std::fs::write(&text, b"hello").unwrap();
-    let r = atelier(&["stylize", s(&text), "--style", s(&style), "--vgg", s(&vgg), "-o", s(&out)]);
+    let r = atelier(&[
+        "stylize",
+        s(&text),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "-o",
+        s(&out),
+    ]);
     assert_fails(&r, "format", &out);
 
     let huge = dir.path().join("huge.png");
     std::fs::write(&huge, png_header_only(100_000, 100_000)).unwrap();
-    let r = atelier(&["stylize", s(&huge), "--style", s(&style), "--vgg", s(&vgg), "-o", s(&out)]);
+    let r = atelier(&[
+        "stylize",
+        s(&huge),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "-o",
+        s(&out),
+    ]);
     assert_fails(&r, "megapixels", &out);
 
-    let r = atelier(&["stylize", s(&photo), "--style", s(&style), "--vgg", s(&vgg), "-o", s(&out)]);
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "-o",
+        s(&out),
+    ]);
     assert_fails(&r, "not a weights file", &out);
 
-    let r = atelier(&["stylize", s(&photo), "--style", s(&style), "--vgg", s(&vgg), "-o", s(&photo)]);
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "-o",
+        s(&photo),
+    ]);
     assert!(!r.status.success());
-    assert!(stderr(&r).contains("refusing to overwrite"), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("refusing to overwrite"),
+        "{}",
+        stderr(&r)
+    );
 
     let nowhere = dir.path().join("no-such-folder/out.png");
-    let r = atelier(&["stylize", s(&photo), "--style", s(&style), "--vgg", s(&vgg), "-o", s(&nowhere)]);
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "-o",
+        s(&nowhere),
+    ]);
     assert_fails(&r, "does not exist", &nowhere);
 
     let r = atelier(&[
-        "stylize", s(&photo), "--style", s(&style), "--vgg", s(&vgg), "--style-weight", "-1", "-o", s(&out),
+        "stylize",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "--style-weight",
+        "-1",
+        "-o",
+        s(&out),
     ]);
     assert_fails(&r, "style weight", &out);
 
-    let r = atelier(&["stylize", s(&photo), "--style", s(&style), "--vgg", s(&vgg), "--size", "0", "-o", s(&out)]);
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "--size",
+        "0",
+        "-o",
+        s(&out),
+    ]);
     assert_fails(&r, "size", &out);
 
     let bad_ext = dir.path().join("out.gifx");
-    let r = atelier(&["stylize", s(&photo), "--style", s(&style), "--vgg", s(&vgg), "-o", s(&bad_ext)]);
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        s(&vgg),
+        "-o",
+        s(&bad_ext),
+    ]);
     assert_fails(&r, "output format", &bad_ext);
 
-    let r = atelier(&["stylize", s(&photo), "--method", "network", "--style", s(&style), "-o", s(&out)]);
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--method",
+        "network",
+        "--style",
+        s(&style),
+        "-o",
+        s(&out),
+    ]);
     assert_fails(&r, "not a weights file", &out);
 
     // Nothing but the inputs and our own fixtures is left in the folder: no temp files.
@@ -140,7 +245,16 @@ fn network_method_writes_the_result() {
         .unwrap();
     let out = dir.path().join("out.jpg");
     let r = atelier(&[
-        "stylize", s(&photo), "--method", "network", "--style", s(&style_dir), "--strength", "0.5", "--json", "-o",
+        "stylize",
+        s(&photo),
+        "--method",
+        "network",
+        "--style",
+        s(&style_dir),
+        "--strength",
+        "0.5",
+        "--json",
+        "-o",
         s(&out),
     ]);
     assert!(r.status.success(), "{}", stderr(&r));
@@ -163,12 +277,37 @@ fn optimize_reports_json_and_writes_previews() {
     let out = dir.path().join("out.png");
     let previews = dir.path().join("previews");
     let r = atelier(&[
-        "stylize", s(&photo), "--style", s(&style), "--vgg", VGG, "--size", "48", "--steps", "4", "--preview-every",
-        "2", "--preview-dir", s(&previews), "--json", "-o", s(&out),
+        "stylize",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        VGG,
+        "--size",
+        "48",
+        "--steps",
+        "4",
+        "--preview-every",
+        "2",
+        "--preview-dir",
+        s(&previews),
+        "--json",
+        "-o",
+        s(&out),
     ]);
     assert!(r.status.success(), "{}", stderr(&r));
     let json: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    for key in ["method", "width", "height", "steps", "seconds", "content_loss", "style_loss", "initial_style_loss", "output"] {
+    for key in [
+        "method",
+        "width",
+        "height",
+        "steps",
+        "seconds",
+        "content_loss",
+        "style_loss",
+        "initial_style_loss",
+        "output",
+    ] {
         assert!(!json[key].is_null(), "missing {key} in {json}");
     }
     assert_eq!(json["steps"], 4);
@@ -196,7 +335,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

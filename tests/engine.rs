@@ -23,7 +23,9 @@ fn shared_vgg() -> Option<PathBuf> {
 }
 
 fn gradient_image(w: u32, h: u32) -> RgbImage {
-    RgbImage::from_fn(w, h, |x, y| Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128]))
+    RgbImage::from_fn(w, h, |x, y| {
+        Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128])
+    })
 }
 
 fn stripes(w: u32, h: u32) -> RgbImage {
@@ -136,7 +138,10 @@ fn newer_job_supersedes_running_one_and_cancel_is_prompt() {
     assert!(matches!(first_outcome, Some(Event::Cancelled { .. })));
     assert!(matches!(second_outcome, Some(Event::Finished { .. })));
     // Cancellation is checked before every loss evaluation: at most the step in flight completes.
-    assert!(progress_after_supersede <= 1, "{progress_after_supersede} steps after cancel");
+    assert!(
+        progress_after_supersede <= 1,
+        "{progress_after_supersede} steps after cancel"
+    );
 
     // Explicit cancel of a long job.
     let third = engine.submit(optimize_job(PathBuf::from(VGG), 64, 10_000));

@@ -139,7 +139,10 @@ fn preserve_color_keeps_the_photos_chroma() {
     // YIQ chroma of output and photo agree (up to rounding and clamping).
     let chroma = |p: &Rgb<u8>| {
         let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
-        (0.596 * r - 0.274 * g - 0.322 * b, 0.211 * r - 0.523 * g + 0.312 * b)
+        (
+            0.596 * r - 0.274 * g - 0.322 * b,
+            0.211 * r - 0.523 * g + 0.312 * b,
+        )
     };
     let mut diff = 0.0;
     for (a, b) in out.image.pixels().zip(content.pixels()) {
@@ -200,16 +203,32 @@ fn two_styles_blend_and_features_are_cached_between_runs() {
         style(checker([0, 0, 0], [255, 255, 255]), 0.3),
     ];
     let config = small_config(2);
-    gatys::stylize(&vgg, &Device::Cpu, &photo(), &styles, &config, &mut cache, &mut Recorder::default())
-        .unwrap();
+    gatys::stylize(
+        &vgg,
+        &Device::Cpu,
+        &photo(),
+        &styles,
+        &config,
+        &mut cache,
+        &mut Recorder::default(),
+    )
+    .unwrap();
     assert_eq!(cache.hits(), 0);
     // Same inputs, another style weight: content features and Gram matrices come from the cache.
     let config = GatysConfig {
         style_weight: 100.0,
         ..config
     };
-    gatys::stylize(&vgg, &Device::Cpu, &photo(), &styles, &config, &mut cache, &mut Recorder::default())
-        .unwrap();
+    gatys::stylize(
+        &vgg,
+        &Device::Cpu,
+        &photo(),
+        &styles,
+        &config,
+        &mut cache,
+        &mut Recorder::default(),
+    )
+    .unwrap();
     assert_eq!(cache.hits(), 3);
 }
 
@@ -259,11 +278,26 @@ fn coarse_to_fine_runs_every_scale() {
 #[test]
 fn bad_numbers_are_rejected() {
     for config in [
-        GatysConfig { size: 0, ..GatysConfig::default() },
-        GatysConfig { steps: 0, ..GatysConfig::default() },
-        GatysConfig { content_weight: -1.0, ..GatysConfig::default() },
-        GatysConfig { tv_weight: f64::NAN, ..GatysConfig::default() },
-        GatysConfig { size: 100_000, ..GatysConfig::default() },
+        GatysConfig {
+            size: 0,
+            ..GatysConfig::default()
+        },
+        GatysConfig {
+            steps: 0,
+            ..GatysConfig::default()
+        },
+        GatysConfig {
+            content_weight: -1.0,
+            ..GatysConfig::default()
+        },
+        GatysConfig {
+            tv_weight: f64::NAN,
+            ..GatysConfig::default()
+        },
+        GatysConfig {
+            size: 100_000,
+            ..GatysConfig::default()
+        },
     ] {
         assert!(matches!(config.validate(), Err(Error::InvalidArgument(_))));
     }

@@ -81,7 +81,9 @@ impl Canvas {
         let response = ui.allocate_rect(area, Sense::click_and_drag());
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Canvas"));
         let size = images.size.max(Vec2::splat(1.0));
-        self.last_fit = (area.width() / size.x).min(area.height() / size.y).max(MIN_ZOOM);
+        self.last_fit = (area.width() / size.x)
+            .min(area.height() / size.y)
+            .max(MIN_ZOOM);
         let zoom = self.zoom.unwrap_or(self.last_fit);
         let picture = Rect::from_center_size(area.center() + self.pan, size * zoom);
         let comparing = self.compare && images.after.is_some() && !images.show_before;
@@ -104,14 +106,34 @@ impl Canvas {
                 let line_bottom = Pos2::new(split_x, picture.bottom().min(area.bottom()));
                 painter.line_segment([line_top, line_bottom], Stroke::new(2.0, Color32::WHITE));
                 let handle = Pos2::new(split_x, line_top.y.midpoint(line_bottom.y));
-                painter.circle(handle, 7.0, Color32::WHITE, Stroke::new(1.0, Color32::DARK_GRAY));
+                painter.circle(
+                    handle,
+                    7.0,
+                    Color32::WHITE,
+                    Stroke::new(1.0, Color32::DARK_GRAY),
+                );
                 let font = egui::FontId::proportional(13.0);
                 let label_y = line_top.y + 8.0;
                 for (text, pos, align) in [
-                    ("Before", Pos2::new(split_x - 8.0, label_y), egui::Align2::RIGHT_TOP),
-                    ("After", Pos2::new(split_x + 8.0, label_y), egui::Align2::LEFT_TOP),
+                    (
+                        "Before",
+                        Pos2::new(split_x - 8.0, label_y),
+                        egui::Align2::RIGHT_TOP,
+                    ),
+                    (
+                        "After",
+                        Pos2::new(split_x + 8.0, label_y),
+                        egui::Align2::LEFT_TOP,
+                    ),
                 ] {
-                    badge(&painter, pos, align, text, font.clone(), Color32::from_black_alpha(150));
+                    badge(
+                        &painter,
+                        pos,
+                        align,
+                        text,
+                        font.clone(),
+                        Color32::from_black_alpha(150),
+                    );
                 }
             }
             Some(after) if !images.show_before => {
@@ -124,7 +146,14 @@ impl Canvas {
         if images.show_before && images.after.is_some() {
             let pos = area.left_top() + Vec2::new(10.0, 10.0);
             let font = egui::FontId::proportional(14.0);
-            badge(&painter, pos, egui::Align2::LEFT_TOP, "Before", font, Color32::from_black_alpha(160));
+            badge(
+                &painter,
+                pos,
+                egui::Align2::LEFT_TOP,
+                "Before",
+                font,
+                Color32::from_black_alpha(160),
+            );
         }
         response
     }
@@ -149,7 +178,8 @@ impl Canvas {
         if response.dragged() {
             if self.dragging_split {
                 if let Some(p) = response.interact_pointer_pos() {
-                    self.split = ((p.x - picture.left()) / picture.width().max(1.0)).clamp(0.0, 1.0);
+                    self.split =
+                        ((p.x - picture.left()) / picture.width().max(1.0)).clamp(0.0, 1.0);
                 }
             } else {
                 if self.zoom.is_none() {

@@ -138,9 +138,13 @@ impl Controls {
         } else {
             1.0
         };
-        for w in [&mut self.content_weight, &mut self.style_weight, &mut self.tv_weight]
-            .into_iter()
-            .chain(self.layer_weights.iter_mut())
+        for w in [
+            &mut self.content_weight,
+            &mut self.style_weight,
+            &mut self.tv_weight,
+        ]
+        .into_iter()
+        .chain(self.layer_weights.iter_mut())
         {
             if !w.is_finite() || *w < 0.0 {
                 *w = 0.0;
@@ -208,7 +212,7 @@ impl Controls {
             .on_hover_text("Total-variation weight: higher gives smoother, less noisy results.");
             ui.checkbox(&mut self.preserve_color, "Preserve colours")
                 .on_hover_text("Keep the photo's colours and take only the painting's textures.");
-            ui.add(egui::Slider::new(&mut self.steps, 5..=500).text("Steps"))
+            ui.add(egui::Slider::new(&mut self.steps, 1..=500).text("Steps"))
                 .on_hover_text("Optimisation steps (more converge further but take longer).");
         });
         ui.add(
@@ -232,8 +236,10 @@ impl Controls {
                         ui.add(egui::Slider::new(weight, 0.0..=2.0).text(*name))
                             .on_hover_text(format!("Relative weight of the style loss at {name}."));
                     }
-                    ui.add(egui::Slider::new(&mut self.preview_every, 1..=50).text("Preview every"))
-                        .on_hover_text("Show a preview every this many steps.");
+                    ui.add(
+                        egui::Slider::new(&mut self.preview_every, 1..=50).text("Preview every"),
+                    )
+                    .on_hover_text("Show a preview every this many steps.");
                     ui.horizontal(|ui| {
                         ui.label("Seed");
                         ui.add(egui::DragValue::new(&mut self.seed))

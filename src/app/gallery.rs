@@ -29,7 +29,10 @@ enum Thumbnail {
 #[derive(Debug, Clone, PartialEq)]
 pub enum GalleryAction {
     /// Use this style; `additive` adds it to the blend instead of replacing the selection.
-    Pick { key: PathBuf, additive: bool },
+    Pick {
+        key: PathBuf,
+        additive: bool,
+    },
     AddByDialog,
     Remove(PathBuf),
 }
@@ -47,7 +50,12 @@ impl Gallery {
         self.entries.iter().find(|e| e.key() == key)
     }
 
-    pub fn thumbnail_loaded(&mut self, ctx: &egui::Context, path: PathBuf, image: egui::ColorImage) {
+    pub fn thumbnail_loaded(
+        &mut self,
+        ctx: &egui::Context,
+        path: PathBuf,
+        image: egui::ColorImage,
+    ) {
         let name = format!("thumbnail:{}", path.display());
         let texture = ctx.load_texture(name, image, egui::TextureOptions::LINEAR);
         self.thumbnails.insert(path, Thumbnail::Ready(texture));
@@ -68,7 +76,7 @@ impl Gallery {
             ui.heading("Styles");
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if ui
-                    .button("➕ Add…")
+                    .button("Add…")
                     .on_hover_text(
                         "Add style images (any painting) or trained model files \
                          (.safetensors / .pth). You can also drop files onto this panel.",
@@ -136,7 +144,10 @@ impl Gallery {
         let image_rect = Rect::from_min_size(rect.min, Vec2::splat(TILE));
         let painter = ui.painter_at(rect.expand(3.0));
         painter.rect_filled(image_rect, 4.0, ui.visuals().extreme_bg_color);
-        let thumbnail = entry.thumbnail.as_ref().and_then(|t| self.thumbnails.get(t));
+        let thumbnail = entry
+            .thumbnail
+            .as_ref()
+            .and_then(|t| self.thumbnails.get(t));
         match thumbnail {
             Some(Thumbnail::Ready(texture)) => {
                 // Fill the square, cropping the longer side.
@@ -159,7 +170,7 @@ impl Gallery {
                 );
             }
             _ => {
-                let glyph = if entry.model.is_some() { "🧠" } else { "🖼" };
+                let glyph = if entry.model.is_some() { "NET" } else { "IMG" };
                 painter.text(
                     image_rect.center(),
                     egui::Align2::CENTER_CENTER,
@@ -231,7 +242,11 @@ fn truncate(text: &str, max_chars: usize) -> String {
 
 /// The blend weights of the selected styles (shown when more than one is selected).
 /// Returns true when a weight changed or a style was dropped from the blend.
-pub fn show_selection(ui: &mut egui::Ui, gallery: &Gallery, selection: &mut Vec<SelectedStyle>) -> bool {
+pub fn show_selection(
+    ui: &mut egui::Ui,
+    gallery: &Gallery,
+    selection: &mut Vec<SelectedStyle>,
+) -> bool {
     let mut changed = false;
     if selection.is_empty() {
         ui.label("No style selected: pick one in the gallery.");
@@ -253,7 +268,11 @@ pub fn show_selection(ui: &mut egui::Ui, gallery: &Gallery, selection: &mut Vec<
             } else {
                 ui.label(truncate(&name, 28));
             }
-            if ui.small_button("✖").on_hover_text("Remove from the blend").clicked() {
+            if ui
+                .small_button("×")
+                .on_hover_text("Remove from the blend")
+                .clicked()
+            {
                 remove = Some(index);
             }
         });

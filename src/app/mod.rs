@@ -200,7 +200,11 @@ pub struct AtelierApp {
 
 impl AtelierApp {
     pub fn new(cc: &eframe::CreationContext<'_>, options: AppOptions) -> Self {
-        let storage = if options.use_storage { cc.storage } else { None };
+        let storage = if options.use_storage {
+            cc.storage
+        } else {
+            None
+        };
         let persisted = Persisted::load(storage);
         let vgg = crate::nn::hub::resolve_vgg(options.vgg.as_deref()).map_err(|e| e.to_string());
         let mut app = Self {
@@ -251,7 +255,8 @@ impl AtelierApp {
     pub fn open_photo(&mut self, path: PathBuf) {
         self.loading_photo = Some(path.clone());
         self.remember_folder(&path);
-        self.tasks.spawn("open-photo", move || tasks::load_photo(path));
+        self.tasks
+            .spawn("open-photo", move || tasks::load_photo(path));
     }
 
     /// Adds style images / model files to the gallery (remembered between runs) and picks the
@@ -279,7 +284,8 @@ impl AtelierApp {
     /// Selects a gallery style (`additive`: add it to the blend, or take it out if already in).
     pub fn pick_style(&mut self, key: &Path, additive: bool) {
         let Some(entry) = self.gallery.entry(key).cloned() else {
-            self.toasts.error(format!("{} is not in the gallery", key.display()));
+            self.toasts
+                .error(format!("{} is not in the gallery", key.display()));
             return;
         };
         let as_network = match (&entry.model, &entry.image) {
@@ -368,7 +374,9 @@ impl AtelierApp {
         self.save_path_text = path.display().to_string();
         // A finished preview that already is full size needs no second render.
         if let Some(shown) = &self.shown {
-            if shown.finished && shown.stylized.dimensions() == photo_dims && self.restart_at.is_none()
+            if shown.finished
+                && shown.stylized.dimensions() == photo_dims
+                && self.restart_at.is_none()
             {
                 let recipe = self.recipe(full_side);
                 let (stylized, content) = (shown.stylized.clone(), shown.content.clone());
@@ -386,14 +394,15 @@ impl AtelierApp {
     }
 
     pub fn load_recipe_from(&mut self, path: PathBuf) {
-        self.tasks.spawn("load-recipe", move || match recipe::load_recipe(&path) {
-            Ok(r) => TaskResult::Recipe(Box::new(r)),
-            Err(e) => TaskResult::Failed {
-                what: "recipe",
-                key: path,
-                message: e.to_string(),
-            },
-        });
+        self.tasks
+            .spawn("load-recipe", move || match recipe::load_recipe(&path) {
+                Ok(r) => TaskResult::Recipe(Box::new(r)),
+                Err(e) => TaskResult::Failed {
+                    what: "recipe",
+                    key: path,
+                    message: e.to_string(),
+                },
+            });
     }
 
     pub fn cancel(&mut self) {
@@ -450,7 +459,12 @@ impl AtelierApp {
     /// The picture on the canvas at the current strength (None before the first preview).
     pub fn shown_image(&self) -> Option<RgbImage> {
         let shown = self.shown.as_ref()?;
-        imaging::blend(&shown.stylized, &shown.content, self.persisted.controls.strength).ok()
+        imaging::blend(
+            &shown.stylized,
+            &shown.content,
+            self.persisted.controls.strength,
+        )
+        .ok()
     }
 
     // ---- Internals ----
@@ -479,12 +493,12 @@ impl AtelierApp {
 
     fn open_dialog(&self, purpose: DialogPurpose) {
         let folder = self.persisted.last_folder.clone();
-        let file_name = self.default_save_path().and_then(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+        let file_name = self
+            .default_save_path()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        self.tasks.spawn("dialog", move || {
+            tasks::run_dialog(purpose, folder, file_name)
         });
-        self.tasks
-            .spawn("dialog", move || tasks::run_dialog(purpose, folder, file_name));
     }
 
     /// `<photo folder>/<photo name>-atelier.png`.
@@ -508,7 +522,9 @@ impl AtelierApp {
     fn save_side(&self, photo: &Photo) -> u32 {
         let side = photo.original.width().max(photo.original.height());
         match self.persisted.controls.method {
-            MethodChoice::Optimize => side.min(self.persisted.controls.save_max_side).min(MAX_SIZE),
+            MethodChoice::Optimize => side
+                .min(self.persisted.controls.save_max_side)
+                .min(MAX_SIZE),
             MethodChoice::Network => side,
         }
     }
@@ -536,7 +552,10 @@ impl AtelierApp {
         let (content, side) = match purpose {
             JobPurpose::Preview => {
                 let photo_side = photo.original.width().max(photo.original.height());
-                (photo.working.clone(), controls.preview_size.min(photo_side).max(16))
+                (
+                    photo.working.clone(),
+                    controls.preview_size.min(photo_side).max(16),
+                )
             }
             JobPurpose::Save => (photo.original.clone(), self.save_side(photo)),
         };
@@ -587,7 +606,11 @@ impl AtelierApp {
                         Some(image) => styles.push(StyleImage {
                             image: image.clone(),
                             // Normalised so the blend does not change the overall style weight.
-                            weight: if total > 0.0 { weight / total } else { 1.0 / images.len() as f64 },
+                            weight: if total > 0.0 {
+                                weight / total
+                            } else {
+                                1.0 / images.len() as f64
+                            },
                         }),
                         None => {
                             waiting = true;
@@ -662,7 +685,10 @@ impl AtelierApp {
         let now = Instant::now();
         let saving = self.pending_save.is_some();
         if now < at || saving || self.photo.is_none() {
-            ctx.request_repaint_after(at.saturating_duration_since(now).max(Duration::from_millis(20)));
+            ctx.request_repaint_after(
+                at.saturating_duration_since(now)
+                    .max(Duration::from_millis(20)),
+            );
             return;
         }
         match self.build_job(JobPurpose::Preview) {
@@ -785,10 +811,11 @@ impl AtelierApp {
         recipe.strength = strength;
         self.writes_in_flight += 1;
         self.tasks.spawn("save", move || {
-            let written = imaging::blend(&stylized, &content, strength).and_then(|image| match format {
-                OutputFormat::Png => recipe::save_png_with_recipe(&image, &path, &recipe),
-                OutputFormat::Jpeg { .. } => imaging::save_atomic(&image, &path, format),
-            });
+            let written =
+                imaging::blend(&stylized, &content, strength).and_then(|image| match format {
+                    OutputFormat::Png => recipe::save_png_with_recipe(&image, &path, &recipe),
+                    OutputFormat::Jpeg { .. } => imaging::save_atomic(&image, &path, format),
+                });
             match written {
                 Ok(()) => TaskResult::Saved { path },
                 Err(e) => TaskResult::Failed {
@@ -802,7 +829,12 @@ impl AtelierApp {
 
     /// Puts a full-strength picture on the canvas; `content` is the photo at its size (computed
     /// from the working photo when not given).
-    fn show_stylized(&mut self, stylized: Arc<RgbImage>, content: Option<Arc<RgbImage>>, finished: bool) {
+    fn show_stylized(
+        &mut self,
+        stylized: Arc<RgbImage>,
+        content: Option<Arc<RgbImage>>,
+        finished: bool,
+    ) {
         let Some(photo) = &self.photo else {
             return;
         };
@@ -833,12 +865,15 @@ impl AtelierApp {
 
     fn reblend(&mut self) {
         if let Some(shown) = &mut self.shown {
-            if let Ok(blended) =
-                imaging::blend(&shown.stylized, &shown.content, self.persisted.controls.strength)
-            {
-                shown
-                    .texture
-                    .set(tasks::to_color_image(&blended), egui::TextureOptions::LINEAR);
+            if let Ok(blended) = imaging::blend(
+                &shown.stylized,
+                &shown.content,
+                self.persisted.controls.strength,
+            ) {
+                shown.texture.set(
+                    tasks::to_color_image(&blended),
+                    egui::TextureOptions::LINEAR,
+                );
             }
         }
     }
@@ -932,7 +967,8 @@ impl AtelierApp {
             selection.push(SelectedStyle { key: path, weight });
         }
         self.persisted.selection = selection;
-        self.toasts.info("Recipe loaded: controls and styles restored.");
+        self.toasts
+            .info("Recipe loaded: controls and styles restored.");
         self.reblend();
         self.schedule_restart();
     }
@@ -946,12 +982,11 @@ impl AtelierApp {
                         continue;
                     }
                     self.loading_photo = None;
-                    let texture = ctx.load_texture("photo", loaded.display, egui::TextureOptions::LINEAR);
+                    let texture =
+                        ctx.load_texture("photo", loaded.display, egui::TextureOptions::LINEAR);
                     let (w, h) = loaded.original.dimensions();
-                    self.toasts.status(format!(
-                        "Opened {} ({w}×{h}).",
-                        loaded.path.display()
-                    ));
+                    self.toasts
+                        .status(format!("Opened {} ({w}×{h}).", loaded.path.display()));
                     self.photo = Some(Photo {
                         path: loaded.path,
                         original: loaded.original,
@@ -961,7 +996,8 @@ impl AtelierApp {
                     self.shown = None;
                     self.canvas.fit();
                     if let Some(default) = self.default_save_path() {
-                        let keep_folder = self.persisted.save_path.as_ref().and_then(|p| p.parent());
+                        let keep_folder =
+                            self.persisted.save_path.as_ref().and_then(|p| p.parent());
                         let path = match (keep_folder, default.file_name()) {
                             (Some(folder), Some(name)) if folder.is_dir() => folder.join(name),
                             _ => default,
@@ -995,13 +1031,15 @@ impl AtelierApp {
                                 .entry(&s.key)
                                 .is_none_or(|e| e.image.as_ref() != Some(&key))
                         });
-                        self.toasts.error(format!("Cannot use this style: {message}"));
+                        self.toasts
+                            .error(format!("Cannot use this style: {message}"));
                     }
                     "photo" => {
                         if self.loading_photo.as_ref() == Some(&key) {
                             self.loading_photo = None;
                         }
-                        self.toasts.error(format!("Cannot open the photo: {message}"));
+                        self.toasts
+                            .error(format!("Cannot open the photo: {message}"));
                     }
                     "save" => {
                         self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
@@ -1040,7 +1078,8 @@ impl AtelierApp {
     }
 
     fn handle_dropped_files(&mut self, ctx: &egui::Context) {
-        let (dropped, pointer) = ctx.input(|i| (i.raw.dropped_files.clone(), i.pointer.latest_pos()));
+        let (dropped, pointer) =
+            ctx.input(|i| (i.raw.dropped_files.clone(), i.pointer.latest_pos()));
         if dropped.is_empty() {
             return;
         }
@@ -1048,7 +1087,9 @@ impl AtelierApp {
             (Some(rect), Some(p)) => rect.contains(p),
             _ => false,
         };
-        let paths: Vec<PathBuf> = dropped.into_iter().map(|f| f.path().to_path_buf())
+        let paths: Vec<PathBuf> = dropped
+            .into_iter()
+            .map(|f| f.path().to_path_buf())
             .filter(|p| !p.as_os_str().is_empty())
             .collect();
         let mut styles_to_add = Vec::new();
@@ -1059,10 +1100,9 @@ impl AtelierApp {
                 Some(FileKind::Image) if on_gallery => styles_to_add.push(path),
                 Some(FileKind::Image) if photo.is_none() => photo = Some(path),
                 Some(FileKind::Image) => styles_to_add.push(path),
-                None => self.toasts.error(format!(
-                    "{}: not an image or a model file",
-                    path.display()
-                )),
+                None => self
+                    .toasts
+                    .error(format!("{}: not an image or a model file", path.display())),
             }
         }
         if let Some(photo) = photo {
@@ -1109,8 +1149,11 @@ impl AtelierApp {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
                 let item = |ui: &mut egui::Ui, text: &str, shortcut: Option<Shortcut>| {
-                    let button = egui::Button::new(text)
-                        .shortcut_text(shortcut.map(|s| shortcuts::label(&ctx, s)).unwrap_or_default());
+                    let button = egui::Button::new(text).shortcut_text(
+                        shortcut
+                            .map(|s| shortcuts::label(&ctx, s))
+                            .unwrap_or_default(),
+                    );
                     ui.add(button).clicked()
                 };
                 if item(ui, "Open photo…", Some(Shortcut::Open)) {
@@ -1177,7 +1220,8 @@ impl AtelierApp {
     fn controls_panel(&mut self, ui: &mut egui::Ui) {
         ui.add_space(4.0);
         ui.heading("Style");
-        let selection_changed = gallery::show_selection(ui, &self.gallery, &mut self.persisted.selection);
+        let selection_changed =
+            gallery::show_selection(ui, &self.gallery, &mut self.persisted.selection);
         if selection_changed {
             self.schedule_restart();
         }
@@ -1233,7 +1277,7 @@ impl AtelierApp {
         ui.horizontal(|ui| {
             let can_save = self.photo.is_some() && !self.persisted.selection.is_empty();
             if ui
-                .add_enabled(can_save, egui::Button::new("💾 Save"))
+                .add_enabled(can_save, egui::Button::new("Save"))
                 .on_hover_text("Render at full resolution and write the file above (Ctrl+S)")
                 .clicked()
             {
@@ -1301,7 +1345,9 @@ impl AtelierApp {
 
     fn gallery_panel(&mut self, ui: &mut egui::Ui) {
         ui.add_space(4.0);
-        let actions = self.gallery.show(ui, &self.persisted.selection, &self.tasks);
+        let actions = self
+            .gallery
+            .show(ui, &self.persisted.selection, &self.tasks);
         for action in actions {
             match action {
                 GalleryAction::Pick { key, additive } => self.pick_style(&key, additive),
@@ -1323,7 +1369,10 @@ impl AtelierApp {
         let show_before = shortcuts::holding_compare(ui.ctx());
         match &self.photo {
             Some(photo) => {
-                let size = egui::vec2(photo.original.width() as f32, photo.original.height() as f32);
+                let size = egui::vec2(
+                    photo.original.width() as f32,
+                    photo.original.height() as f32,
+                );
                 let images = CanvasImages {
                     before: &photo.texture,
                     after: self.shown.as_ref().map(|s| &s.texture),

@@ -130,12 +130,19 @@ impl Toasts {
 
     /// The messages currently up (for tests and the status line).
     pub fn messages(&self) -> Vec<(Level, String)> {
-        self.toasts.iter().map(|t| (t.level, t.text.clone())).collect()
+        self.toasts
+            .iter()
+            .map(|t| (t.level, t.text.clone()))
+            .collect()
     }
 
     pub fn show(&mut self, ctx: &egui::Context) {
         self.toasts.retain(|t| {
-            let limit = if t.level == Level::Error { ERROR_TOAST } else { INFO_TOAST };
+            let limit = if t.level == Level::Error {
+                ERROR_TOAST
+            } else {
+                INFO_TOAST
+            };
             t.shown.elapsed() < limit
         });
         if self.toasts.is_empty() {
@@ -152,8 +159,8 @@ impl Toasts {
                 ui.set_max_width(420.0);
                 for (index, toast) in self.toasts.iter().enumerate() {
                     let (fill, icon) = match toast.level {
-                        Level::Info => (Color32::from_rgb(32, 70, 48), "✔"),
-                        Level::Error => (Color32::from_rgb(110, 30, 30), "⚠"),
+                        Level::Info => (Color32::from_rgb(32, 70, 48), "OK"),
+                        Level::Error => (Color32::from_rgb(110, 30, 30), "!"),
                     };
                     let frame = egui::Frame::popup(ui.style())
                         .fill(fill)
@@ -194,8 +201,9 @@ pub fn show_progress(ui: &mut egui::Ui, progress: &JobProgress) -> bool {
         let bar = egui::ProgressBar::new(progress.fraction())
             .text(progress.describe())
             .animate(true);
-        ui.add(bar)
-            .on_hover_text("Steps done / total, time since the job started, and the current losses");
+        ui.add(bar).on_hover_text(
+            "Steps done / total, time since the job started, and the current losses",
+        );
     });
     cancel
 }

@@ -17,20 +17,45 @@ pub enum Shortcut {
 
 const TABLE: [(Shortcut, Modifiers, Key, &str); 11] = [
     (Shortcut::Open, Modifiers::COMMAND, Key::O, "Open a photo"),
-    (Shortcut::Save, Modifiers::COMMAND, Key::S, "Save (full resolution)"),
+    (
+        Shortcut::Save,
+        Modifiers::COMMAND,
+        Key::S,
+        "Save (full resolution)",
+    ),
     (
         Shortcut::SaveAs,
         Modifiers::COMMAND.plus(Modifiers::SHIFT),
         Key::S,
         "Save as…",
     ),
-    (Shortcut::ToggleCompare, Modifiers::NONE, Key::C, "Before/after split on or off"),
+    (
+        Shortcut::ToggleCompare,
+        Modifiers::NONE,
+        Key::C,
+        "Before/after split on or off",
+    ),
     (Shortcut::ZoomIn, Modifiers::NONE, Key::Plus, "Zoom in"),
     (Shortcut::ZoomIn, Modifiers::NONE, Key::Equals, "Zoom in"),
     (Shortcut::ZoomOut, Modifiers::NONE, Key::Minus, "Zoom out"),
-    (Shortcut::ZoomFit, Modifiers::NONE, Key::Num0, "Fit to window"),
-    (Shortcut::ZoomActual, Modifiers::NONE, Key::Num1, "Actual size (1:1)"),
-    (Shortcut::Cancel, Modifiers::NONE, Key::Escape, "Cancel the running job"),
+    (
+        Shortcut::ZoomFit,
+        Modifiers::NONE,
+        Key::Num0,
+        "Fit to window",
+    ),
+    (
+        Shortcut::ZoomActual,
+        Modifiers::NONE,
+        Key::Num1,
+        "Actual size (1:1)",
+    ),
+    (
+        Shortcut::Cancel,
+        Modifiers::NONE,
+        Key::Escape,
+        "Cancel the running job",
+    ),
     (Shortcut::ZoomFit, Modifiers::NONE, Key::F, "Fit to window"),
 ];
 
@@ -48,7 +73,10 @@ pub fn help_rows(ctx: &egui::Context) -> Vec<(String, &'static str)> {
     let mut rows: Vec<(String, &'static str)> = TABLE
         .iter()
         .map(|(_, modifiers, key, what)| {
-            (ctx.format_shortcut(&KeyboardShortcut::new(*modifiers, *key)), *what)
+            (
+                ctx.format_shortcut(&KeyboardShortcut::new(*modifiers, *key)),
+                *what,
+            )
         })
         .collect();
     rows.push(("Hold Space".into(), "Show the photo (hold to compare)"));
@@ -81,5 +109,9 @@ pub fn holding_compare(ctx: &egui::Context) -> bool {
 }
 
 fn modifier_count(m: Modifiers) -> u8 {
-    u8::from(m.alt) + u8::from(m.ctrl) + u8::from(m.shift) + u8::from(m.command) + u8::from(m.mac_cmd)
+    u8::from(m.alt)
+        + u8::from(m.ctrl)
+        + u8::from(m.shift)
+        + u8::from(m.command)
+        + u8::from(m.mac_cmd)
 }

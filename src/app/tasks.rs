@@ -172,7 +172,11 @@ pub fn load_thumbnail(path: PathBuf) -> TaskResult {
 }
 
 /// Opens a native file dialog (on this background thread, so the UI keeps drawing).
-pub fn run_dialog(purpose: DialogPurpose, folder: Option<PathBuf>, file_name: Option<String>) -> TaskResult {
+pub fn run_dialog(
+    purpose: DialogPurpose,
+    folder: Option<PathBuf>,
+    file_name: Option<String>,
+) -> TaskResult {
     let images = crate::styles::IMAGE_EXTENSIONS;
     let styles_and_models: Vec<&str> = images
         .iter()

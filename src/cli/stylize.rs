@@ -155,10 +155,18 @@ fn check_output(args: &StylizeArgs, format_quality: u8) -> anyhow::Result<Output
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        bail!("cannot write {}: folder {} does not exist", args.output.display(), dir.display());
+        bail!(
+            "cannot write {}: folder {} does not exist",
+            args.output.display(),
+            dir.display()
+        );
     }
-    tempfile::tempfile_in(&dir)
-        .with_context(|| format!("cannot write {}: folder is not writable", args.output.display()))?;
+    tempfile::tempfile_in(&dir).with_context(|| {
+        format!(
+            "cannot write {}: folder is not writable",
+            args.output.display()
+        )
+    })?;
     Ok(format)
 }
 

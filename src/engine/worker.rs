@@ -139,7 +139,8 @@ impl Worker {
                     &mut self.features,
                     &mut observer,
                 )?;
-                let content = imaging::resize_exact(&job.content, out.image.width(), out.image.height());
+                let content =
+                    imaging::resize_exact(&job.content, out.image.width(), out.image.height());
                 finish(
                     job,
                     out.image,

@@ -205,7 +205,10 @@ pub fn default_styles_dir() -> PathBuf {
 
 /// Bundled entries followed by the user's files (skipping ones that vanished or are already
 /// listed), plus the problems found on the way.
-pub fn build_gallery(styles_dir: &Path, user_files: &[PathBuf]) -> (Vec<StyleEntry>, Vec<StyleError>) {
+pub fn build_gallery(
+    styles_dir: &Path,
+    user_files: &[PathBuf],
+) -> (Vec<StyleEntry>, Vec<StyleError>) {
     let (mut entries, mut problems) = load_bundled(styles_dir);
     for path in user_files {
         if entries.iter().any(|e| e.key() == path.as_path()) {

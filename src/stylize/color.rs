@@ -73,7 +73,10 @@ mod tests {
         let out = recombine(&luminance(&img), &img);
         for (a, b) in out.pixels().zip(img.pixels()) {
             for c in 0..3 {
-                assert!((i32::from(a[c]) - i32::from(b[c])).abs() <= 2, "{a:?} vs {b:?}");
+                assert!(
+                    (i32::from(a[c]) - i32::from(b[c])).abs() <= 2,
+                    "{a:?} vs {b:?}"
+                );
             }
         }
     }

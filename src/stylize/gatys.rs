@@ -127,7 +127,11 @@ impl GatysConfig {
         if self.style_scale < 0.05 || self.style_scale > 4.0 {
             return Err(Error::invalid("style scale must be between 0.05 and 4"));
         }
-        if self.style_layers.iter().any(|(_, w)| !w.is_finite() || *w < 0.0) {
+        if self
+            .style_layers
+            .iter()
+            .any(|(_, w)| !w.is_finite() || *w < 0.0)
+        {
             return Err(Error::invalid("style layer weights must be non-negative"));
         }
         if self.content_layers.is_empty() && self.style_layers.is_empty() {
@@ -230,7 +234,11 @@ pub fn stylize(
         return Err(Error::invalid("at least one style image is needed"));
     }
     let blend_total: f64 = styles.iter().map(|s| s.weight).sum();
-    if styles.iter().any(|s| !s.weight.is_finite() || s.weight < 0.0) || blend_total <= 0.0 {
+    if styles
+        .iter()
+        .any(|s| !s.weight.is_finite() || s.weight < 0.0)
+        || blend_total <= 0.0
+    {
         return Err(Error::invalid(
             "blend weights must be non-negative and not all zero",
         ));
@@ -285,14 +293,8 @@ pub fn stylize(
             imaging::fit_size(content.width(), content.height(), side)
         };
         let content_scaled = imaging::resize_exact(&content_for_vgg, w, h);
-        let problem = StyleProblem::new(
-            vgg,
-            &content_scaled,
-            &styles_for_vgg,
-            config,
-            cache,
-            device,
-        )?;
+        let problem =
+            StyleProblem::new(vgg, &content_scaled, &styles_for_vgg, config, cache, device)?;
 
         let start = match x.take() {
             None => initial_image(config, &content_scaled, device)?,
@@ -323,10 +325,11 @@ pub fn stylize(
             };
             let report = optimizer.step(&mut current, &mut objective)?;
             evaluations += evaluated.len();
-            if let Some(accepted) = evaluated
-                .iter()
-                .min_by(|a, b| (a.total - report.loss).abs().total_cmp(&(b.total - report.loss).abs()))
-            {
+            if let Some(accepted) = evaluated.iter().min_by(|a, b| {
+                (a.total - report.loss)
+                    .abs()
+                    .total_cmp(&(b.total - report.loss).abs())
+            }) {
                 last_losses = *accepted;
             }
             if config.optimizer == OptimizerKind::Adam {
@@ -378,8 +381,7 @@ fn initial_image(config: &GatysConfig, content: &RgbImage, device: &Device) -> R
         Init::Content => imaging::to_tensor(content, device),
         Init::Noise => {
             let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
-            let normal =
-                Normal::new(127.5f32, 50.0).map_err(|e| Error::invalid(e.to_string()))?;
+            let normal = Normal::new(127.5f32, 50.0).map_err(|e| Error::invalid(e.to_string()))?;
             let n = 3 * content.width() as usize * content.height() as usize;
             let data: Vec<f32> = (0..n)
                 .map(|_| normal.sample(&mut rng).clamp(0.0, 255.0))
@@ -437,12 +439,13 @@ impl<'a> StyleProblem<'a> {
         device: &Device,
     ) -> Result<Self> {
         let content_layers = config.content_layers.clone();
-        let style_layers: Vec<String> = config.style_layers.iter().map(|(l, _)| l.clone()).collect();
+        let style_layers: Vec<String> =
+            config.style_layers.iter().map(|(l, _)| l.clone()).collect();
 
-        let content_features = cache.get_or_compute(
-            cache_key("content", content, &content_layers),
-            || vgg.features(&imaging::to_tensor(content, device)?, &content_layers),
-        )?;
+        let content_features = cache
+            .get_or_compute(cache_key("content", content, &content_layers), || {
+                vgg.features(&imaging::to_tensor(content, device)?, &content_layers)
+            })?;
         let mut content_targets = Vec::new();
         for layer in &content_layers {
             let target = content_features
@@ -493,10 +496,9 @@ impl<'a> StyleProblem<'a> {
             };
             style_targets.push((layer.clone(), target, share / norm));
         }
-        let tv_norm = f64::from(
-            total_variation(&imaging::to_tensor(content, device)?)?.to_scalar::<f32>()?,
-        )
-        .max(1e-6);
+        let tv_norm =
+            f64::from(total_variation(&imaging::to_tensor(content, device)?)?.to_scalar::<f32>()?)
+                .max(1e-6);
 
         let mut layers = content_layers;
         for l in style_layers {
@@ -524,7 +526,10 @@ impl<'a> StyleProblem<'a> {
         } else {
             None
         };
-        let input = var.as_ref().map(|v| v.as_tensor().clone()).unwrap_or_else(|| x.detach());
+        let input = var
+            .as_ref()
+            .map(|v| v.as_tensor().clone())
+            .unwrap_or_else(|| x.detach());
         let feats = self.vgg.features(&input, &self.layers)?;
         let missing = |l: &str| Error::invalid(format!("missing layer {l}"));
 
