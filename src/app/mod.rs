@@ -646,6 +646,10 @@ impl AtelierApp {
 
     fn submit(&mut self, job: Job, purpose: JobPurpose, side: u32) -> JobId {
         let id = self.engine.submit(job);
+        self.toasts.status(match purpose {
+            JobPurpose::Preview => format!("Rendering a {side} px preview…"),
+            JobPurpose::Save => format!("Rendering at full size ({side} px)…"),
+        });
         self.running = Some((id, JobProgress::new(purpose, side)));
         id
     }
@@ -1218,6 +1222,8 @@ impl AtelierApp {
     }
 
     fn controls_panel(&mut self, ui: &mut egui::Ui) {
+        // Sliders take the panel's width, leaving room for the value box and the label.
+        ui.spacing_mut().slider_width = (ui.available_width() - 170.0).max(80.0);
         ui.add_space(4.0);
         ui.heading("Style");
         let selection_changed =
