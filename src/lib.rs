@@ -2,13 +2,17 @@
 //!
 //! Layout: [`nn`] holds the networks and the custom ops they need, [`stylize`] the algorithms
 //! (Gatys optimisation, feed-forward inference), [`engine`] the background worker the CLI and the
-//! app talk to, [`imaging`] image decoding, conversion and atomic saving.
+//! app talk to, [`imaging`] image decoding, conversion and atomic saving, [`app`] the desktop
+//! app (egui), [`styles`] its style gallery model, [`recipe`] render recipes in PNG metadata.
 
+pub mod app;
 pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod imaging;
 pub mod nn;
+pub mod recipe;
+pub mod styles;
 pub mod stylize;
 
 pub use error::{Error, Result};

@@ -1,4 +1,5 @@
-//! Command-line entry point: `atelier stylize`, `atelier bench`, `atelier fetch-vgg`.
+//! Entry point: `atelier [PHOTO]` opens the desktop app; `atelier stylize`, `atelier bench`,
+//! `atelier fetch-vgg` are the command line.
 
 mod cli;
 

@@ -1,15 +1,26 @@
-//! Command-line interface on top of the engine.
+//! Command-line interface on top of the engine. With no subcommand it opens the desktop app.
 
 mod bench;
 mod stylize;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "atelier", version, about = "Neural style transfer for photos")]
+#[command(
+    name = "atelier",
+    version,
+    about = "Neural style transfer for photos",
+    long_about = "Neural style transfer for photos. Without a subcommand, opens the desktop app \
+                  (optionally on PHOTO).",
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// A photo to open in the desktop app.
+    photo: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -27,7 +38,11 @@ enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return atelier::app::run(cli.photo)
+            .map_err(|e| anyhow::anyhow!("the desktop app could not start: {e}"));
+    };
+    match command {
         Command::Stylize(args) => stylize::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::FetchVgg { endpoint } => {

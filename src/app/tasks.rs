@@ -1,0 +1,222 @@
+//! Small background jobs the UI must not wait for: decoding photos, style images and thumbnails,
+//! writing renders, file dialogs. Each runs on its own short-lived thread and reports over one
+//! channel the app drains every frame.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use eframe::egui;
+use image::RgbImage;
+
+use crate::recipe::Recipe;
+
+/// The photo is shown at most this large; the original is kept for the final render.
+pub const DISPLAY_MAX_SIDE: u32 = 2048;
+/// Preview jobs get the photo at most this large (the engine scales it down further).
+pub const WORKING_MAX_SIDE: u32 = 1024;
+/// Style images are kept at most this large (enough for any sensible render size).
+pub const STYLE_MAX_SIDE: u32 = 2048;
+/// Gallery thumbnails' longer side.
+pub const THUMBNAIL_SIDE: u32 = 160;
+
+/// A decoded photo in the sizes the app needs.
+pub struct LoadedPhoto {
+    pub path: PathBuf,
+    pub original: Arc<RgbImage>,
+    /// For preview jobs.
+    pub working: Arc<RgbImage>,
+    /// For the canvas.
+    pub display: egui::ColorImage,
+}
+
+/// What a file dialog was opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogPurpose {
+    OpenPhoto,
+    AddStyles,
+    SaveAs,
+    LoadRecipe,
+}
+
+pub enum TaskResult {
+    Photo(Box<LoadedPhoto>),
+    StyleImage {
+        path: PathBuf,
+        image: Arc<RgbImage>,
+    },
+    Thumbnail {
+        path: PathBuf,
+        image: egui::ColorImage,
+    },
+    Saved {
+        path: PathBuf,
+    },
+    Recipe(Box<Recipe>),
+    Picked {
+        purpose: DialogPurpose,
+        paths: Vec<PathBuf>,
+    },
+    /// A task failed; `what` says which (e.g. "thumbnail"), `key` names the file it was about.
+    Failed {
+        what: &'static str,
+        key: PathBuf,
+        message: String,
+    },
+}
+
+/// Spawns tasks and collects their results.
+pub struct Tasks {
+    sender: Sender<TaskResult>,
+    receiver: Receiver<TaskResult>,
+    ctx: egui::Context,
+}
+
+impl Tasks {
+    pub fn new(ctx: egui::Context) -> Self {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        Self {
+            sender,
+            receiver,
+            ctx,
+        }
+    }
+
+    /// Runs `work` on a new thread; its result wakes the UI.
+    pub fn spawn(&self, name: &str, work: impl FnOnce() -> TaskResult + Send + 'static) {
+        let sender = self.sender.clone();
+        let ctx = self.ctx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("atelier-{name}"))
+            .spawn(move || {
+                let _ = sender.send(work());
+                ctx.request_repaint();
+            });
+        if let Err(e) = spawned {
+            let _ = self.sender.send(TaskResult::Failed {
+                what: "background task",
+                key: PathBuf::new(),
+                message: format!("could not start a thread: {e}"),
+            });
+        }
+    }
+
+    /// Results that arrived since the last call; never blocks.
+    pub fn drain(&self) -> Vec<TaskResult> {
+        self.receiver.try_iter().collect()
+    }
+}
+
+pub fn to_color_image(image: &RgbImage) -> egui::ColorImage {
+    egui::ColorImage::from_rgb(
+        [image.width() as usize, image.height() as usize],
+        image.as_raw(),
+    )
+}
+
+/// Shrinks `image` so its longer side is at most `max_side` (never enlarges).
+pub fn shrink_to(image: &RgbImage, max_side: u32) -> RgbImage {
+    if image.width().max(image.height()) <= max_side {
+        image.clone()
+    } else {
+        crate::imaging::resize_longer_side(image, max_side)
+    }
+}
+
+pub fn load_photo(path: PathBuf) -> TaskResult {
+    match crate::imaging::load_rgb(&path) {
+        Ok(original) => {
+            let working = shrink_to(&original, WORKING_MAX_SIDE);
+            let display = to_color_image(&shrink_to(&original, DISPLAY_MAX_SIDE));
+            TaskResult::Photo(Box::new(LoadedPhoto {
+                path,
+                original: Arc::new(original),
+                working: Arc::new(working),
+                display,
+            }))
+        }
+        Err(e) => TaskResult::Failed {
+            what: "photo",
+            key: path,
+            message: e.to_string(),
+        },
+    }
+}
+
+pub fn load_style_image(path: PathBuf) -> TaskResult {
+    match crate::imaging::load_rgb(&path) {
+        Ok(image) => TaskResult::StyleImage {
+            image: Arc::new(shrink_to(&image, STYLE_MAX_SIDE)),
+            path,
+        },
+        Err(e) => TaskResult::Failed {
+            what: "style image",
+            key: path,
+            message: e.to_string(),
+        },
+    }
+}
+
+pub fn load_thumbnail(path: PathBuf) -> TaskResult {
+    match crate::imaging::load_rgb(&path) {
+        Ok(image) => TaskResult::Thumbnail {
+            image: to_color_image(&shrink_to(&image, THUMBNAIL_SIDE)),
+            path,
+        },
+        Err(e) => TaskResult::Failed {
+            what: "thumbnail",
+            key: path,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Opens a native file dialog (on this background thread, so the UI keeps drawing).
+pub fn run_dialog(
+    purpose: DialogPurpose,
+    folder: Option<PathBuf>,
+    file_name: Option<String>,
+) -> TaskResult {
+    let images = crate::styles::IMAGE_EXTENSIONS;
+    let styles_and_models: Vec<&str> = images
+        .iter()
+        .chain(crate::styles::MODEL_EXTENSIONS.iter())
+        .copied()
+        .collect();
+    let mut dialog = rfd::FileDialog::new();
+    if let Some(folder) = folder.filter(|f| f.is_dir()) {
+        dialog = dialog.set_directory(folder);
+    }
+    let paths: Vec<PathBuf> = match purpose {
+        DialogPurpose::OpenPhoto => dialog
+            .set_title("Open a photo")
+            .add_filter("Images", &images)
+            .pick_file()
+            .into_iter()
+            .collect(),
+        DialogPurpose::AddStyles => dialog
+            .set_title("Add style images or trained models")
+            .add_filter("Style images and models", &styles_and_models[..])
+            .pick_files()
+            .unwrap_or_default(),
+        DialogPurpose::SaveAs => {
+            if let Some(name) = file_name {
+                dialog = dialog.set_file_name(name);
+            }
+            dialog
+                .set_title("Save the stylised photo")
+                .add_filter("PNG (keeps the recipe)", &["png"])
+                .add_filter("JPEG", &["jpg", "jpeg"])
+                .save_file()
+                .into_iter()
+                .collect()
+        }
+        DialogPurpose::LoadRecipe => dialog
+            .set_title("Load the recipe of a PNG saved by Atelier")
+            .add_filter("PNG", &["png"])
+            .pick_file()
+            .into_iter()
+            .collect(),
+    };
+    TaskResult::Picked { purpose, paths }
+}
