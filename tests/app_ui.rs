@@ -136,7 +136,7 @@ fn network_style_previews_blends_and_saves_without_blocking_frames() {
         "the saved file",
         |app| !app.is_busy(),
     );
-    assert_eq!(harness.state().saved_files(), [out.clone()]);
+    assert_eq!(harness.state().saved_files(), std::slice::from_ref(&out));
     let saved = image::open(&out).unwrap();
     assert_eq!(
         (saved.width(), saved.height()),
