@@ -211,24 +211,19 @@ fn comparable_path(path: &Path) -> PathBuf {
 /// Encodes `image` and writes it atomically: a temporary file in the same folder, then a rename,
 /// so a failure (full disk, permission) never leaves a half-written file at `path`.
 pub fn save_atomic(image: &RgbImage, path: &Path, format: OutputFormat) -> Result<()> {
-    let mut encoded = Vec::new();
-    let cursor = std::io::Cursor::new(&mut encoded);
+    // Encode in memory first: an encoder error then never touches the disk.
+    let mut encoded = std::io::Cursor::new(Vec::new());
     let encode_result = match format {
-        OutputFormat::Png => image.write_to(
-            &mut std::io::BufWriter::new(cursor),
-            image::ImageFormat::Png,
+        OutputFormat::Png => image.write_to(&mut encoded, image::ImageFormat::Png),
+        OutputFormat::Jpeg { quality } => image.write_with_encoder(
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut encoded, quality),
         ),
-        OutputFormat::Jpeg { quality } => {
-            let mut writer = std::io::BufWriter::new(cursor);
-            let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut writer, quality);
-            image.write_with_encoder(encoder)
-        }
     };
     encode_result.map_err(|e| Error::Write {
         path: path.to_path_buf(),
         reason: format!("encoding failed: {e}"),
     })?;
-    write_bytes_atomic(path, &encoded)
+    write_bytes_atomic(path, encoded.get_ref())
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.

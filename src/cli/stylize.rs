@@ -145,8 +145,8 @@ fn parse_style_layers(specs: &[String]) -> anyhow::Result<Vec<(String, f64)>> {
 }
 
 /// Fails now, not after minutes of work, when the output cannot be written.
-fn check_output(args: &StylizeArgs, format_quality: u8) -> anyhow::Result<OutputFormat> {
-    let format = OutputFormat::from_path(&args.output, format_quality)?;
+fn check_output(args: &StylizeArgs) -> anyhow::Result<OutputFormat> {
+    let format = OutputFormat::from_path(&args.output, args.quality)?;
     let mut inputs: Vec<&Path> = vec![&args.content];
     inputs.extend(args.styles.iter().map(PathBuf::as_path));
     imaging::ensure_not_an_input(&args.output, &inputs)?;
@@ -171,7 +171,7 @@ fn check_output(args: &StylizeArgs, format_quality: u8) -> anyhow::Result<Output
 }
 
 pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
-    let format = check_output(&args, args.quality)?;
+    let format = check_output(&args)?;
     if !(0.0..=1.0).contains(&args.strength) {
         bail!("--strength must be between 0 and 1, got {}", args.strength);
     }

@@ -452,8 +452,8 @@ impl<'a> StyleProblem<'a> {
                 .get(layer)
                 .ok_or_else(|| Error::invalid(format!("missing layer {layer}")))?
                 .detach();
-            let norm = squared_norm(&target)?.max(1e-12);
-            content_targets.push((layer.clone(), target, norm));
+            let inv_norm = 1.0 / squared_norm(&target)?.max(1e-12);
+            content_targets.push((layer.clone(), target, inv_norm));
         }
 
         // Blend several styles by mixing their Gram matrices.
@@ -510,10 +510,7 @@ impl<'a> StyleProblem<'a> {
             vgg,
             config,
             layers,
-            content_targets: content_targets
-                .into_iter()
-                .map(|(l, t, n)| (l, t, 1.0 / n))
-                .collect(),
+            content_targets,
             style_targets,
             tv_norm,
         })
