@@ -183,6 +183,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
     }
     let content = Arc::new(imaging::load_rgb(&args.content)?);
+    let original_size = content.dimensions();
 
     let method = match args.method {
         MethodArg::Network => {
@@ -305,6 +306,16 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
             }
             Event::Finished { output, .. } => {
                 bar.finish_and_clear();
+                let longer = |w: u32, h: u32| w.max(h);
+                if args.size.is_none()
+                    && longer(output.stats.width, output.stats.height)
+                        < longer(original_size.0, original_size.1)
+                {
+                    eprintln!(
+                        "note: the {}x{} photo was downscaled to {}x{} to fit in memory (choose with --size)",
+                        original_size.0, original_size.1, output.stats.width, output.stats.height
+                    );
+                }
                 imaging::save_atomic(&output.image, &args.output, format)?;
                 if args.json {
                     print_json(&output.stats, &args.output)?;
