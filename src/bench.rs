@@ -1,24 +1,32 @@
-//! Speed measurements of the building blocks, printed by `atelier bench`.
+//! Speed measurements of the building blocks, printed by `atelier bench`: a matmul reference,
+//! every convolution shape of the VGG and the style transformer (Atelier's kernels and candle's
+//! stock conv side by side), the whole networks, and optionally onnxruntime on the same
+//! networks (see `benches/onnx/`).
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 use crate::error::Result;
+use crate::nn::layers;
+use crate::nn::ops::{self, ConvParams, PadMode};
 use crate::nn::transformer::TransformerNet;
 use crate::nn::vgg::{Vgg, VggArch};
 use crate::stylize::cache::FeatureCache;
 use crate::stylize::gatys::{GatysConfig, StyleImage, StyleProblem};
 
 /// One line of the benchmark table.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BenchRow {
     pub name: String,
     /// Median wall time of one run.
     pub ms: f64,
-    /// Useful floating-point work per second (multiply-adds count as 2), where defined.
+    /// Useful floating-point work per second (multiply-adds count as 2, direct convolution
+    /// counts, whatever algorithm ran), where defined.
     pub gflops: Option<f64>,
+    /// Peak resident memory of a process that ran only this benchmark, where measured.
+    pub peak_mb: Option<f64>,
 }
 
 /// Median milliseconds of `iterations` runs of `f`, after one warm-up run.
@@ -39,6 +47,7 @@ fn row(name: impl Into<String>, ms: f64, flops: Option<f64>) -> BenchRow {
         name: name.into(),
         ms,
         gflops: flops.map(|f| f / (ms * 1e6)),
+        peak_mb: None,
     }
 }
 
@@ -53,23 +62,234 @@ fn pattern(side: u32) -> RgbImage {
     })
 }
 
-/// Runs the standard benchmark set. `vgg` is a loaded loss network or `None` for random
-/// VGG16 weights (same work, so the same speed).
-pub fn run_all(vgg: Option<&Vgg>, device: &Device, iterations: usize) -> Result<Vec<BenchRow>> {
+/// One convolution shape of the networks: input side and channels, kernel, stride, whether
+/// the input is upsampled first and how it is padded.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvCase {
+    pub name: &'static str,
+    pub side: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub upsample: bool,
+    pub mode: PadMode,
+}
+
+impl ConvCase {
+    fn params(&self) -> ConvParams {
+        ConvParams {
+            pad: self.k / 2,
+            mode: self.mode,
+            stride: self.stride,
+            upsample: self.upsample,
+            relu: false,
+        }
+    }
+
+    fn flops(&self) -> f64 {
+        let side = if self.upsample {
+            2 * self.side
+        } else {
+            self.side
+        };
+        let out = side.div_ceil(self.stride);
+        2.0 * (out * out * self.c_in * self.c_out * self.k * self.k) as f64
+    }
+}
+
+const fn case(
+    name: &'static str,
+    side: usize,
+    (c_in, c_out, k, stride): (usize, usize, usize, usize),
+    upsample: bool,
+    mode: PadMode,
+) -> ConvCase {
+    ConvCase {
+        name,
+        side,
+        c_in,
+        c_out,
+        k,
+        stride,
+        upsample,
+        mode,
+    }
+}
+
+/// The VGG16 layers of a 512² Gatys step and the transformer layers of a 1024² image.
+pub const CONV_CASES: [ConvCase; 12] = [
+    case(
+        "VGG conv1_1 3→64, 512²",
+        512,
+        (3, 64, 3, 1),
+        false,
+        PadMode::Zero,
+    ),
+    case(
+        "VGG conv1_2 64→64, 512²",
+        512,
+        (64, 64, 3, 1),
+        false,
+        PadMode::Zero,
+    ),
+    case(
+        "VGG conv2_2 128→128, 256²",
+        256,
+        (128, 128, 3, 1),
+        false,
+        PadMode::Zero,
+    ),
+    case(
+        "VGG conv3_3 256→256, 128²",
+        128,
+        (256, 256, 3, 1),
+        false,
+        PadMode::Zero,
+    ),
+    case(
+        "VGG conv4_3 512→512, 64²",
+        64,
+        (512, 512, 3, 1),
+        false,
+        PadMode::Zero,
+    ),
+    case(
+        "TN conv1 9×9 3→32, 1024²",
+        1024,
+        (3, 32, 9, 1),
+        false,
+        PadMode::Reflect,
+    ),
+    case(
+        "TN conv2 3×3/2 32→64, 1024²",
+        1024,
+        (32, 64, 3, 2),
+        false,
+        PadMode::Reflect,
+    ),
+    case(
+        "TN conv3 3×3/2 64→128, 512²",
+        512,
+        (64, 128, 3, 2),
+        false,
+        PadMode::Reflect,
+    ),
+    case(
+        "TN residual 128→128, 256²",
+        256,
+        (128, 128, 3, 1),
+        false,
+        PadMode::Reflect,
+    ),
+    case(
+        "TN deconv1 up+3×3 128→64, 256²→512²",
+        256,
+        (128, 64, 3, 1),
+        true,
+        PadMode::Reflect,
+    ),
+    case(
+        "TN deconv2 up+3×3 64→32, 512²→1024²",
+        512,
+        (64, 32, 3, 1),
+        true,
+        PadMode::Reflect,
+    ),
+    case(
+        "TN deconv3 9×9 32→3, 1024²",
+        1024,
+        (32, 3, 9, 1),
+        false,
+        PadMode::Reflect,
+    ),
+];
+
+/// What `atelier bench` runs.
+#[derive(Debug, Clone, Default)]
+pub struct BenchOptions {
+    pub iterations: usize,
+    /// Also time candle's stock convolution on every layer shape.
+    pub stock: bool,
+    /// Run only the benchmarks whose name contains this.
+    pub only: Option<String>,
+}
+
+impl BenchOptions {
+    fn wants(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|f| name.contains(f))
+    }
+}
+
+/// Names of the whole-network benchmarks (run one per process to measure peak memory).
+pub const NETWORK_BENCHES: [&str; 4] = [
+    "VGG16 forward to relu4_3, 512x512",
+    "Gatys step (loss + gradient), 512x512",
+    "transformer forward, 512x512",
+    "transformer forward, 1024x1024",
+];
+
+/// Runs the benchmark set. `vgg` is a loaded loss network or `None` for random VGG16 weights
+/// (same work, so the same speed).
+pub fn run_all(
+    vgg: Option<&Vgg>,
+    device: &Device,
+    options: &BenchOptions,
+) -> Result<Vec<BenchRow>> {
+    let iterations = options.iterations.max(1);
     let mut rows = Vec::new();
 
-    let n = 1024;
-    let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
-    let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
-    let ms = median_ms(iterations.max(3), || {
-        a.matmul(&b)?.to_device(&Device::Cpu)?;
-        Ok(())
-    })?;
-    rows.push(row(
-        "matmul 1024x1024 (reference)",
-        ms,
-        Some(2.0 * (n as f64).powi(3)),
-    ));
+    let matmul_name = "matmul 1024x1024 (reference)";
+    if options.wants(matmul_name) {
+        let n = 1024;
+        let a = Tensor::randn(0f32, 1.0, (n, n), device)?;
+        let b = Tensor::randn(0f32, 1.0, (n, n), device)?;
+        let ms = median_ms(iterations.max(5), || {
+            a.matmul(&b)?.to_device(&Device::Cpu)?;
+            Ok(())
+        })?;
+        rows.push(row(matmul_name, ms, Some(2.0 * (n as f64).powi(3))));
+    }
+
+    for case in CONV_CASES {
+        let ours = format!("conv {}", case.name);
+        let stock = format!("conv {} (candle stock)", case.name);
+        let want_ours = options.wants(&ours);
+        let want_stock = options.stock && options.wants(&stock);
+        if !want_ours && !want_stock {
+            continue;
+        }
+        let x = Tensor::randn(0f32, 1.0, (1, case.c_in, case.side, case.side), device)?;
+        let w =
+            (Tensor::randn(0f32, 1.0, (case.c_out, case.c_in, case.k, case.k), device)? * 0.05)?;
+        let b = Tensor::zeros(case.c_out, DType::F32, device)?;
+        let p = case.params();
+        if want_ours {
+            let ms = median_ms(iterations, || {
+                ops::conv2d_fused(&x, &w, Some(&b), p, false, None)?;
+                Ok(())
+            })?;
+            rows.push(row(ours, ms, Some(case.flops())));
+        }
+        if want_stock {
+            let ms = median_ms(iterations, || {
+                let x = if p.upsample {
+                    layers::upsample_nearest2x(&x)?
+                } else {
+                    x.clone()
+                };
+                let y = match p.mode {
+                    PadMode::Zero => x.conv2d(&w, p.pad, p.stride, 1, 1)?,
+                    PadMode::Reflect => {
+                        layers::reflection_pad2d(&x, p.pad)?.conv2d(&w, 0, p.stride, 1, 1)?
+                    }
+                };
+                y.broadcast_add(&b.reshape((1, (), 1, 1))?)?;
+                Ok(())
+            })?;
+            rows.push(row(stock, ms, Some(case.flops())));
+        }
+    }
 
     let random_vgg;
     let vgg = match vgg {
@@ -81,61 +301,81 @@ pub fn run_all(vgg: Option<&Vgg>, device: &Device, iterations: usize) -> Result<
     };
     let side = 512usize;
     let x = crate::imaging::to_tensor(&pattern(side as u32), device)?;
-    let layers = vec!["relu4_3".to_string()];
     let forward_flops = vgg.conv_flops(side, side, "relu4_3");
-    let ms = median_ms(iterations, || {
-        vgg.features(&x, &layers)?;
-        Ok(())
-    })?;
-    rows.push(row(
-        "VGG16 forward to relu4_3, 512x512",
-        ms,
-        Some(forward_flops),
-    ));
+    if options.wants(NETWORK_BENCHES[0]) {
+        let layers = vec!["relu4_3".to_string()];
+        let ms = median_ms(iterations, || {
+            vgg.features(&x, &layers)?;
+            Ok(())
+        })?;
+        rows.push(row(NETWORK_BENCHES[0], ms, Some(forward_flops)));
+    }
 
-    let config = GatysConfig::default();
-    let style = StyleImage {
-        image: std::sync::Arc::new(pattern(256)),
-        weight: 1.0,
-    };
-    let mut cache = FeatureCache::default();
-    let content = pattern(side as u32);
-    let problem = StyleProblem::new(vgg, &content, &[style], &config, &mut cache, device)?;
-    let ms = median_ms(iterations, || {
-        problem.evaluate(&x, true)?;
-        Ok(())
-    })?;
-    // Forward plus input-gradient backward: about twice the forward convolutions.
-    rows.push(row(
-        "Gatys step (loss + gradient), 512x512",
-        ms,
-        Some(2.0 * forward_flops),
-    ));
+    if options.wants(NETWORK_BENCHES[1]) {
+        let config = GatysConfig::default();
+        let style = StyleImage {
+            image: std::sync::Arc::new(pattern(256)),
+            weight: 1.0,
+        };
+        let mut cache = FeatureCache::default();
+        let content = pattern(side as u32);
+        let problem = StyleProblem::new(vgg, &content, &[style], &config, &mut cache, device)?;
+        let ms = median_ms(iterations, || {
+            problem.evaluate(&x, true)?;
+            Ok(())
+        })?;
+        // Forward plus input-gradient backward: about twice the forward convolutions.
+        rows.push(row(NETWORK_BENCHES[1], ms, Some(2.0 * forward_flops)));
+    }
 
     let net = TransformerNet::random(device, 0)?;
-    for side in [512usize, 1024] {
+    for (side, name) in [(512usize, NETWORK_BENCHES[2]), (1024, NETWORK_BENCHES[3])] {
+        if !options.wants(name) {
+            continue;
+        }
         let x = crate::imaging::to_tensor(&pattern(side as u32), device)?;
         let ms = median_ms(iterations, || {
             net.forward(&x)?;
             Ok(())
         })?;
-        rows.push(row(
-            format!("transformer forward, {side}x{side}"),
-            ms,
-            Some(TransformerNet::flops(side, side)),
-        ));
+        rows.push(row(name, ms, Some(TransformerNet::flops(side, side))));
     }
     Ok(rows)
 }
 
-/// The table as Markdown.
+/// Peak resident memory of this process so far, in MiB (Linux; `None` elsewhere).
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The table as Markdown, with each throughput also as a share of the matmul reference.
 pub fn format_table(rows: &[BenchRow]) -> String {
-    let mut out = String::from("| benchmark | ms | GFLOP/s |\n|---|---:|---:|\n");
+    let matmul = rows
+        .iter()
+        .find(|r| r.name.starts_with("matmul"))
+        .and_then(|r| r.gflops);
+    let mut out = String::from(
+        "| benchmark | ms | GFLOP/s | % of matmul | peak MiB |\n|---|---:|---:|---:|---:|\n",
+    );
+    let opt = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "-".to_string(), |g| format!("{g:.digits$}"))
+    };
     for r in rows {
-        let gflops = r
-            .gflops
-            .map_or_else(|| "-".to_string(), |g| format!("{g:.1}"));
-        out.push_str(&format!("| {} | {:.1} | {} |\n", r.name, r.ms, gflops));
+        let share = match (r.gflops, matmul) {
+            (Some(g), Some(m)) if m > 0.0 => Some(100.0 * g / m),
+            _ => None,
+        };
+        out.push_str(&format!(
+            "| {} | {:.1} | {} | {} | {} |\n",
+            r.name,
+            r.ms,
+            opt(r.gflops, 1),
+            opt(share, 0),
+            opt(r.peak_mb, 0)
+        ));
     }
     out
 }

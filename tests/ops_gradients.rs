@@ -132,7 +132,8 @@ fn check_conv_case(c: &ConvCase, seed: u64) {
         .broadcast_add(&b.reshape((1, c_out, 1, 1)).unwrap())
         .unwrap();
     assert_eq!(y.dims(), reference.dims());
-    assert_close("forward", &to_vec(&y), &widen(&to_vec(&reference)), 1e-6);
+    // f32 sums in a different order (GEMM tiles): agreement to f32 rounding, not bit for bit.
+    assert_close("forward", &to_vec(&y), &widen(&to_vec(&reference)), 1e-5);
 
     let r_data = randn(&mut rng, y.elem_count());
     let loss = (&y * tensor(&r_data, y.dims())).unwrap().sum_all().unwrap();
@@ -220,7 +221,8 @@ fn conv2d_accepts_non_contiguous_input() {
             .unwrap()
             .conv2d(&w_t, 1, stride, 1, 1)
             .unwrap();
-        assert_close("forward", &to_vec(&y), &widen(&to_vec(&reference)), 1e-6);
+        // f32 sums in a different order (GEMM tiles): agreement to f32 rounding, not bit for bit.
+        assert_close("forward", &to_vec(&y), &widen(&to_vec(&reference)), 1e-5);
         let grad = y.sum_all().unwrap().backward().unwrap();
         let grad = grad.get(&x).unwrap();
         assert_eq!(grad.dims(), &[2, 7, 5, 3]);

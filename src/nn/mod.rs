@@ -1,6 +1,7 @@
 //! Networks: the VGG loss network, the feed-forward style transformer, the layers they share and
 //! custom candle ops with correct (and cheaper) gradients.
 
+pub mod cpu;
 pub mod hub;
 pub mod layers;
 pub mod ops;

@@ -1,24 +1,32 @@
-//! Custom ops with correct and cheaper gradients than candle 0.11's built-in ones.
+//! Custom candle ops: the CPU kernels of [`crate::nn::cpu`] with correct, cheap gradients.
 //!
 //! Why they exist:
+//! - candle 0.11's CPU convolution runs at a fraction of its matmul speed, its backward always
+//!   computes the kernel gradient and uses a slow direct `conv_transpose2d`. [`conv2d_fused`]
+//!   runs Winograd F(4,3) or tiled im2col + GEMM kernels, folds upsampling, reflection padding,
+//!   bias and ReLU into the convolution (no padded copies kept in the graph), and computes the
+//!   kernel gradient only when asked (training).
 //! - candle's `max_pool2d` backward spreads 0.25 over the window instead of routing the whole
 //!   gradient to the maximum, which silently breaks every loss that goes through a VGG.
-//! - candle's `conv2d` backward always computes the kernel gradient and computes the input
-//!   gradient with a slow direct `conv_transpose2d`. Optimisation-based stylisation only needs the
-//!   input gradient, so [`conv2d`] skips the kernel gradient unless asked and computes the input
-//!   gradient as an ordinary (im2col + gemm) convolution.
+//! - candle has no instance norm; one built from its ops makes five passes over the data.
 //!
 //! The custom kernels are CPU/f32 only; other devices and dtypes use stock candle ops (always
 //! correct in the forward pass, and with a gradient built from ops whose backward is right).
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor,
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
 };
 
-/// 2-D convolution, NCHW input, OIHW weight, optional bias of shape (O,).
+use crate::nn::cpu::conv::{self as conv_kernel, ConvShape};
+pub use crate::nn::cpu::conv::{ConvParams, PreparedWeights};
+use crate::nn::cpu::norm as norm_kernel;
+pub use crate::nn::cpu::pad::PadMode;
+use crate::nn::layers;
+
+/// 2-D convolution with zero padding, NCHW input, OIHW weight, optional bias of shape (O,).
 /// `weight_grad`: whether the backward pass must produce a gradient for `w` (and the bias)
 /// (training) or only for `x` (optimisation-based stylisation, where the network is fixed).
 pub fn conv2d(
@@ -29,7 +37,28 @@ pub fn conv2d(
     stride: usize,
     weight_grad: bool,
 ) -> Result<Tensor> {
-    if stride == 0 {
+    let params = ConvParams {
+        pad: padding,
+        mode: PadMode::Zero,
+        stride,
+        upsample: false,
+        relu: false,
+    };
+    conv2d_fused(x, w, bias, params, weight_grad, None)
+}
+
+/// `act(conv(pad(upsample(x)), w) + bias)` in one op: the upsampling, padding, bias and ReLU
+/// that `params` asks for happen inside the convolution. `prepared` keeps the transformed
+/// weights of a fixed network between calls (it must always come with the same `w`).
+pub fn conv2d_fused(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    params: ConvParams,
+    weight_grad: bool,
+    prepared: Option<&Arc<PreparedWeights>>,
+) -> Result<Tensor> {
+    if params.stride == 0 {
         bail!("conv2d: stride must be at least 1")
     }
     // A fixed network: cut the weights out of the graph so no gradient is ever produced for them.
@@ -38,15 +67,100 @@ pub fn conv2d(
     } else {
         (w.detach(), bias.map(Tensor::detach))
     };
-    let y = if custom_kernels_apply(x) && w.dtype() == DType::F32 {
-        conv2d_no_bias_cpu(x, &w, padding, stride)?
-    } else {
-        x.conv2d(&w, padding, stride, 1, 1)?
-    };
-    match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
-        None => Ok(y),
+    if !(custom_kernels_apply(x) && w.dtype() == DType::F32) {
+        return conv2d_stock(x, &w, bias.as_ref(), params);
     }
+    let (batch, c_in, h, wd) = x.dims4()?;
+    let (c_out, w_in, kh, kw) = w.dims4()?;
+    if w_in != c_in {
+        bail!("conv2d: input has {c_in} channels, the kernel expects {w_in}")
+    }
+    let shape = ConvShape {
+        batch,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        kh,
+        kw,
+    };
+    shape
+        .validate(&params)
+        .map_err(|e| candle_core::Error::Msg(format!("conv2d: {e}")))?;
+    let bias = match bias {
+        Some(b) => {
+            if b.dims() != [c_out] {
+                bail!("conv2d: bias of shape {:?}, expected [{c_out}]", b.dims())
+            }
+            b.to_dtype(DType::F32)?
+        }
+        None => Tensor::zeros(c_out, DType::F32, x.device())?,
+    };
+    let op = FusedConv {
+        shape,
+        params,
+        prepared: prepared.cloned(),
+    };
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)
+}
+
+/// The same computation from candle's own ops (GPU builds, other dtypes).
+fn conv2d_stock(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    params: ConvParams,
+) -> Result<Tensor> {
+    let x = if params.upsample {
+        layers::upsample_nearest2x(x)?
+    } else {
+        x.clone()
+    };
+    let y = match params.mode {
+        PadMode::Zero => x.conv2d(w, params.pad, params.stride, 1, 1)?,
+        PadMode::Reflect => {
+            layers::reflection_pad2d(&x, params.pad)?.conv2d(w, 0, params.stride, 1, 1)?
+        }
+    };
+    let y = match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+        None => y,
+    };
+    if params.relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
+}
+
+/// Instance normalisation with affine parameters `weight`, `bias` of shape (C,), optionally
+/// followed by a ReLU, as PyTorch's `InstanceNorm2d(affine=True)` (biased variance; running
+/// statistics are not used).
+pub fn instance_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    if weight.dims() != [c] || bias.dims() != [c] {
+        bail!(
+            "instance_norm: weight {:?} and bias {:?} must have shape [{c}]",
+            weight.dims(),
+            bias.dims()
+        )
+    }
+    if !(custom_kernels_apply(x) && weight.dtype() == DType::F32 && bias.dtype() == DType::F32) {
+        let y = layers::instance_norm(x, weight, bias, eps)?;
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        InstanceNorm { eps, relu },
+    )
 }
 
 /// 2×2 max-pool with stride 2 (odd sizes are floored, as in PyTorch). The gradient goes entirely
@@ -81,193 +195,275 @@ fn max_pool2x2_stock(x: &Tensor) -> Result<Tensor> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// conv2d
+// convolution
 // ---------------------------------------------------------------------------------------------
 
-fn conv2d_no_bias_cpu(x: &Tensor, w: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    // candle's own forward conv is good (tiled im2col + gemm); only its backward is replaced.
-    let y = x.detach().conv2d(&w.detach(), padding, stride, 1, 1)?;
-    if !x.track_op() && !w.track_op() {
-        return Ok(y);
-    }
-    let op = Conv2dWithGrad {
-        padding,
-        stride,
-        output: Mutex::new(Some(y)),
-    };
-    x.apply_op2(w, op)
+struct FusedConv {
+    shape: ConvShape,
+    params: ConvParams,
+    prepared: Option<Arc<PreparedWeights>>,
 }
 
-/// Wraps a precomputed convolution output so that autograd uses our backward.
-///
-/// The output is handed over through a `Mutex<Option<_>>` and taken in `cpu_fwd` (rather than
-/// passed as a third op argument) so the graph does not keep a second copy of every activation.
-struct Conv2dWithGrad {
-    padding: usize,
-    stride: usize,
-    output: Mutex<Option<Tensor>>,
-}
-
-impl CustomOp2 for Conv2dWithGrad {
+impl CustomOp3 for FusedConv {
     fn name(&self) -> &'static str {
         "atelier-conv2d"
     }
 
     fn cpu_fwd(
         &self,
-        _x: &CpuStorage,
-        _x_layout: &Layout,
-        _w: &CpuStorage,
-        _w_layout: &Layout,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+        b: &CpuStorage,
+        b_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let y = self
-            .output
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("conv2d: poisoned output lock".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("conv2d: forward evaluated twice".into()))?;
-        let shape = y.shape().clone();
-        let data = y.flatten_all()?.to_vec1::<f32>()?;
-        Ok((CpuStorage::F32(data), shape))
+        let x = contiguous_f32(x, x_layout, self.name())?;
+        let w = contiguous_f32(w, w_layout, self.name())?;
+        let b = contiguous_f32(b, b_layout, self.name())?;
+        let y = conv_kernel::forward(
+            x,
+            w,
+            Some(b),
+            &self.shape,
+            &self.params,
+            self.prepared.as_deref(),
+        );
+        let (ho, wo) = self.shape.out(&self.params);
+        let shape = Shape::from((self.shape.batch, self.shape.c_out, ho, wo));
+        Ok((CpuStorage::F32(y), shape))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
-        _y: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
         grad_y: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (_, _, h, wd) = x.dims4()?;
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad_y = grad_y.detach().contiguous()?;
+        let grad_y = if self.params.relu {
+            grad_y.apply_op2_no_bwd(&y.detach(), &ReluMask)?
+        } else {
+            grad_y
+        };
         let grad_x = if x.track_op() {
-            Some(conv2d_input_grad(
-                grad_y,
-                w,
-                (h, wd),
-                self.padding,
-                self.stride,
+            Some(grad_y.apply_op2_no_bwd(
+                &w.detach(),
+                &ConvInputGrad {
+                    shape: self.shape,
+                    params: self.params,
+                    prepared: self.prepared.clone(),
+                },
             )?)
         } else {
             None
         };
-        // `conv2d` detaches `w` when no weight gradient is wanted, so tracking means wanted.
-        let grad_w = if w.track_op() {
-            Some(conv2d_weight_grad(x, grad_y, w, self.padding, self.stride)?)
+        // `conv2d_fused` detaches `w` and `b` when no weight gradient is wanted.
+        let (grad_w, grad_b) = if w.track_op() || b.track_op() {
+            let packed = x.detach().apply_op2_no_bwd(
+                &grad_y,
+                &ConvWeightGrad {
+                    shape: self.shape,
+                    params: self.params,
+                },
+            )?;
+            let s = self.shape;
+            let w_len = s.c_out * s.c_in * s.kh * s.kw;
+            let grad_w = packed.narrow(0, 0, w_len)?.reshape(w.shape())?;
+            let grad_b = packed.narrow(0, w_len, s.c_out)?;
+            (
+                w.track_op().then_some(grad_w),
+                b.track_op().then_some(grad_b),
+            )
         } else {
-            None
+            (None, None)
         };
-        Ok((grad_x, grad_w))
+        Ok((grad_x, grad_w, grad_b))
     }
 }
 
-/// dL/dx of `y = conv2d(x, w, padding, stride)`, computed as a plain convolution of the
-/// (zero-dilated, for stride > 1) output gradient with the spatially flipped kernel whose
-/// in/out channels are swapped.
-fn conv2d_input_grad(
-    grad_y: &Tensor,
-    w: &Tensor,
-    (in_h, in_w): (usize, usize),
-    padding: usize,
-    stride: usize,
-) -> Result<Tensor> {
-    let (_, _, k_h, k_w) = w.dims4()?;
-    let w_flipped = flip_transpose_kernel(&w.detach())?;
-    let grad_y = grad_y.detach();
-    if stride == 1 && k_h == k_w && padding < k_h {
-        // Full correlation: output size (H + 2p - k + 1) + 2(k - 1 - p) - k + 1 = H.
-        return grad_y
-            .contiguous()?
-            .conv2d(&w_flipped, k_h - 1 - padding, 1, 1, 1);
-    }
-    // General case: put grad_y[o] at o*stride + (k - 1 - p) in a zero map of size H + k - 1; a
-    // valid correlation with the flipped kernel then yields exactly H rows, including the rows
-    // that the forward conv never reached when (H + 2p - k) is not divisible by the stride.
-    let offset = |k: usize| k as isize - 1 - padding as isize;
-    let spread = grad_y.contiguous()?.apply_op1_no_bwd(&SpreadGrad {
-        stride,
-        offset: (offset(k_h), offset(k_w)),
-        out: (in_h + k_h - 1, in_w + k_w - 1),
-    })?;
-    spread.conv2d(&w_flipped, 0, 1, 1, 1)
+/// (grad_y, w) -> grad_x.
+struct ConvInputGrad {
+    shape: ConvShape,
+    params: ConvParams,
+    prepared: Option<Arc<PreparedWeights>>,
 }
 
-/// dL/dw: correlate the input (batch and channels swapped) with the output gradient used as a
-/// kernel dilated by the stride, the same identity candle uses, on detached tensors.
-fn conv2d_weight_grad(
-    x: &Tensor,
-    grad_y: &Tensor,
-    w: &Tensor,
-    padding: usize,
-    stride: usize,
-) -> Result<Tensor> {
-    let (_, _, k_h, k_w) = w.dims4()?;
-    let grad_w = x
-        .detach()
-        .transpose(0, 1)?
-        .conv2d(&grad_y.detach().transpose(0, 1)?, padding, 1, stride, 1)?
-        .transpose(0, 1)?;
-    // The correlation reaches a few extra taps when (H + 2p - k) is not divisible by the stride.
-    grad_w.narrow(2, 0, k_h)?.narrow(3, 0, k_w)?.contiguous()
-}
-
-/// (O, I, kh, kw) -> (I, O, kh, kw), flipped along both spatial axes.
-fn flip_transpose_kernel(w: &Tensor) -> Result<Tensor> {
-    let (c_out, c_in, k_h, k_w) = w.dims4()?;
-    let src = w.flatten_all()?.to_vec1::<f32>()?;
-    let mut dst = vec![0f32; src.len()];
-    let k_area = k_h * k_w;
-    for o in 0..c_out {
-        for i in 0..c_in {
-            let s = &src[(o * c_in + i) * k_area..][..k_area];
-            let d = &mut dst[(i * c_out + o) * k_area..][..k_area];
-            for (dst_tap, src_tap) in d.iter_mut().zip(s.iter().rev()) {
-                // Reversing the flattened kh*kw block flips both spatial axes at once.
-                *dst_tap = *src_tap;
-            }
-        }
-    }
-    Tensor::from_vec(dst, (c_in, c_out, k_h, k_w), w.device())
-}
-
-/// Scatters a (N, C, Ho, Wo) map into a zero (N, C, out.0, out.1) map at
-/// (offset + o * stride); positions that fall outside are dropped.
-struct SpreadGrad {
-    stride: usize,
-    offset: (isize, isize),
-    out: (usize, usize),
-}
-
-impl CustomOp1 for SpreadGrad {
+impl CustomOp2 for ConvInputGrad {
     fn name(&self) -> &'static str {
-        "atelier-spread-grad"
+        "atelier-conv2d-input-grad"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let src = contiguous_f32(storage, layout, self.name())?;
-        let (n, c, h, w) = layout.shape().dims4()?;
-        let (out_h, out_w) = self.out;
-        let mut dst = vec![0f32; n * c * out_h * out_w];
-        let place = |o: usize, offset: isize, size: usize| {
-            let p = offset + (o * self.stride) as isize;
-            (p >= 0 && (p as usize) < size).then_some(p as usize)
-        };
-        for (plane_src, plane_dst) in src
-            .chunks_exact(h * w)
-            .zip(dst.chunks_exact_mut(out_h * out_w))
-        {
-            for (oy, row) in plane_src.chunks_exact(w).enumerate() {
-                let Some(y) = place(oy, self.offset.0, out_h) else {
-                    continue;
-                };
-                let dst_row = &mut plane_dst[y * out_w..][..out_w];
-                for (ox, &v) in row.iter().enumerate() {
-                    if let Some(x) = place(ox, self.offset.1, out_w) {
-                        dst_row[x] = v;
-                    }
-                }
-            }
+    fn cpu_fwd(
+        &self,
+        g: &CpuStorage,
+        g_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = contiguous_f32(g, g_layout, self.name())?;
+        let w = contiguous_f32(w, w_layout, self.name())?;
+        let grad_x =
+            conv_kernel::input_grad(g, w, &self.shape, &self.params, self.prepared.as_deref());
+        let s = self.shape;
+        Ok((
+            CpuStorage::F32(grad_x),
+            Shape::from((s.batch, s.c_in, s.h, s.w)),
+        ))
+    }
+}
+
+/// (x, grad_y) -> [grad_w (flattened) | grad_b].
+struct ConvWeightGrad {
+    shape: ConvShape,
+    params: ConvParams,
+}
+
+impl CustomOp2 for ConvWeightGrad {
+    fn name(&self) -> &'static str {
+        "atelier-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        g: &CpuStorage,
+        g_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(x, x_layout, self.name())?;
+        let g = contiguous_f32(g, g_layout, self.name())?;
+        let (mut grad_w, grad_b) = conv_kernel::weight_grad(x, g, &self.shape, &self.params);
+        grad_w.extend_from_slice(&grad_b);
+        let len = grad_w.len();
+        Ok((CpuStorage::F32(grad_w), Shape::from(len)))
+    }
+}
+
+/// (grad_y, y) -> grad_y where y > 0, else 0: the backward pass of a fused ReLU.
+struct ReluMask;
+
+impl CustomOp2 for ReluMask {
+    fn name(&self) -> &'static str {
+        "atelier-relu-mask"
+    }
+
+    fn cpu_fwd(
+        &self,
+        g: &CpuStorage,
+        g_layout: &Layout,
+        y: &CpuStorage,
+        y_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = contiguous_f32(g, g_layout, self.name())?;
+        let y = contiguous_f32(y, y_layout, self.name())?;
+        if g.len() != y.len() {
+            bail!("relu mask: gradient and output sizes differ")
         }
-        Ok((CpuStorage::F32(dst), Shape::from((n, c, out_h, out_w))))
+        let out = g
+            .iter()
+            .zip(y)
+            .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
+            .collect();
+        Ok((CpuStorage::F32(out), g_layout.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// instance norm
+// ---------------------------------------------------------------------------------------------
+
+struct InstanceNorm {
+    eps: f64,
+    relu: bool,
+}
+
+impl CustomOp3 for InstanceNorm {
+    fn name(&self) -> &'static str {
+        "atelier-instance-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        gamma: &CpuStorage,
+        gamma_layout: &Layout,
+        beta: &CpuStorage,
+        beta_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(x, x_layout, self.name())?;
+        let gamma = contiguous_f32(gamma, gamma_layout, self.name())?;
+        let beta = contiguous_f32(beta, beta_layout, self.name())?;
+        let (_, c, h, w) = x_layout.shape().dims4()?;
+        let y = norm_kernel::forward(x, c, h * w, gamma, beta, self.eps, self.relu);
+        Ok((CpuStorage::F32(y), x_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _y: &Tensor,
+        grad_y: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = gamma.dim(0)?;
+        let packed = x.detach().apply_op2_no_bwd(
+            &grad_y.detach().contiguous()?,
+            &InstanceNormBackward {
+                eps: self.eps,
+                relu: self.relu,
+                gamma: gamma.to_vec1::<f32>()?,
+                beta: beta.to_vec1::<f32>()?,
+            },
+        )?;
+        let n = x.elem_count();
+        let grad_x = packed.narrow(0, 0, n)?.reshape(x.shape())?;
+        let grad_gamma = packed.narrow(0, n, c)?;
+        let grad_beta = packed.narrow(0, n + c, c)?;
+        Ok((
+            x.track_op().then_some(grad_x),
+            gamma.track_op().then_some(grad_gamma),
+            beta.track_op().then_some(grad_beta),
+        ))
+    }
+}
+
+/// (x, grad_y) -> [grad_x (flattened) | grad_gamma | grad_beta].
+struct InstanceNormBackward {
+    eps: f64,
+    relu: bool,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl CustomOp2 for InstanceNormBackward {
+    fn name(&self) -> &'static str {
+        "atelier-instance-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        g: &CpuStorage,
+        g_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(x, x_layout, self.name())?;
+        let g = contiguous_f32(g, g_layout, self.name())?;
+        if x.len() != g.len() {
+            bail!("instance norm backward: gradient and input sizes differ")
+        }
+        let (_, c, h, w) = x_layout.shape().dims4()?;
+        let (mut dx, dg, db) =
+            norm_kernel::backward(x, g, c, h * w, &self.gamma, &self.beta, self.eps, self.relu);
+        dx.extend_from_slice(&dg);
+        dx.extend_from_slice(&db);
+        let len = dx.len();
+        Ok((CpuStorage::F32(dx), Shape::from(len)))
     }
 }
 

@@ -11,7 +11,7 @@ use candle_core::{bail, CpuStorage, DType, Device, Storage, Tensor};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::nn::layers::{instance_norm, pad_end_to, reflection_pad2d, upsample_nearest2x};
+use crate::nn::layers::pad_end_to;
 use crate::nn::ops;
 use crate::nn::weights::WeightFile;
 
@@ -162,27 +162,23 @@ impl Source<'_> {
 }
 
 impl ConvLayer {
+    /// Upsampling (for the tail), reflection padding and the bias run inside the convolution.
     fn forward(&self, x: &Tensor, weight_grad: bool) -> candle_core::Result<Tensor> {
-        let x = if self.upsample {
-            upsample_nearest2x(x)?
-        } else {
-            x.clone()
+        let params = ops::ConvParams {
+            pad: self.weight.dim(3)? / 2,
+            mode: ops::PadMode::Reflect,
+            stride: self.stride,
+            upsample: self.upsample,
+            relu: false,
         };
-        let x = reflection_pad2d(&x, self.weight.dim(3)? / 2)?;
-        ops::conv2d(
-            &x,
-            &self.weight,
-            Some(&self.bias),
-            0,
-            self.stride,
-            weight_grad,
-        )
+        ops::conv2d_fused(x, &self.weight, Some(&self.bias), params, weight_grad, None)
     }
 }
 
 impl InstanceNorm {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        instance_norm(x, &self.weight, &self.bias, INSTANCE_NORM_EPS)
+    /// Normalisation followed by a ReLU when `relu`, fused in one pass.
+    fn forward(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        ops::instance_norm(x, &self.weight, &self.bias, INSTANCE_NORM_EPS, relu)
     }
 }
 
@@ -190,9 +186,10 @@ impl ResidualBlock {
     fn forward(&self, x: &Tensor, weight_grad: bool) -> candle_core::Result<Tensor> {
         let y = self
             .in1
-            .forward(&self.conv1.forward(x, weight_grad)?)?
-            .relu()?;
-        let y = self.in2.forward(&self.conv2.forward(&y, weight_grad)?)?;
+            .forward(&self.conv1.forward(x, weight_grad)?, true)?;
+        let y = self
+            .in2
+            .forward(&self.conv2.forward(&y, weight_grad)?, false)?;
         y + x
     }
 }
@@ -379,14 +376,14 @@ impl TransformerNet {
         let x = pad_end_to(x, 2, run_size(h))?;
         let x = pad_end_to(&x, 3, run_size(w))?;
         let g = self.trainable;
-        let mut y = self.in1.forward(&self.conv1.forward(&x, g)?)?.relu()?;
-        y = self.in2.forward(&self.conv2.forward(&y, g)?)?.relu()?;
-        y = self.in3.forward(&self.conv3.forward(&y, g)?)?.relu()?;
+        let mut y = self.in1.forward(&self.conv1.forward(&x, g)?, true)?;
+        y = self.in2.forward(&self.conv2.forward(&y, g)?, true)?;
+        y = self.in3.forward(&self.conv3.forward(&y, g)?, true)?;
         for block in &self.res {
             y = block.forward(&y, g)?;
         }
-        y = self.in4.forward(&self.deconv1.forward(&y, g)?)?.relu()?;
-        y = self.in5.forward(&self.deconv2.forward(&y, g)?)?.relu()?;
+        y = self.in4.forward(&self.deconv1.forward(&y, g)?, true)?;
+        y = self.in5.forward(&self.deconv2.forward(&y, g)?, true)?;
         y = self.deconv3.forward(&y, g)?;
         if y.dim(2)? != h || y.dim(3)? != w {
             y = y.narrow(2, 0, h)?.narrow(3, 0, w)?;

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -42,6 +43,15 @@ impl VggArch {
 }
 
 const BLOCK_CHANNELS: [usize; 5] = [64, 128, 256, 512, 512];
+
+/// Every VGG conv: 3×3, zero padding 1, stride 1, ReLU fused into the convolution.
+const CONV_RELU: ops::ConvParams = ops::ConvParams {
+    pad: 1,
+    mode: ops::PadMode::Zero,
+    stride: 1,
+    upsample: false,
+    relu: true,
+};
 
 /// How pixels in 0..255 map to network input: `input = (pixel * scale - mean) / std`, per RGB
 /// channel.
@@ -77,6 +87,8 @@ struct ConvLayer {
     c_in: usize,
     c_out: usize,
     pool_after: bool,
+    /// Winograd-transformed weights, computed on first use and kept: the VGG never changes.
+    prepared: Arc<ops::PreparedWeights>,
 }
 
 /// The conv part of VGG16/VGG19 with its input normalisation.
@@ -156,6 +168,7 @@ impl Vgg {
                     .map_err(|e| in_arch(e, arch))?;
                 Ok(ConvLayer {
                     relu_name: format!("relu{}", spec.suffix),
+                    prepared: Default::default(),
                     weight,
                     bias,
                     c_in: spec.c_in,
@@ -182,6 +195,7 @@ impl Vgg {
                     .collect();
                 Ok(ConvLayer {
                     relu_name: format!("relu{}", spec.suffix),
+                    prepared: Default::default(),
                     weight: Tensor::from_vec(values, (spec.c_out, spec.c_in, 3, 3), device)?,
                     bias: Tensor::zeros(spec.c_out, candle_core::DType::F32, device)?,
                     c_in: spec.c_in,
@@ -265,7 +279,14 @@ impl Vgg {
             .broadcast_add(&self.input_add)?;
         let mut out = HashMap::new();
         for (index, layer) in self.layers.iter().enumerate().take(deepest + 1) {
-            x = ops::conv2d(&x, &layer.weight, Some(&layer.bias), 1, 1, false)?.relu()?;
+            x = ops::conv2d_fused(
+                &x,
+                &layer.weight,
+                Some(&layer.bias),
+                CONV_RELU,
+                false,
+                Some(&layer.prepared),
+            )?;
             if layers.contains(&layer.relu_name) {
                 out.insert(layer.relu_name.clone(), x.clone());
             }

@@ -1,0 +1,295 @@
+//! Winograd F(4×4, 3×3) convolution (Lavin & Gray, 2016): each 6×6 input tile and 3×3 kernel
+//! are transformed so that a 4×4 output tile costs 36 multiplies per channel pair instead of
+//! 144, and the multiplies become 36 independent GEMMs (c_out × c_in · c_in × tiles).
+//!
+//! Tiles are processed in blocks of whole tile rows sized for the L2 cache; blocks run in
+//! parallel. The transforms are written as plain loops over tiles so the compiler vectorises
+//! them.
+
+use rayon::prelude::*;
+
+use super::gemm::{sgemm, MatRef};
+use super::{with_scratch, SharedMut};
+
+/// Transformed-domain points per tile (6 × 6).
+const POINTS: usize = 36;
+/// Tiles per block the GEMMs aim for: wide enough to amortise packing, small enough that a
+/// block's transformed input and output stay in cache.
+const TARGET_BLOCK_TILES: usize = 96;
+
+/// Kernels in the transformed domain: `u[ξ][o][c]` for the 36 points ξ.
+#[derive(Debug, Clone)]
+pub struct WinogradWeights {
+    pub c_out: usize,
+    pub c_in: usize,
+    u: Vec<f32>,
+}
+
+/// G (6×3) of F(4,3).
+const G: [[f32; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+impl WinogradWeights {
+    /// Transforms 3×3 kernels `weight` (c_out × c_in × 3 × 3): u = G g Gᵀ.
+    pub fn new(weight: &[f32], c_out: usize, c_in: usize) -> Self {
+        assert_eq!(weight.len(), c_out * c_in * 9, "winograd: weight size");
+        let mut u = vec![0.0f32; POINTS * c_out * c_in];
+        let shared = SharedMut::new(&mut u);
+        (0..c_out).into_par_iter().for_each(|o| {
+            for c in 0..c_in {
+                let g = &weight[(o * c_in + c) * 9..][..9];
+                // t = G g (6×3), then u = t Gᵀ (6×6).
+                let mut t = [[0f32; 3]; 6];
+                for (a, t_row) in t.iter_mut().enumerate() {
+                    for (j, t_aj) in t_row.iter_mut().enumerate() {
+                        *t_aj = (0..3).map(|k| G[a][k] * g[k * 3 + j]).sum();
+                    }
+                }
+                for (a, t_row) in t.iter().enumerate() {
+                    for (b, g_row) in G.iter().enumerate() {
+                        let v: f32 = (0..3).map(|j| t_row[j] * g_row[j]).sum();
+                        let xi = a * 6 + b;
+                        // SAFETY: (xi, o, c) is written by this `o` only.
+                        unsafe { shared.slice((xi * c_out + o) * c_in + c, 1)[0] = v };
+                    }
+                }
+            }
+        });
+        Self { c_out, c_in, u }
+    }
+}
+
+/// `out` (c_out × ho × wo) = act(conv3x3(built) + bias), where `built` is c_in planes of
+/// `ext.0` × `ext.1` = (4·⌈ho/4⌉ + 2) × (4·⌈wo/4⌉ + 2), zero beyond the real input.
+pub fn forward(
+    built: &[f32],
+    ext: (usize, usize),
+    u: &WinogradWeights,
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    (ho, wo): (usize, usize),
+) {
+    let (c_in, c_out) = (u.c_in, u.c_out);
+    let (th, tw) = (ho.div_ceil(4), wo.div_ceil(4));
+    assert_eq!(ext, (4 * th + 2, 4 * tw + 2), "winograd: built size");
+    assert_eq!(built.len(), c_in * ext.0 * ext.1, "winograd: input size");
+    assert_eq!(out.len(), c_out * ho * wo, "winograd: output size");
+    let threads = rayon::current_num_threads().max(1);
+    let mut rows_per_block = TARGET_BLOCK_TILES.div_ceil(tw).max(1);
+    // Keep every thread busy on small images.
+    rows_per_block = rows_per_block.min(th.div_ceil(2 * threads)).max(1);
+    let blocks = th.div_ceil(rows_per_block);
+    let shared = SharedMut::new(out);
+    (0..blocks).into_par_iter().for_each(|b| {
+        let ty0 = b * rows_per_block;
+        let ty1 = (ty0 + rows_per_block).min(th);
+        let tiles = (ty1 - ty0) * tw;
+        let v_len = POINTS * c_in * tiles;
+        let m_len = POINTS * c_out * tiles;
+        with_scratch(v_len + m_len + POINTS * tw, |buf| {
+            let (v, rest) = buf.split_at_mut(v_len);
+            let (m, tmp) = rest.split_at_mut(m_len);
+            for c in 0..c_in {
+                let plane = &built[c * ext.0 * ext.1..][..ext.0 * ext.1];
+                for ty in ty0..ty1 {
+                    let t0 = (ty - ty0) * tw;
+                    input_tile_row(plane, ext.1, ty, tw, tmp);
+                    for xi in 0..POINTS {
+                        let dst = &mut v[(xi * c_in + c) * tiles + t0..][..tw];
+                        dst.copy_from_slice(&tmp[xi * tw..][..tw]);
+                    }
+                }
+            }
+            for xi in 0..POINTS {
+                sgemm(
+                    MatRef::row_major(&u.u, xi * c_out * c_in, c_out, c_in, c_in),
+                    MatRef::row_major(v, xi * c_in * tiles, c_in, tiles, tiles),
+                    &mut m[xi * c_out * tiles..][..c_out * tiles],
+                    tiles,
+                    false,
+                );
+            }
+            let y0 = 4 * ty0;
+            let y1 = (4 * ty1).min(ho);
+            for o in 0..c_out {
+                // SAFETY: block b alone writes output rows y0..y1 of every plane.
+                let dst = unsafe { shared.slice((o * ho + y0) * wo, (y1 - y0) * wo) };
+                let bias = bias.map_or(0.0, |b| b[o]);
+                for ty in ty0..ty1 {
+                    let t0 = (ty - ty0) * tw;
+                    for xi in 0..POINTS {
+                        let src = &m[(xi * c_out + o) * tiles + t0..][..tw];
+                        tmp[xi * tw..][..tw].copy_from_slice(src);
+                    }
+                    let rows = &mut dst[(4 * ty - y0) * wo..];
+                    output_tile_row(tmp, tw, rows, wo, (ho - 4 * ty).min(4), bias, relu);
+                }
+            }
+        });
+    });
+}
+
+/// Bᵀ d B for the tiles of tile row `ty`: `out[ξ·tw + tx]` for the 36 points ξ = 6a + b.
+fn input_tile_row(plane: &[f32], width: usize, ty: usize, tw: usize, out: &mut [f32]) {
+    let rows: [&[f32]; 6] = std::array::from_fn(|j| &plane[(4 * ty + j) * width..][..4 * tw + 2]);
+    // Bᵀ over the six rows first (plain vector arithmetic along the row), into `out` rows
+    // 0..6 as full-width rows, then Bᵀ along each row's tiles.
+    let full = 4 * tw + 2;
+    with_row_buffers(full, |mut r| {
+        {
+            let [r0, r1, r2, r3, r4, r5] = &mut r;
+            let [d0, d1, d2, d3, d4, d5] = rows;
+            for i in 0..full {
+                let (a0, a1, a2, a3, a4, a5) = bt(d0[i], d1[i], d2[i], d3[i], d4[i], d5[i]);
+                r0[i] = a0;
+                r1[i] = a1;
+                r2[i] = a2;
+                r3[i] = a3;
+                r4[i] = a4;
+                r5[i] = a5;
+            }
+        }
+        for (a, row) in r.iter().enumerate() {
+            let row = &row[..4 * tw + 2];
+            let (o0, rest) = out[a * 6 * tw..][..6 * tw].split_at_mut(tw);
+            let (o1, rest) = rest.split_at_mut(tw);
+            let (o2, rest) = rest.split_at_mut(tw);
+            let (o3, rest) = rest.split_at_mut(tw);
+            let (o4, o5) = rest.split_at_mut(tw);
+            for tx in 0..tw {
+                let d = &row[4 * tx..4 * tx + 6];
+                let (b0, b1, b2, b3, b4, b5) = bt(d[0], d[1], d[2], d[3], d[4], d[5]);
+                o0[tx] = b0;
+                o1[tx] = b1;
+                o2[tx] = b2;
+                o3[tx] = b3;
+                o4[tx] = b4;
+                o5[tx] = b5;
+            }
+        }
+    });
+}
+
+/// Runs `f` with six scratch rows of `len` floats, kept per thread.
+fn with_row_buffers<R>(len: usize, f: impl FnOnce([&mut [f32]; 6]) -> R) -> R {
+    thread_local! {
+        static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    ROWS.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < 6 * len {
+            buf.resize(6 * len, 0.0);
+        }
+        let (r0, rest) = buf[..6 * len].split_at_mut(len);
+        let (r1, rest) = rest.split_at_mut(len);
+        let (r2, rest) = rest.split_at_mut(len);
+        let (r3, rest) = rest.split_at_mut(len);
+        let (r4, r5) = rest.split_at_mut(len);
+        f([r0, r1, r2, r3, r4, r5])
+    })
+}
+
+/// Bᵀ of F(4,3) applied to one 6-vector.
+#[inline(always)]
+fn bt(d0: f32, d1: f32, d2: f32, d3: f32, d4: f32, d5: f32) -> (f32, f32, f32, f32, f32, f32) {
+    (
+        4.0 * d0 - 5.0 * d2 + d4,
+        -4.0 * (d1 + d2) + d3 + d4,
+        4.0 * (d1 - d2) - d3 + d4,
+        2.0 * (d3 - d1) + d4 - d2,
+        2.0 * (d1 - d3) + d4 - d2,
+        4.0 * d1 - 5.0 * d3 + d5,
+    )
+}
+
+/// Aᵀ of F(4,3) applied to one 6-vector.
+#[inline(always)]
+fn at(m0: f32, m1: f32, m2: f32, m3: f32, m4: f32, m5: f32) -> (f32, f32, f32, f32) {
+    let (p12, d12) = (m1 + m2, m1 - m2);
+    let (p34, d34) = (m3 + m4, m3 - m4);
+    (
+        m0 + p12 + p34,
+        d12 + 2.0 * d34,
+        p12 + 4.0 * p34,
+        d12 + 8.0 * d34 + m5,
+    )
+}
+
+/// Aᵀ m A for one tile row: `m[ξ·tw + tx]` → `rows` (up to 4 output rows of `wo` pixels).
+fn output_tile_row(
+    m: &[f32],
+    tw: usize,
+    rows: &mut [f32],
+    wo: usize,
+    valid_rows: usize,
+    bias: f32,
+    relu: bool,
+) {
+    // Aᵀ over a (the point's row index) first: s[i][b][tx], vectorised along tx.
+    with_scratch_s(24 * tw, |s| {
+        for b in 0..6 {
+            let col = |a: usize| &m[(a * 6 + b) * tw..][..tw];
+            let (c0, c1, c2, c3, c4, c5) = (col(0), col(1), col(2), col(3), col(4), col(5));
+            let (s0, rest) = s[b * 4 * tw..][..4 * tw].split_at_mut(tw);
+            let (s1, rest) = rest.split_at_mut(tw);
+            let (s2, s3) = rest.split_at_mut(tw);
+            for tx in 0..tw {
+                let (a0, a1, a2, a3) = at(c0[tx], c1[tx], c2[tx], c3[tx], c4[tx], c5[tx]);
+                s0[tx] = a0;
+                s1[tx] = a1;
+                s2[tx] = a2;
+                s3[tx] = a3;
+            }
+        }
+        let full_tiles = wo / 4;
+        for i in 0..valid_rows {
+            let row = &mut rows[i * wo..][..wo];
+            let sb = |b: usize| &s[(b * 4 + i) * tw..][..tw];
+            let (e0, e1, e2, e3, e4, e5) = (sb(0), sb(1), sb(2), sb(3), sb(4), sb(5));
+            let (body, tail) = row.split_at_mut(4 * full_tiles);
+            for (tx, px) in body.chunks_exact_mut(4).enumerate() {
+                let (y0, y1, y2, y3) = at(e0[tx], e1[tx], e2[tx], e3[tx], e4[tx], e5[tx]);
+                px[0] = y0;
+                px[1] = y1;
+                px[2] = y2;
+                px[3] = y3;
+            }
+            if !tail.is_empty() {
+                let tx = full_tiles;
+                let (y0, y1, y2, y3) = at(e0[tx], e1[tx], e2[tx], e3[tx], e4[tx], e5[tx]);
+                for (d, v) in tail.iter_mut().zip([y0, y1, y2, y3]) {
+                    *d = v;
+                }
+            }
+            apply_bias(row, bias, relu);
+        }
+    });
+}
+
+fn apply_bias(row: &mut [f32], bias: f32, relu: bool) {
+    if relu {
+        row.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
+    } else if bias != 0.0 {
+        row.iter_mut().for_each(|v| *v += bias);
+    }
+}
+
+fn with_scratch_s<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static S: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    S.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
+}
