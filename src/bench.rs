@@ -222,11 +222,12 @@ impl BenchOptions {
 }
 
 /// Names of the whole-network benchmarks (run one per process to measure peak memory).
-pub const NETWORK_BENCHES: [&str; 4] = [
+pub const NETWORK_BENCHES: [&str; 5] = [
     "VGG16 forward to relu4_3, 512x512",
     "Gatys step (loss + gradient), 512x512",
     "transformer forward, 512x512",
     "transformer forward, 1024x1024",
+    "transformer training step (forward + all gradients), 4x256x256",
 ];
 
 /// Runs the benchmark set. `vgg` is a loaded loss network or `None` for random VGG16 weights
@@ -339,6 +340,26 @@ pub fn run_all(
             Ok(())
         })?;
         rows.push(row(name, ms, Some(TransformerNet::flops(side, side))));
+    }
+
+    if options.wants(NETWORK_BENCHES[4]) {
+        // Parameters as variables, so the backward pass computes every weight gradient.
+        let mut params = std::collections::HashMap::new();
+        for (name, t) in net.tensors() {
+            params.insert(name, candle_core::Var::from_tensor(&t)?.as_tensor().clone());
+        }
+        let mut trainable = TransformerNet::from_tensors(&params, std::path::Path::new("bench"))?;
+        trainable.trainable = true;
+        let (batch, side) = (4usize, 256usize);
+        let one = crate::imaging::to_tensor(&pattern(side as u32), device)?;
+        let x = Tensor::cat(&vec![&one; batch], 0)?;
+        let ms = median_ms(iterations, || {
+            trainable.forward(&x)?.sqr()?.mean_all()?.backward()?;
+            Ok(())
+        })?;
+        // Forward, input gradient and weight gradient: three times the forward convolutions.
+        let flops = 3.0 * batch as f64 * TransformerNet::flops(side, side);
+        rows.push(row(NETWORK_BENCHES[4], ms, Some(flops)));
     }
     Ok(rows)
 }
