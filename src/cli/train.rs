@@ -85,6 +85,9 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+/// How often a progress line is printed when stderr is not a terminal.
+const LOG_EVERY: u64 = 10;
+
 /// An absolute form of `path` (so a checkpoint resumes from any working directory); a path
 /// that does not exist is kept as given and reported by the trainer.
 fn absolute(path: &Path) -> PathBuf {
@@ -142,6 +145,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
         bar
     };
+    // Lines that must reach the user with or without a terminal (a hidden bar prints nothing).
+    let say = |line: String| match (args.quiet, bar.is_hidden()) {
+        (true, _) => {}
+        (false, true) => eprintln!("{line}"),
+        (false, false) => bar.println(line),
+    };
     for event in session.events().iter() {
         match event {
             TrainEvent::Started {
@@ -152,7 +161,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 bar.set_position(first_iteration);
                 bar.reset_eta();
                 if first_iteration > 0 {
-                    bar.println(format!("resuming after iteration {first_iteration}"));
+                    say(format!("resuming after iteration {first_iteration}"));
                 }
                 bar.set_message(format!("{photos} photos"));
             }
@@ -167,10 +176,17 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     message += &format!(" adv {:.3} disc {:.3}", l.adversarial, l.discriminator);
                 }
                 message += &format!(") {:.2} img/s", p.images_per_second);
+                // Without a terminal (a log file) the bar is hidden: print a line now and then.
+                if bar.is_hidden() && p.iteration.is_multiple_of(LOG_EVERY) {
+                    say(format!(
+                        "iteration {}/{}: {message}",
+                        p.iteration, p.iterations
+                    ));
+                }
                 bar.set_message(message);
             }
             TrainEvent::Preview { path, .. } => {
-                bar.println(format!("preview {}", path.display()));
+                say(format!("preview {}", path.display()));
             }
             TrainEvent::Checkpoint { .. } => {}
             TrainEvent::Stopped { checkpoint, .. } => {
