@@ -3,7 +3,8 @@
 //! Layout: [`nn`] holds the networks and the custom ops they need, [`stylize`] the algorithms
 //! (Gatys optimisation, feed-forward inference), [`engine`] the background worker the CLI and the
 //! app talk to, [`imaging`] image decoding, conversion and atomic saving, [`app`] the desktop
-//! app (egui), [`styles`] its style gallery model, [`recipe`] render recipes in PNG metadata.
+//! app (egui), [`styles`] its style gallery model, [`recipe`] render recipes in PNG metadata,
+//! [`train`] training custom feed-forward styles.
 
 pub mod app;
 pub mod bench;
@@ -14,5 +15,6 @@ pub mod nn;
 pub mod recipe;
 pub mod styles;
 pub mod stylize;
+pub mod train;
 
 pub use error::{Error, Result};

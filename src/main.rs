@@ -1,5 +1,5 @@
-//! Entry point: `atelier [PHOTO]` opens the desktop app; `atelier stylize`, `atelier bench`,
-//! `atelier fetch-vgg` are the command line.
+//! Entry point: `atelier [PHOTO]` opens the desktop app; `atelier stylize`, `atelier train`,
+//! `atelier bench`, `atelier fetch-vgg` are the command line.
 
 mod cli;
 

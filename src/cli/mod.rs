@@ -2,6 +2,7 @@
 
 mod bench;
 mod stylize;
+mod train;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,8 @@ pub struct Cli {
 enum Command {
     /// Stylise a photo with style images (optimisation) or a trained network.
     Stylize(Box<stylize::StylizeArgs>),
+    /// Train a feed-forward style from a painting (or a folder of works) on a folder of photos.
+    Train(Box<train::TrainArgs>),
     /// Measure the speed of the building blocks and print a table.
     Bench(bench::BenchArgs),
     /// Download the standard ImageNet VGG19 from the Hugging Face hub into the cache.
@@ -44,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Stylize(args) => stylize::run(*args),
+        Command::Train(args) => train::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::FetchVgg { endpoint } => {
             let path = atelier::nn::hub::download_vgg19(endpoint.as_deref(), true)?;

@@ -109,22 +109,14 @@ pub enum InitArg {
     Noise,
 }
 
-/// A trained model: the file itself, or `model.safetensors` (or a `.pth`) inside a style folder.
+/// A trained model: the file itself, or the model a style folder's `style.toml` names (else its
+/// `model.safetensors` or `model.pth`).
 fn resolve_model(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_file() {
         return Ok(path.to_path_buf());
     }
     if path.is_dir() {
-        for name in ["model.safetensors", "model.pth"] {
-            let candidate = path.join(name);
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-        bail!(
-            "style folder {} has no model.safetensors or model.pth",
-            path.display()
-        );
+        return Ok(atelier::styles::model_in_folder(path)?);
     }
     bail!("model {} not found", path.display())
 }

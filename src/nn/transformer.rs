@@ -4,16 +4,15 @@
 //! run unchanged. Input and output are RGB pixels in 0..255; the output is not clamped.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
-use candle_core::{bail, CpuStorage, DType, Device, Storage, Tensor};
+use candle_core::{bail, DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
 use crate::nn::layers::pad_end_to;
 use crate::nn::ops;
-use crate::nn::weights::WeightFile;
+use crate::nn::weights::{self, WeightFile};
 
 /// PyTorch's `InstanceNorm2d` default.
 const INSTANCE_NORM_EPS: f64 = 1e-5;
@@ -52,23 +51,57 @@ struct ResidualBlock {
 /// upsample). Names are the PyTorch module paths; residual blocks are prefixed `resN.`.
 type ConvSpec = (&'static str, usize, usize, usize, usize, bool);
 
-const HEAD: [ConvSpec; 3] = [
-    ("conv1", 3, 32, 9, 1, false),
-    ("conv2", 32, 64, 3, 2, false),
-    ("conv3", 64, 128, 3, 2, false),
-];
-const HEAD_NORMS: [(&str, usize); 3] = [("in1", 32), ("in2", 64), ("in3", 128)];
-const RESIDUAL: [ConvSpec; 2] = [
-    ("conv1", 128, 128, 3, 1, false),
-    ("conv2", 128, 128, 3, 1, false),
-];
-const RESIDUAL_NORMS: [(&str, usize); 2] = [("in1", 128), ("in2", 128)];
-const TAIL: [ConvSpec; 3] = [
-    ("deconv1", 128, 64, 3, 1, true),
-    ("deconv2", 64, 32, 3, 1, true),
-    ("deconv3", 32, 3, 9, 1, false),
-];
-const TAIL_NORMS: [(&str, usize); 2] = [("in4", 64), ("in5", 32)];
+/// pytorch/examples' base width (channels of the first convolution); the other layers have 2×
+/// and 4× as many. Trained styles may be narrower (see [`TransformerNet::random_with_width`]).
+pub const DEFAULT_WIDTH: usize = 32;
+
+/// The layer shapes of a network whose first convolution has `width` channels. pytorch's
+/// network is `width` 32; the names stay the same at every width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Architecture {
+    width: usize,
+}
+
+impl Architecture {
+    fn head(self) -> [ConvSpec; 3] {
+        let w = self.width;
+        [
+            ("conv1", 3, w, 9, 1, false),
+            ("conv2", w, 2 * w, 3, 2, false),
+            ("conv3", 2 * w, 4 * w, 3, 2, false),
+        ]
+    }
+
+    fn head_norms(self) -> [(&'static str, usize); 3] {
+        let w = self.width;
+        [("in1", w), ("in2", 2 * w), ("in3", 4 * w)]
+    }
+
+    fn residual(self) -> [ConvSpec; 2] {
+        let c = 4 * self.width;
+        [("conv1", c, c, 3, 1, false), ("conv2", c, c, 3, 1, false)]
+    }
+
+    fn residual_norms(self) -> [(&'static str, usize); 2] {
+        let c = 4 * self.width;
+        [("in1", c), ("in2", c)]
+    }
+
+    fn tail(self) -> [ConvSpec; 3] {
+        let w = self.width;
+        [
+            ("deconv1", 4 * w, 2 * w, 3, 1, true),
+            ("deconv2", 2 * w, w, 3, 1, true),
+            ("deconv3", w, 3, 9, 1, false),
+        ]
+    }
+
+    fn tail_norms(self) -> [(&'static str, usize); 2] {
+        let w = self.width;
+        [("in4", 2 * w), ("in5", w)]
+    }
+}
+
 const RES_NAMES: [&str; RESIDUAL_BLOCKS] = ["res1", "res2", "res3", "res4", "res5"];
 
 /// The feed-forward style transformer.
@@ -121,6 +154,17 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// The base width, from `conv1`'s weight (out channels); shape errors for this and every
+    /// other tensor are reported against it by [`Self::get`]. Falls back to pytorch's width
+    /// when `conv1` is missing so the lookup names the missing tensor.
+    fn width(&self) -> usize {
+        self.map
+            .get(&format!("{}conv1.conv2d.weight", self.prefix))
+            .and_then(|t| t.dims().first().copied())
+            .filter(|&w| w > 0)
+            .unwrap_or(DEFAULT_WIDTH)
+    }
+
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self
             .map
@@ -204,25 +248,33 @@ fn run_size(size: usize) -> usize {
 }
 
 impl TransformerNet {
-    /// Every parameter's PyTorch name and shape, in the order of [`Self::tensors`].
+    /// Every parameter's PyTorch name and shape, in the order of [`Self::tensors`], for
+    /// pytorch's width ([`DEFAULT_WIDTH`]).
     pub fn parameter_shapes() -> Vec<(String, Vec<usize>)> {
+        Self::parameter_shapes_for_width(DEFAULT_WIDTH)
+    }
+
+    /// Every parameter's name and shape for a network of base width `width`.
+    pub fn parameter_shapes_for_width(width: usize) -> Vec<(String, Vec<usize>)> {
+        let arch = Architecture { width };
         let mut shapes = Vec::new();
-        for (conv, norm) in HEAD.iter().zip(HEAD_NORMS) {
+        for (conv, norm) in arch.head().iter().zip(arch.head_norms()) {
             shapes.extend(conv_param_shapes("", *conv));
             shapes.extend(norm_param_shapes("", norm));
         }
         for block in RES_NAMES {
             let prefix = format!("{block}.");
-            for (conv, norm) in RESIDUAL.iter().zip(RESIDUAL_NORMS) {
+            for (conv, norm) in arch.residual().iter().zip(arch.residual_norms()) {
                 shapes.extend(conv_param_shapes(&prefix, *conv));
                 shapes.extend(norm_param_shapes(&prefix, norm));
             }
         }
-        for (conv, norm) in TAIL[..2].iter().zip(TAIL_NORMS) {
+        let tail = arch.tail();
+        for (conv, norm) in tail[..2].iter().zip(arch.tail_norms()) {
             shapes.extend(conv_param_shapes("", *conv));
             shapes.extend(norm_param_shapes("", norm));
         }
-        shapes.extend(conv_param_shapes("", TAIL[2]));
+        shapes.extend(conv_param_shapes("", tail[2]));
         shapes
     }
 
@@ -235,27 +287,35 @@ impl TransformerNet {
 
     /// Builds the network from named tensors (e.g. `Var`-backed ones for training; they are
     /// used as they are, so gradients reach them). `path_for_errors` names the source in errors.
+    /// The width is read from `conv1`'s weight, so pytorch's 32-wide models and narrower
+    /// trained ones both load.
     pub fn from_tensors(map: &HashMap<String, Tensor>, path_for_errors: &Path) -> Result<Self> {
         let source = Source {
             map,
             prefix: detect_prefix(map, path_for_errors)?,
             path: path_for_errors,
         };
+        let arch = Architecture {
+            width: source.width(),
+        };
+        let (head, head_norms) = (arch.head(), arch.head_norms());
+        let (residual, residual_norms) = (arch.residual(), arch.residual_norms());
+        let (tail, tail_norms) = (arch.tail(), arch.tail_norms());
         // Built in forward order so a missing tensor is reported as PyTorch would list it.
-        let conv1 = source.conv("", HEAD[0])?;
-        let in1 = source.norm("", HEAD_NORMS[0])?;
-        let conv2 = source.conv("", HEAD[1])?;
-        let in2 = source.norm("", HEAD_NORMS[1])?;
-        let conv3 = source.conv("", HEAD[2])?;
-        let in3 = source.norm("", HEAD_NORMS[2])?;
+        let conv1 = source.conv("", head[0])?;
+        let in1 = source.norm("", head_norms[0])?;
+        let conv2 = source.conv("", head[1])?;
+        let in2 = source.norm("", head_norms[1])?;
+        let conv3 = source.conv("", head[2])?;
+        let in3 = source.norm("", head_norms[2])?;
         let mut res = Vec::with_capacity(RESIDUAL_BLOCKS);
         for block in RES_NAMES {
             let prefix = format!("{block}.");
             res.push(ResidualBlock {
-                conv1: source.conv(&prefix, RESIDUAL[0])?,
-                in1: source.norm(&prefix, RESIDUAL_NORMS[0])?,
-                conv2: source.conv(&prefix, RESIDUAL[1])?,
-                in2: source.norm(&prefix, RESIDUAL_NORMS[1])?,
+                conv1: source.conv(&prefix, residual[0])?,
+                in1: source.norm(&prefix, residual_norms[0])?,
+                conv2: source.conv(&prefix, residual[1])?,
+                in2: source.norm(&prefix, residual_norms[1])?,
             });
         }
         let net = Self {
@@ -266,11 +326,11 @@ impl TransformerNet {
             conv3,
             in3,
             res,
-            deconv1: source.conv("", TAIL[0])?,
-            in4: source.norm("", TAIL_NORMS[0])?,
-            deconv2: source.conv("", TAIL[1])?,
-            in5: source.norm("", TAIL_NORMS[1])?,
-            deconv3: source.conv("", TAIL[2])?,
+            deconv1: source.conv("", tail[0])?,
+            in4: source.norm("", tail_norms[0])?,
+            deconv2: source.conv("", tail[1])?,
+            in5: source.norm("", tail_norms[1])?,
+            deconv3: source.conv("", tail[2])?,
             trainable: false,
         };
         let device = net.device();
@@ -294,10 +354,19 @@ impl TransformerNet {
     /// and biases uniform in ±1/sqrt(fan_in), instance-norm weight 1 and bias 0. Deterministic
     /// for a given `seed`.
     pub fn random(device: &Device, seed: u64) -> Result<Self> {
+        Self::random_with_width(device, seed, DEFAULT_WIDTH)
+    }
+
+    /// [`Self::random`] with base width `width` (channels of the first convolution; the
+    /// compute grows with its square). Narrower networks train much faster on a CPU.
+    pub fn random_with_width(device: &Device, seed: u64, width: usize) -> Result<Self> {
+        if width == 0 {
+            return Err(Error::invalid("the network width must be at least 1"));
+        }
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut map = HashMap::new();
         let mut fan_in = 1usize;
-        for (name, shape) in Self::parameter_shapes() {
+        for (name, shape) in Self::parameter_shapes_for_width(width) {
             let numel: usize = shape.iter().product();
             let values: Vec<f32> = if name.ends_with("conv2d.weight") {
                 // Weights come before their bias, so the bias reuses this fan-in.
@@ -323,6 +392,11 @@ impl TransformerNet {
 
     pub fn device(&self) -> &Device {
         self.conv1.weight.device()
+    }
+
+    /// The base width: channels of the first convolution (32 for pytorch's models).
+    pub fn width(&self) -> usize {
+        self.conv1.weight.dims().first().copied().unwrap_or(0)
     }
 
     /// Parameters by PyTorch name, in the order of [`Self::parameter_shapes`].
@@ -400,54 +474,26 @@ impl TransformerNet {
         dtype: DType,
         mut metadata: HashMap<String, String>,
     ) -> Result<()> {
-        let write_err = |reason: String| Error::Write {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let st_dtype = match dtype {
-            DType::F32 => safetensors::Dtype::F32,
-            DType::F16 => safetensors::Dtype::F16,
-            DType::BF16 => safetensors::Dtype::BF16,
-            other => {
-                return Err(Error::invalid(format!(
-                    "cannot save the style network as {other:?}; use F32, F16 or BF16"
-                )))
-            }
-        };
-        let mut views = Vec::with_capacity(62);
-        for (name, t) in self.tensors() {
-            let data = le_bytes(&t.to_dtype(dtype)?)?;
-            views.push((
-                name,
-                RawTensor {
-                    dtype: st_dtype,
-                    shape: t.dims().to_vec(),
-                    data,
-                },
-            ));
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(Error::invalid(format!(
+                "cannot save the style network as {dtype:?}; use F32, F16 or BF16"
+            )));
         }
         metadata
             .entry("architecture".to_string())
             .or_insert_with(|| "fast_neural_style.TransformerNet".to_string());
-        let bytes = safetensors::serialize(views, Some(metadata))
-            .map_err(|e| write_err(format!("cannot serialise: {e}")))?;
-
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| write_err(e.to_string()))?;
-        tmp.write_all(&bytes)
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| write_err(e.to_string()))?;
-        tmp.persist(path)
-            .map_err(|e| write_err(e.error.to_string()))?;
-        Ok(())
+        weights::save_safetensors(path, &self.tensors(), Some(dtype), metadata)
     }
 
-    /// Floating-point operations of one forward pass on an `h`×`w` image (2 × multiply-adds of
-    /// all convolutions, at the padded size the network runs at).
+    /// Floating-point operations of one forward pass of a pytorch-width network on an `h`×`w`
+    /// image (2 × multiply-adds of all convolutions, at the padded size the network runs at).
     pub fn flops(h: usize, w: usize) -> f64 {
+        Self::flops_for_width(h, w, DEFAULT_WIDTH)
+    }
+
+    /// [`Self::flops`] for a network of base width `width`.
+    pub fn flops_for_width(h: usize, w: usize, width: usize) -> f64 {
+        let arch = Architecture { width };
         let (mut h, mut w) = (run_size(h), run_size(w));
         let mut macs = 0f64;
         let mut conv = |h: &mut usize, w: &mut usize, (_, cin, cout, k, stride, up): ConvSpec| {
@@ -460,15 +506,15 @@ impl TransformerNet {
             *w = (*w - 1) / stride + 1;
             macs += (*h * *w * cout * cin * k * k) as f64;
         };
-        for spec in HEAD {
+        for spec in arch.head() {
             conv(&mut h, &mut w, spec);
         }
         for _ in 0..RESIDUAL_BLOCKS {
-            for spec in RESIDUAL {
+            for spec in arch.residual() {
                 conv(&mut h, &mut w, spec);
             }
         }
-        for spec in TAIL {
+        for spec in arch.tail() {
             conv(&mut h, &mut w, spec);
         }
         2.0 * macs
@@ -509,58 +555,4 @@ fn detect_prefix(map: &HashMap<String, Tensor>, path: &Path) -> Result<&'static 
         path,
         format!("not a fast_neural_style transformer: no `{PROBE}`{looks_like}"),
     ))
-}
-
-/// A tensor's data as little-endian bytes, for safetensors.
-fn le_bytes(t: &Tensor) -> Result<Vec<u8>> {
-    let t = t.to_device(&Device::Cpu)?.flatten_all()?.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        return Err(Error::invalid("tensor not contiguous after contiguous()"));
-    };
-    // The element types are inferred from the storage; their to_le_bytes are inherent methods.
-    let bytes = match &*storage {
-        Storage::Cpu(CpuStorage::F32(v)) => {
-            v[start..end].iter().flat_map(|x| x.to_le_bytes()).collect()
-        }
-        Storage::Cpu(CpuStorage::F16(v)) => {
-            v[start..end].iter().flat_map(|x| x.to_le_bytes()).collect()
-        }
-        Storage::Cpu(CpuStorage::BF16(v)) => {
-            v[start..end].iter().flat_map(|x| x.to_le_bytes()).collect()
-        }
-        _ => {
-            return Err(Error::invalid(format!(
-                "cannot serialise a {:?} tensor",
-                t.dtype()
-            )))
-        }
-    };
-    Ok(bytes)
-}
-
-/// Owned tensor bytes implementing safetensors' `View` (candle implements it for the older
-/// safetensors release it depends on, not the one this crate uses).
-struct RawTensor {
-    dtype: safetensors::Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl safetensors::View for RawTensor {
-    fn dtype(&self) -> safetensors::Dtype {
-        self.dtype
-    }
-
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        (&self.data).into()
-    }
-
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
 }

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
 use crate::error::{Error, Result};
+use crate::imaging;
 
 /// All tensors of a weights file plus the safetensors metadata (empty for `.pth`).
 #[derive(Debug)]
@@ -108,4 +109,86 @@ fn load_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
             .map_err(|e| Error::weights(path, format!("not a readable PyTorch state dict: {e}")))?,
     };
     Ok(tensors.into_iter().collect())
+}
+
+/// Writes named tensors as `.safetensors` (converted to `dtype` when given, F32/F16/BF16 only)
+/// with `metadata` in the header, atomically: a failure never leaves half a file at `path`.
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    dtype: Option<DType>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = match dtype {
+            Some(dtype) => t.to_dtype(dtype)?,
+            None => t.clone(),
+        };
+        views.push((name.clone(), RawTensor::new(&t)?));
+    }
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        reason: format!("cannot serialise: {e}"),
+    })?;
+    imaging::write_bytes_atomic(path, &bytes)
+}
+
+/// Owned tensor bytes implementing safetensors' `View` (candle implements it for the older
+/// safetensors release it depends on, not the one this crate uses).
+struct RawTensor {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl RawTensor {
+    fn new(t: &Tensor) -> Result<Self> {
+        let shape = t.dims().to_vec();
+        let t = t.to_device(&Device::Cpu)?.flatten_all()?.contiguous()?;
+        let (storage, layout) = t.storage_and_layout();
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            return Err(Error::invalid("tensor not contiguous after contiguous()"));
+        };
+        // The element types are inferred from the storage; their to_le_bytes are inherent methods.
+        let (dtype, data) = match &*storage {
+            Storage::Cpu(CpuStorage::F32(v)) => (
+                safetensors::Dtype::F32,
+                v[start..end].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            Storage::Cpu(CpuStorage::F16(v)) => (
+                safetensors::Dtype::F16,
+                v[start..end].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            Storage::Cpu(CpuStorage::BF16(v)) => (
+                safetensors::Dtype::BF16,
+                v[start..end].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "cannot serialise a {:?} tensor",
+                    t.dtype()
+                )))
+            }
+        };
+        Ok(Self { dtype, shape, data })
+    }
+}
+
+impl safetensors::View for RawTensor {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        (&self.data).into()
+    }
+
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// File extensions taken as trained feed-forward models (pytorch fast_neural_style layout).
 pub const MODEL_EXTENSIONS: [&str; 2] = ["safetensors", "pth"];
@@ -20,20 +20,150 @@ pub enum StyleError {
     Unusable { path: PathBuf, reason: String },
 }
 
-/// `styles/NAME/style.toml`. Paths are relative to the style's folder.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// `styles/NAME/style.toml`. Paths are relative to the style's folder. Every field is optional
+/// so the first manifests (name, description, model, image, thumbnail) stay valid; unknown
+/// top-level keys are refused so a typo is reported rather than silently ignored.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Shown under the thumbnail; defaults to the folder name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Painter, title, licence: shown as the thumbnail's tooltip.
+    /// Painter, title, licence: shown as the thumbnail's tooltip (built from `title`, `artist`,
+    /// `year` and `licence` when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// A trained network (`.safetensors` / `.pth`), run with the network method.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<PathBuf>,
     /// A style image, used by the optimisation method.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<PathBuf>,
     /// A small picture for the gallery; defaults to the style image.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub thumbnail: Option<PathBuf>,
+    /// The painter (or "collection of …" for a style learnt from several works).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    /// The work's title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// When the work was made: free text such as "1889" or "c. 1910" (a TOML integer is
+    /// accepted too).
+    #[serde(
+        default,
+        deserialize_with = "year_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub year: Option<String>,
+    /// The work's licence or copyright status, e.g. "public domain".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
+    /// Attributions the style must carry (e.g. the loss network's weights).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credits: Vec<String>,
+    /// How a trained model was made; informational.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingInfo>,
+}
+
+/// The `[training]` table of a trained style: the recipe, for reproducing or comparing styles.
+/// Informational only, so unknown keys are accepted (newer versions may record more).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct TrainingInfo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    /// Crop side the network was trained at, in pixels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
+    /// Base width (channels of the first convolution; pytorch's is 32).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_weight: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub style_weight: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tv_weight: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adversarial_weight: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_layer: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub style_layers: Vec<String>,
+    /// Style works, by file name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub style_images: Vec<String>,
+    /// Longer side the style works were seen at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub style_size: Option<u32>,
+    /// Loss network, by file name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vgg: Option<String>,
+    /// Number of training photos.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub photos: Option<u64>,
+    /// Atelier version that trained it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<String>,
+}
+
+/// Accepts `year = 1889` as well as `year = "c. 1889"`.
+fn year_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Year {
+        Number(i64),
+        Text(String),
+    }
+    Ok(Option::<Year>::deserialize(d)?.map(|y| match y {
+        Year::Number(n) => n.to_string(),
+        Year::Text(t) => t,
+    }))
+}
+
+impl Manifest {
+    /// The tooltip text: `description`, else "Title (Year), Artist. Licence." from the parts
+    /// that are present.
+    pub fn display_description(&self) -> Option<String> {
+        if let Some(d) = &self.description {
+            return Some(d.clone());
+        }
+        let mut text = self.title.clone().unwrap_or_default();
+        if let Some(year) = &self.year {
+            text = if text.is_empty() {
+                year.clone()
+            } else {
+                format!("{text} ({year})")
+            };
+        }
+        if let Some(artist) = &self.artist {
+            text = if text.is_empty() {
+                artist.clone()
+            } else {
+                format!("{text}, {artist}")
+            };
+        }
+        if let Some(licence) = &self.licence {
+            text = if text.is_empty() {
+                licence.clone()
+            } else {
+                format!("{text}. {licence}")
+            };
+        }
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// The manifest as TOML text.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
 }
 
 /// Where a gallery entry came from.
@@ -100,6 +230,7 @@ impl StyleEntry {
 
     /// The entry a bundled style folder describes.
     pub fn from_manifest(folder: &Path, manifest: Manifest) -> Result<Self, StyleError> {
+        let description = manifest.display_description();
         let resolve = |p: Option<PathBuf>| p.map(|p| folder.join(p));
         let model = resolve(manifest.model);
         let image = resolve(manifest.image);
@@ -129,7 +260,7 @@ impl StyleEntry {
             .or_else(|| image.clone());
         Ok(Self {
             name,
-            description: manifest.description,
+            description,
             model,
             image,
             thumbnail,
@@ -154,6 +285,31 @@ pub fn file_kind(path: &Path) -> Option<FileKind> {
     } else {
         None
     }
+}
+
+/// The trained model of a style folder: the manifest's `model` when the folder has a
+/// `style.toml`, else `model.safetensors` or `model.pth`.
+pub fn model_in_folder(folder: &Path) -> Result<PathBuf, StyleError> {
+    let manifest_path = folder.join(MANIFEST_NAME);
+    if manifest_path.is_file() {
+        let text = std::fs::read_to_string(&manifest_path).map_err(|e| StyleError::Manifest {
+            path: manifest_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let entry = StyleEntry::from_manifest(folder, parse_manifest(&text, &manifest_path)?)?;
+        return entry.model.ok_or_else(|| StyleError::Unusable {
+            path: manifest_path,
+            reason: "names no trained `model` (it is a style image for the optimize method)".into(),
+        });
+    }
+    ["model.safetensors", "model.pth"]
+        .iter()
+        .map(|name| folder.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| StyleError::Unusable {
+            path: folder.to_path_buf(),
+            reason: format!("style folder has no {MANIFEST_NAME}, model.safetensors or model.pth"),
+        })
 }
 
 /// Parses a `style.toml`.
@@ -246,6 +402,25 @@ mod tests {
         assert_eq!(entries[0].thumbnail, Some(good.join("wave.png")));
         assert_eq!(problems.len(), 1);
         assert!(problems[0].to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn extended_manifests_round_trip_and_old_ones_stay_valid() {
+        let old = parse_manifest("name = \"Wave\"\nimage = \"w.png\"\n", Path::new("a")).unwrap();
+        assert_eq!(old.name.as_deref(), Some("Wave"));
+        let text = "model = \"model.safetensors\"\nartist = \"Van Gogh\"\ntitle = \"Starry\"\n\
+                    year = 1889\nlicence = \"public domain\"\ncredits = [\"VGG16\"]\n\
+                    [training]\niterations = 10\nwidth = 16\nfuture_key = 1\n";
+        let manifest = parse_manifest(text, Path::new("b")).unwrap();
+        assert_eq!(manifest.year.as_deref(), Some("1889"));
+        assert_eq!(
+            manifest.display_description().as_deref(),
+            Some("Starry (1889), Van Gogh. public domain")
+        );
+        assert_eq!(manifest.training.as_ref().unwrap().width, Some(16));
+        let again = parse_manifest(&manifest.to_toml().unwrap(), Path::new("c")).unwrap();
+        assert_eq!(again, manifest);
+        assert!(parse_manifest("nmae = \"typo\"\n", Path::new("d")).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl Default for AdamConfig {
 }
 
 impl AdamConfig {
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         check_learning_rate(self.learning_rate)?;
         for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&beta) {
@@ -43,18 +43,71 @@ impl AdamConfig {
         }
         Ok(())
     }
+
+    /// One Adam update of `x` with gradient `grad`: returns the new point and the new moments.
+    /// `previous` moments of another shape, dtype or device are ignored (a fresh start). Shared
+    /// by image optimisation and network training, which keeps one [`AdamMoments`] per
+    /// parameter (and saves them in checkpoints).
+    pub fn update(
+        &self,
+        x: &Tensor,
+        grad: &Tensor,
+        previous: Option<&AdamMoments>,
+    ) -> Result<(Tensor, AdamMoments)> {
+        let AdamConfig {
+            learning_rate,
+            beta1,
+            beta2,
+            eps,
+        } = *self;
+        let previous = match previous {
+            Some(m)
+                if m.first.shape() == x.shape()
+                    && m.first.dtype() == x.dtype()
+                    && m.first.device().same_device(x.device()) =>
+            {
+                m.clone()
+            }
+            _ => AdamMoments {
+                first: grad.zeros_like()?,
+                second: grad.zeros_like()?,
+                steps: 0,
+            },
+        };
+        let steps = previous.steps.saturating_add(1);
+        // Detached: the moments outlive this step and must not hold on to its autograd graph.
+        let first = ((&previous.first * beta1)? + (grad * (1.0 - beta1))?)?.detach();
+        let second = ((&previous.second * beta2)? + (grad.sqr()? * (1.0 - beta2))?)?.detach();
+
+        let first_correction = 1.0 - beta1.powi(steps);
+        let second_correction = 1.0 - beta2.powi(steps);
+        // x -= lr * m_hat / (sqrt(v_hat) + eps), with the corrections folded into scalars.
+        let denominator = ((second.sqrt()? / second_correction.sqrt())? + eps)?;
+        let update = ((&first / denominator)? * (learning_rate / first_correction))?;
+        let updated = (x - update)?.detach();
+        Ok((
+            updated,
+            AdamMoments {
+                first,
+                second,
+                steps,
+            },
+        ))
+    }
 }
 
-/// First and second moment estimates, kept in the dtype and on the device of `x`.
-struct Moments {
-    first: Tensor,
-    second: Tensor,
-    steps: i32,
+/// First and second moment estimates, kept in the dtype and on the device of `x`, and the
+/// number of steps taken (for the bias correction).
+#[derive(Debug, Clone)]
+pub struct AdamMoments {
+    pub first: Tensor,
+    pub second: Tensor,
+    pub steps: i32,
 }
 
 pub struct Adam {
     config: AdamConfig,
-    moments: Option<Moments>,
+    moments: Option<AdamMoments>,
 }
 
 impl Adam {
@@ -79,13 +132,6 @@ impl Default for Adam {
 impl Optimizer for Adam {
     fn step(&mut self, x: &mut Tensor, objective: &mut Objective<'_>) -> Result<StepReport> {
         self.config.validate()?;
-        let AdamConfig {
-            learning_rate,
-            beta1,
-            beta2,
-            eps,
-        } = self.config;
-
         let (loss, grad) = evaluate(objective, x)?;
         // A NaN would poison the moments for good, so refuse it before touching any state.
         if !loss.is_finite() || !max_abs(&grad)?.is_finite() {
@@ -93,43 +139,9 @@ impl Optimizer for Adam {
                 "Adam: the objective returned a non-finite loss or gradient (loss {loss})"
             )));
         }
-
-        // Moments from a differently shaped image are meaningless: start afresh.
-        let previous = match &self.moments {
-            Some(m)
-                if m.first.shape() == x.shape()
-                    && m.first.dtype() == x.dtype()
-                    && m.first.device().same_device(x.device()) =>
-            {
-                Moments {
-                    first: m.first.clone(),
-                    second: m.second.clone(),
-                    steps: m.steps,
-                }
-            }
-            _ => Moments {
-                first: grad.zeros_like()?,
-                second: grad.zeros_like()?,
-                steps: 0,
-            },
-        };
-        let steps = previous.steps.saturating_add(1);
-        let first = ((&previous.first * beta1)? + (&grad * (1.0 - beta1))?)?;
-        let second = ((&previous.second * beta2)? + (grad.sqr()? * (1.0 - beta2))?)?;
-
-        let first_correction = 1.0 - beta1.powi(steps);
-        let second_correction = 1.0 - beta2.powi(steps);
-        // x -= lr * m_hat / (sqrt(v_hat) + eps), with the corrections folded into scalars.
-        let denominator = ((second.sqrt()? / second_correction.sqrt())? + eps)?;
-        let update = ((&first / denominator)? * (learning_rate / first_correction))?;
-        let updated = (&*x - update)?.detach();
-
+        let (updated, moments) = self.config.update(x, &grad, self.moments.as_ref())?;
         *x = updated;
-        self.moments = Some(Moments {
-            first,
-            second,
-            steps,
-        });
+        self.moments = Some(moments);
         Ok(StepReport {
             loss,
             evaluations: 1,

@@ -392,15 +392,16 @@ fn initial_image(config: &GatysConfig, content: &RgbImage, device: &Device) -> R
     }
 }
 
-/// Gram matrix F·Fᵀ / (H·W) of a (1, C, H, W) activation.
+/// Gram matrices F·Fᵀ / (H·W) of an (N, C, H, W) activation, one per image: (N, C, C).
 pub fn gram(features: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = features.dims4()?;
-    let f = features.reshape((n * c, h * w))?;
+    let f = features.reshape((n, c, h * w))?;
     Ok((f.matmul(&f.t()?)? / (h * w) as f64)?)
 }
 
-/// Squared total variation, normalised by the photo's own so the weight is scale-free.
-fn total_variation(x: &Tensor) -> Result<Tensor> {
+/// Mean squared difference between neighbouring pixels (both directions, summed); callers
+/// divide it by the photo's own so the weight is scale-free.
+pub(crate) fn total_variation(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let dx = (x.narrow(3, 1, w - 1)? - x.narrow(3, 0, w - 1)?)?;
     let dy = (x.narrow(2, 1, h - 1)? - x.narrow(2, 0, h - 1)?)?;
@@ -425,7 +426,8 @@ fn cache_key(kind: &str, image: &RgbImage, layers: &[String]) -> u64 {
     h.finish()
 }
 
-fn squared_norm(t: &Tensor) -> Result<f64> {
+/// ‖t‖², the normaliser of every loss term.
+pub(crate) fn squared_norm(t: &Tensor) -> Result<f64> {
     Ok(f64::from(t.sqr()?.sum_all()?.to_scalar::<f32>()?))
 }
 

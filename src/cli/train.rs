@@ -1,0 +1,220 @@
+//! `atelier train`: trains a feed-forward style from a painting (or a folder of works) on a
+//! folder of photos and writes a gallery style folder. Runs on the same [`TrainingSession`]
+//! the app uses.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use atelier::nn::hub;
+use atelier::train::{StyleCredits, TrainConfig, TrainEvent, TrainRecipe, TrainingSession};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// A style image, or a folder of works to learn a personal style from.
+    #[arg(long = "style", required = true)]
+    pub styles: Vec<PathBuf>,
+    /// Folder of training photos (random crops are taken from them).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The style folder to write (model.safetensors, style.toml, thumb.jpg, previews/).
+    #[arg(long, short = 'o')]
+    pub output: PathBuf,
+    /// Side of the square photo crops, in pixels.
+    #[arg(long, default_value_t = TrainRecipe::default().size)]
+    pub size: u32,
+    /// Longer side the style works are seen at (smaller: bigger brush strokes).
+    #[arg(long, default_value_t = TrainRecipe::default().style_size)]
+    pub style_size: u32,
+    /// Photos per iteration.
+    #[arg(long, default_value_t = TrainRecipe::default().batch)]
+    pub batch: usize,
+    /// Iterations in total (a resumed run counts the earlier ones).
+    #[arg(long, default_value_t = 2000)]
+    pub iterations: u64,
+    /// Base width of the network (channels of its first layer; pytorch's models use 32).
+    #[arg(long, default_value_t = TrainRecipe::default().width)]
+    pub width: usize,
+    #[arg(long, allow_negative_numbers = true, default_value_t = TrainRecipe::default().content_weight)]
+    pub content_weight: f64,
+    #[arg(long, allow_negative_numbers = true, default_value_t = TrainRecipe::default().style_weight)]
+    pub style_weight: f64,
+    #[arg(long, allow_negative_numbers = true, default_value_t = TrainRecipe::default().tv_weight)]
+    pub tv_weight: f64,
+    /// Weight of a patch discriminator trained on the style works (0: none).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    pub adversarial: f64,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = TrainRecipe::default().learning_rate)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Content layer of the VGG loss network (relu2_2 keeps detail; relu3_3 paints more freely).
+    #[arg(long, default_value_t = TrainRecipe::default().content_layer)]
+    pub content_layer: String,
+    /// Style layers, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub style_layers: Vec<String>,
+    /// VGG weights (.safetensors or .pth); default $ATELIER_VGG, then the user cache.
+    #[arg(long)]
+    pub vgg: Option<PathBuf>,
+    /// Continue the checkpoint in the output folder (same settings).
+    #[arg(long)]
+    pub resume: bool,
+    /// Save a preview (previews/iter-N.png) every N iterations (0: never).
+    #[arg(long, default_value_t = 100)]
+    pub preview_every: u64,
+    /// Save a checkpoint every N iterations (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: u64,
+    /// Name shown in the gallery (default: the output folder's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub artist: Option<String>,
+    #[arg(long)]
+    pub title: Option<String>,
+    #[arg(long)]
+    pub year: Option<String>,
+    /// The style work's licence, e.g. "public domain".
+    #[arg(long)]
+    pub licence: Option<String>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// How often a progress line is printed when stderr is not a terminal.
+const LOG_EVERY: u64 = 10;
+
+/// An absolute form of `path` (so a checkpoint resumes from any working directory); a path
+/// that does not exist is kept as given and reported by the trainer.
+fn absolute(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let vgg = hub::resolve_vgg(args.vgg.as_deref())?;
+    let defaults = TrainRecipe::default();
+    let recipe = TrainRecipe {
+        style: args.styles.iter().map(|p| absolute(p)).collect(),
+        data: absolute(&args.data),
+        vgg: absolute(&vgg),
+        size: args.size,
+        style_size: args.style_size,
+        batch: args.batch,
+        width: args.width,
+        content_weight: args.content_weight,
+        style_weight: args.style_weight,
+        tv_weight: args.tv_weight,
+        adversarial_weight: args.adversarial,
+        learning_rate: args.lr,
+        seed: args.seed,
+        content_layer: args.content_layer.clone(),
+        style_layers: if args.style_layers.is_empty() {
+            defaults.style_layers
+        } else {
+            args.style_layers.clone()
+        },
+    };
+    let mut config = TrainConfig::new(recipe, &args.output, args.iterations);
+    config.preview_every = args.preview_every;
+    config.checkpoint_every = args.checkpoint_every;
+    config.resume = args.resume;
+    config.credits = StyleCredits {
+        name: args.name.clone(),
+        artist: args.artist.clone(),
+        title: args.title.clone(),
+        year: args.year.clone(),
+        licence: args.licence.clone(),
+    };
+    config.validate()?;
+
+    let session = TrainingSession::start(config, atelier::engine::best_device())
+        .context("cannot start training")?;
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(args.iterations);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} it (eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    };
+    // Lines that must reach the user with or without a terminal (a hidden bar prints nothing).
+    let say = |line: String| match (args.quiet, bar.is_hidden()) {
+        (true, _) => {}
+        (false, true) => eprintln!("{line}"),
+        (false, false) => bar.println(line),
+    };
+    for event in session.events().iter() {
+        match event {
+            TrainEvent::Started {
+                first_iteration,
+                photos,
+                ..
+            } => {
+                bar.set_position(first_iteration);
+                bar.reset_eta();
+                if first_iteration > 0 {
+                    say(format!("resuming after iteration {first_iteration}"));
+                }
+                bar.set_message(format!("{photos} photos"));
+            }
+            TrainEvent::Progress(p) => {
+                bar.set_position(p.iteration);
+                let l = p.losses;
+                let mut message = format!(
+                    "loss {:.3} (content {:.3} style {:.3} tv {:.3}",
+                    l.total, l.content, l.style, l.tv
+                );
+                if args.adversarial > 0.0 {
+                    message += &format!(" adv {:.3} disc {:.3}", l.adversarial, l.discriminator);
+                }
+                message += &format!(") {:.2} img/s", p.images_per_second);
+                // Without a terminal (a log file) the bar is hidden: print a line now and then.
+                if bar.is_hidden() && p.iteration.is_multiple_of(LOG_EVERY) {
+                    say(format!(
+                        "iteration {}/{}: {message}",
+                        p.iteration, p.iterations
+                    ));
+                }
+                bar.set_message(message);
+            }
+            TrainEvent::Preview { path, .. } => {
+                say(format!("preview {}", path.display()));
+            }
+            TrainEvent::Checkpoint { .. } => {}
+            TrainEvent::Stopped { checkpoint, .. } => {
+                bar.abandon();
+                bail!(
+                    "training stopped; resume with --resume (checkpoint {})",
+                    checkpoint.display()
+                );
+            }
+            TrainEvent::Finished {
+                iteration,
+                style,
+                seconds_per_iteration,
+            } => {
+                bar.finish_and_clear();
+                if !args.quiet {
+                    eprintln!(
+                        "wrote {} after {iteration} iterations ({seconds_per_iteration:.2} s per iteration)",
+                        style.folder.display()
+                    );
+                }
+                return Ok(());
+            }
+            TrainEvent::Failed { message } => {
+                bar.abandon();
+                bail!("{message}");
+            }
+        }
+    }
+    bail!("the training thread stopped unexpectedly")
+}
