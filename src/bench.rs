@@ -211,13 +211,15 @@ pub struct BenchOptions {
     pub iterations: usize,
     /// Also time candle's stock convolution on every layer shape.
     pub stock: bool,
-    /// Run only the benchmarks whose name contains this.
+    /// Run only the benchmarks whose name contains this (or one of these, comma-separated).
     pub only: Option<String>,
 }
 
 impl BenchOptions {
     fn wants(&self, name: &str) -> bool {
-        self.only.as_deref().is_none_or(|f| name.contains(f))
+        self.only
+            .as_deref()
+            .is_none_or(|f| f.split(',').any(|part| name.contains(part.trim())))
     }
 }
 
