@@ -9,14 +9,12 @@
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, MatRef};
-use super::pad::{fill, fold, AxisMap, AxisPlan, PadMode};
+use super::pad::{fold, AxisMap, AxisPlan, BuiltInput, PadMode};
 use super::winograd::{self, WinogradWeights};
 use super::{with_scratch, SharedMut};
 
 /// Winograd pays off only when both channel counts feed a reasonably wide GEMM.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
-/// Target size of one im2col tile, in floats (about half of a 2 MiB L2 cache).
-const COL_TILE_FLOATS: usize = 128 * 1024;
 
 /// What a convolution does besides the plain correlation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,45 +282,44 @@ pub fn weight_grad(
     let (ho, wo) = s.out(p);
     let (bh, bw) = s.built(p);
     let out_plane = ho * wo;
-    assert_eq!(
-        grad_y.len(),
-        s.batch * s.c_out * out_plane,
-        "conv weight grad: size"
-    );
-    let k = s.c_in * s.kh * s.kw;
+    assert_eq!(grad_y.len(), s.batch * s.c_out * out_plane, "conv weight grad: size");
     let rows = AxisMap::new(forward_axis(s.h, bh, p));
     let cols = AxisMap::new(forward_axis(s.w, bw, p));
-    let tile = col_tile(k, out_plane);
-    let tiles = out_plane.div_ceil(tile);
-    let mut built = vec![0.0; s.c_in * bh * bw];
+    let k = s.c_in * s.kh * s.kw;
+    // Accumulated in the (kh, c_in, kw) column order of the expanded rows, permuted at the end.
     let mut grad_w = vec![0.0f32; s.c_out * k];
     for n in 0..s.batch {
         let x_n = &x[n * s.c_in * s.h * s.w..][..s.c_in * s.h * s.w];
-        fill(x_n, s.w, &rows, &cols, &mut built);
         let g_n = &grad_y[n * s.c_out * out_plane..][..s.c_out * out_plane];
-        let geometry = ColGeometry {
-            built: &built,
-            bh,
-            bw,
+        let geometry = RowGeometry {
+            input: &BuiltInput::new(x_n, (s.h, s.w), &rows, &cols),
             c_in: s.c_in,
             kh: s.kh,
             kw: s.kw,
             stride: p.stride,
+            ho,
             wo,
         };
-        let partial = (0..tiles)
-            .into_par_iter()
+        let tiles = geometry.tiles();
+        let partial = tiles
+            .par_iter()
             .fold(
                 || vec![0.0f32; s.c_out * k],
-                |mut acc, t| {
-                    let q0 = t * tile;
-                    let len = tile.min(out_plane - q0);
-                    with_scratch(k * len, |col| {
-                        geometry.build(q0, len, col);
-                        // acc (c_out × k) += grad_y tile (c_out × len) · colᵀ (len × k)
-                        let g = MatRef::row_major(g_n, q0, s.c_out, len, out_plane);
-                        let c = MatRef::row_major(col, 0, k, len, len).t();
-                        sgemm(g, c, &mut acc, k, true);
+                |mut acc, tile| {
+                    with_scratch(geometry.expanded_len(tile), |expanded| {
+                        geometry.expand(tile, expanded);
+                        for y in tile.rows.clone() {
+                            // acc (c_out × k) += grad_y row (c_out × wc) · B(y)ᵀ (wc × k)
+                            let g = MatRef::row_major(
+                                g_n,
+                                y * wo + tile.cols.start,
+                                s.c_out,
+                                tile.cols.len(),
+                                out_plane,
+                            );
+                            let b = geometry.row_matrix(expanded, tile, y);
+                            sgemm(g, b.t(), &mut acc, k, true);
+                        }
                     });
                     acc
                 },
@@ -336,6 +333,7 @@ pub fn weight_grad(
             );
         grad_w.iter_mut().zip(&partial).for_each(|(x, y)| *x += y);
     }
+    let grad_w = unpermute_weight(&grad_w, s.c_out, s.c_in, s.kh, s.kw);
     let mut grad_b = vec![0.0f32; s.c_out];
     for (o, gb) in grad_b.iter_mut().enumerate() {
         let mut sum = 0f64;
@@ -393,28 +391,46 @@ fn run(
     let in_sample = plan.c_in * stored.0 * stored.1;
     let out_sample = plan.c_out * ho * wo;
     let mut out = vec![0.0f32; batch * out_sample];
-    let mut built = vec![0.0f32; plan.c_in * eh * ew];
+    let method = if plan.winograd.is_some() {
+        Method::Winograd
+    } else if plan.c_out < SCATTER_MAX_OUT_CHANNELS && plan.stride == 1 {
+        Method::Scatter
+    } else {
+        Method::Rows
+    };
+    let permuted = match method {
+        Method::Winograd => Vec::new(),
+        Method::Scatter => scatter_weight(plan.weight, plan.c_out, plan.c_in, plan.kh, plan.kw),
+        Method::Rows => permute_weight(plan.weight, plan.c_out, plan.c_in, plan.kh, plan.kw),
+    };
     for (x_n, out_n) in x
         .chunks_exact(in_sample)
         .zip(out.chunks_exact_mut(out_sample))
     {
-        fill(x_n, stored.1, &rows, &cols, &mut built);
-        match plan.winograd {
-            Some(u) => winograd::forward(&built, (eh, ew), u, bias, relu, out_n, (ho, wo)),
-            None => gemm_conv(
-                &ColGeometry {
-                    built: &built,
-                    bh,
-                    bw,
+        let input = BuiltInput::new(x_n, stored, &rows, &cols);
+        match (method, plan.winograd) {
+            (Method::Winograd, Some(u)) => winograd::forward(&input, u, bias, relu, out_n, (ho, wo)),
+            (Method::Scatter, _) => scatter_conv(
+                &input,
+                &permuted,
+                (plan.c_in, plan.c_out, plan.kh, plan.kw),
+                (ho, wo),
+                bias,
+                relu,
+                out_n,
+            ),
+            _ => gemm_conv(
+                &RowGeometry {
+                    input: &input,
                     c_in: plan.c_in,
                     kh: plan.kh,
                     kw: plan.kw,
                     stride: plan.stride,
+                    ho,
                     wo,
                 },
-                plan.weight,
+                &permuted,
                 plan.c_out,
-                ho,
                 bias,
                 relu,
                 out_n,
@@ -424,97 +440,280 @@ fn run(
     out
 }
 
-/// How im2col columns are cut from one sample's built input.
-struct ColGeometry<'a> {
-    built: &'a [f32],
-    bh: usize,
-    bw: usize,
-    c_in: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    /// Output width.
-    wo: usize,
+/// Layers with fewer output channels than this (the style network's 9×9 output layer, the
+/// input gradient of a VGG's first layer) run as [`scatter_conv`]: a GEMM with only c_out rows
+/// would leave most of the multiply units idle.
+const SCATTER_MAX_OUT_CHANNELS: usize = 8;
+
+/// How one convolution is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Winograd,
+    Rows,
+    Scatter,
 }
 
-impl ColGeometry<'_> {
-    /// Fills `col` (k × len, row-major) with the im2col columns of output pixels
-    /// `q0..q0 + len` (row-major over the output).
-    fn build(&self, q0: usize, len: usize, col: &mut [f32]) {
-        let plane = self.bh * self.bw;
-        let mut row = 0;
-        for c in 0..self.c_in {
-            for i in 0..self.kh {
-                for j in 0..self.kw {
-                    let dst = &mut col[row * len..][..len];
-                    row += 1;
-                    let base = c * plane + i * self.bw + j;
-                    let mut q = q0;
-                    let mut done = 0;
-                    while done < len {
-                        let (oy, ox) = (q / self.wo, q % self.wo);
-                        let seg = (self.wo - ox).min(len - done);
-                        let start = base + self.stride * (oy * self.bw + ox);
-                        let out = &mut dst[done..done + seg];
-                        if self.stride == 1 {
-                            out.copy_from_slice(&self.built[start..start + seg]);
-                        } else {
-                            let src = &self.built[start..start + self.stride * (seg - 1) + 1];
-                            for (d, s) in out.iter_mut().zip(src.iter().step_by(self.stride)) {
-                                *d = *s;
-                            }
-                        }
-                        done += seg;
-                        q += seg;
-                    }
-                }
+/// OIHW -> (c_out·kh·kw) × c_in: one GEMM row per output channel and kernel tap.
+fn scatter_weight(w: &[f32], c_out: usize, c_in: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let taps = kh * kw;
+    let mut out = vec![0.0; w.len()];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for t in 0..taps {
+                out[(o * taps + t) * c_in + c] = w[(o * c_in + c) * taps + t];
             }
         }
     }
+    out
 }
 
-/// Output pixels per im2col tile for a column height of `k`.
-fn col_tile(k: usize, pixels: usize) -> usize {
-    let tile = (COL_TILE_FLOATS / k.max(1)).clamp(32, 4096);
-    // Enough tiles for every thread, when the image allows it.
-    let threads = rayon::current_num_threads().max(1);
-    let per_thread = pixels.div_ceil(2 * threads).max(32);
-    tile.min(per_thread)
-}
-
-/// Tiled im2col + GEMM for one sample: `out` is c_out × (ho · wo).
-fn gemm_conv(
-    g: &ColGeometry,
+/// Convolution for few output channels, stride 1: for every built row r, one GEMM
+/// z = W (c_out·kh·kw × c_in) · row r (c_in × width) gives every tap's contribution of that
+/// row, and output row y = r − i gathers taps (·, i, j) of it shifted by j. The GEMM has
+/// c_out·kh·kw rows (243 for the 9×9 RGB output layer) instead of c_out.
+fn scatter_conv(
+    input: &BuiltInput,
     weight: &[f32],
-    c_out: usize,
-    ho: usize,
+    (c_in, c_out, kh, kw): (usize, usize, usize, usize),
+    (ho, wo): (usize, usize),
     bias: Option<&[f32]>,
     relu: bool,
     out: &mut [f32],
 ) {
-    let k = g.c_in * g.kh * g.kw;
-    let pixels = ho * g.wo;
-    let tile = col_tile(k, pixels);
-    let tiles = pixels.div_ceil(tile);
+    let bw = input.width();
+    let taps = kh * kw;
+    let plane = ho * wo;
+    let threads = rayon::current_num_threads().max(1);
+    // Bands of output rows; each re-reads kh − 1 rows of the band above, so keep bands tall.
+    let band = ho.div_ceil(2 * threads).max(1);
     let shared = SharedMut::new(out);
-    (0..tiles).into_par_iter().for_each(|t| {
-        let q0 = t * tile;
-        let len = tile.min(pixels - q0);
-        with_scratch(k * len + c_out * len, |buf| {
-            let (col, res) = buf.split_at_mut(k * len);
-            g.build(q0, len, col);
-            sgemm(
-                MatRef::row_major(weight, 0, c_out, k, k),
-                MatRef::row_major(col, 0, k, len, len),
-                res,
-                len,
-                false,
-            );
-            for (o, r) in res.chunks_exact(len).enumerate() {
-                // SAFETY: tile t alone writes pixels q0..q0+len of every output plane.
-                let dst = unsafe { shared.slice(o * pixels + q0, len) };
+    let bands: Vec<usize> = (0..ho).step_by(band).collect();
+    bands.par_iter().for_each(|&y0| {
+        let y1 = (y0 + band).min(ho);
+        let (rows_len, z_len, acc_len) = (c_in * bw, c_out * taps * bw, c_out * (y1 - y0) * wo);
+        with_scratch(rows_len + z_len + acc_len, |buf| {
+            let (rows, rest) = buf.split_at_mut(rows_len);
+            let (z, acc) = rest.split_at_mut(z_len);
+            acc.fill(0.0);
+            for r in y0..y1 + kh - 1 {
+                for (c, row) in rows.chunks_exact_mut(bw).enumerate() {
+                    input.row_range(c, r, 0, row);
+                }
+                sgemm(
+                    MatRef::row_major(weight, 0, c_out * taps, c_in, c_in),
+                    MatRef::row_major(rows, 0, c_in, bw, bw),
+                    z,
+                    bw,
+                    false,
+                );
+                for o in 0..c_out {
+                    for i in 0..kh {
+                        // Built row r feeds output row r − i through kernel row i.
+                        let Some(y) = r.checked_sub(i).filter(|y| (y0..y1).contains(y)) else {
+                            continue;
+                        };
+                        let acc_row = &mut acc[(o * (y1 - y0) + y - y0) * wo..][..wo];
+                        for j in 0..kw {
+                            let z_row = &z[((o * kh + i) * kw + j) * bw + j..][..wo];
+                            acc_row.iter_mut().zip(z_row).for_each(|(a, v)| *a += v);
+                        }
+                    }
+                }
+            }
+            for o in 0..c_out {
                 let b = bias.map_or(0.0, |b| b[o]);
-                store_row(dst, r, b, relu);
+                let src = &acc[o * (y1 - y0) * wo..][..(y1 - y0) * wo];
+                // SAFETY: this band alone writes rows y0..y1 of every output plane.
+                let dst = unsafe { shared.slice(o * plane + y0 * wo, (y1 - y0) * wo) };
+                store_row(dst, src, b, relu);
+            }
+        });
+    });
+}
+
+/// Target size of one tile's expanded rows, in floats (about half of a 2 MiB L2 cache).
+const EXPANDED_TILE_FLOATS: usize = 256 * 1024;
+
+/// im2col by rows: for built-input row r, the *expanded row* holds, for every input channel c
+/// and kernel column j, the pixels `built[c][r][stride·x + j]` of the output columns x. The
+/// kh expanded rows an output row needs are consecutive in memory, so its im2col matrix
+/// (kh·c_in·kw × columns) is a plain view, and each expanded row serves kh output rows (it is
+/// built once instead of kh times). The weights are permuted to the matching (kh, c_in, kw)
+/// column order.
+struct RowGeometry<'a> {
+    input: &'a BuiltInput<'a>,
+    c_in: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    ho: usize,
+    wo: usize,
+}
+
+/// A block of output rows × output columns.
+#[derive(Debug, Clone)]
+struct Tile {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+}
+
+impl RowGeometry<'_> {
+    fn k(&self) -> usize {
+        self.kh * self.c_in * self.kw
+    }
+
+    /// Splits the output into tiles whose expanded rows fit the cache, enough for every thread.
+    fn tiles(&self) -> Vec<Tile> {
+        let per_row = self.c_in * self.kw;
+        // Columns: the whole width unless even a few rows would not fit.
+        let min_rows = self.kh + 3 * self.stride;
+        let mut wc = self.wo;
+        if min_rows * per_row * wc > EXPANDED_TILE_FLOATS {
+            wc = (EXPANDED_TILE_FLOATS / (min_rows * per_row)).max(16).min(self.wo);
+        }
+        // Rows: as many as fit, but leave work for every thread.
+        let fit_in = EXPANDED_TILE_FLOATS / (per_row * wc).max(1);
+        let mut band = (fit_in.saturating_sub(self.kh) / self.stride + 1).max(1);
+        let col_chunks = self.wo.div_ceil(wc);
+        let threads = rayon::current_num_threads().max(1);
+        let wanted = 2 * threads;
+        if self.ho.div_ceil(band) * col_chunks < wanted {
+            band = self.ho.div_ceil(wanted.div_ceil(col_chunks)).max(1);
+        }
+        let mut tiles = Vec::new();
+        for y0 in (0..self.ho).step_by(band) {
+            for x0 in (0..self.wo).step_by(wc) {
+                tiles.push(Tile {
+                    rows: y0..(y0 + band).min(self.ho),
+                    cols: x0..(x0 + wc).min(self.wo),
+                });
+            }
+        }
+        tiles
+    }
+
+    fn input_rows(&self, tile: &Tile) -> usize {
+        self.stride * (tile.rows.len() - 1) + self.kh
+    }
+
+    fn expanded_len(&self, tile: &Tile) -> usize {
+        self.input_rows(tile) * self.c_in * self.kw * tile.cols.len()
+    }
+
+    /// Fills `dst` with the expanded rows the tile needs.
+    fn expand(&self, tile: &Tile, dst: &mut [f32]) {
+        let wc = tile.cols.len();
+        let first = self.stride * tile.rows.start;
+        // The built columns the tile reads, gathered once per (row, channel).
+        let col_start = self.stride * tile.cols.start;
+        let span = self.stride * (wc - 1) + self.kw;
+        with_row_buffer(span, |row| {
+            let mut out = dst.chunks_exact_mut(wc);
+            for r in first..first + self.input_rows(tile) {
+                for c in 0..self.c_in {
+                    self.input.row_range(c, r, col_start, row);
+                    for j in 0..self.kw {
+                        let Some(d) = out.next() else { return };
+                        if self.stride == 1 {
+                            d.copy_from_slice(&row[j..j + wc]);
+                        } else {
+                            let src = &row[j..j + self.stride * (wc - 1) + 1];
+                            for (v, s) in d.iter_mut().zip(src.iter().step_by(self.stride)) {
+                                *v = *s;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Output row y's im2col matrix (k × wc) inside the tile's expanded rows.
+    fn row_matrix<'b>(&self, expanded: &'b [f32], tile: &Tile, y: usize) -> MatRef<'b> {
+        let wc = tile.cols.len();
+        let offset = self.stride * (y - tile.rows.start) * self.c_in * self.kw * wc;
+        MatRef::row_major(expanded, offset, self.k(), wc, wc)
+    }
+}
+
+/// Runs `f` with a per-thread buffer of `len` floats for one built row.
+fn with_row_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    ROW.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// OIHW -> O × (kh, c_in, kw), the column order of the expanded rows.
+fn permute_weight(w: &[f32], c_out: usize, c_in: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for i in 0..kh {
+                let src = &w[((o * c_in + c) * kh + i) * kw..][..kw];
+                let dst = &mut out[((o * kh + i) * c_in + c) * kw..][..kw];
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`permute_weight`].
+fn unpermute_weight(w: &[f32], c_out: usize, c_in: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    for o in 0..c_out {
+        for c in 0..c_in {
+            for i in 0..kh {
+                let src = &w[((o * kh + i) * c_in + c) * kw..][..kw];
+                let dst = &mut out[((o * c_in + c) * kh + i) * kw..][..kw];
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+    out
+}
+
+/// Row-expanded im2col + GEMM for one sample: `out` is c_out × (ho · wo).
+fn gemm_conv(
+    g: &RowGeometry,
+    permuted: &[f32],
+    c_out: usize,
+    bias: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+) {
+    let k = g.k();
+    let plane = g.ho * g.wo;
+    let shared = SharedMut::new(out);
+    let tiles = g.tiles();
+    tiles.par_iter().for_each(|tile| {
+        let wc = tile.cols.len();
+        let expanded_len = g.expanded_len(tile);
+        with_scratch(expanded_len + c_out * wc, |buf| {
+            let (expanded, res) = buf.split_at_mut(expanded_len);
+            g.expand(tile, expanded);
+            for y in tile.rows.clone() {
+                sgemm(
+                    MatRef::row_major(permuted, 0, c_out, k, k),
+                    g.row_matrix(expanded, tile, y),
+                    res,
+                    wc,
+                    false,
+                );
+                for (o, r) in res.chunks_exact(wc).enumerate() {
+                    // SAFETY: this tile alone writes these pixels of every output plane.
+                    let dst = unsafe { shared.slice(o * plane + y * g.wo + tile.cols.start, wc) };
+                    store_row(dst, r, bias.map_or(0.0, |b| b[o]), relu);
+                }
             }
         });
     });

@@ -81,7 +81,7 @@ impl AxisMap {
         self.src.is_empty()
     }
 
-    fn get(&self, i: usize) -> Option<usize> {
+    pub fn get(&self, i: usize) -> Option<usize> {
         let s = self.src[i];
         (s != ZERO).then_some(s as usize)
     }
@@ -108,40 +108,81 @@ fn longest_copy_run(src: &[u32]) -> Option<(usize, usize, usize)> {
     best.filter(|&(_, _, len)| len > 1)
 }
 
-/// Builds `planes` built-input planes (`rows.len()` × `cols.len()`) into `dst` from stored
-/// planes of `src_h` × `src_w` in `src`.
-pub fn fill(src: &[f32], src_w: usize, rows: &AxisMap, cols: &AxisMap, dst: &mut [f32]) {
-    let plane_out = rows.len() * cols.len();
-    if plane_out == 0 {
-        return;
-    }
-    let plane_in = src.len() / (dst.len() / plane_out).max(1);
-    dst.par_chunks_mut(plane_out)
-        .zip(src.par_chunks(plane_in.max(1)))
-        .for_each(|(out, plane)| fill_plane(plane, src_w, rows, cols, out));
+/// One sample's stored planes seen through the row and column maps: the built input, read a
+/// row (or part of one) at a time, never materialised whole. Kernels pull the rows they are
+/// about to use into cache-sized buffers, which saves a full write and read of the input.
+pub struct BuiltInput<'a> {
+    planes: &'a [f32],
+    src_h: usize,
+    src_w: usize,
+    rows: &'a AxisMap,
+    cols: &'a AxisMap,
 }
 
-fn fill_plane(plane: &[f32], src_w: usize, rows: &AxisMap, cols: &AxisMap, out: &mut [f32]) {
-    for (r, out_row) in out.chunks_exact_mut(cols.len()).enumerate() {
-        let Some(sr) = rows.get(r) else {
-            out_row.fill(0.0);
-            continue;
+impl<'a> BuiltInput<'a> {
+    /// `planes`: channels × `src_h` × `src_w` stored pixels.
+    pub fn new(
+        planes: &'a [f32],
+        (src_h, src_w): (usize, usize),
+        rows: &'a AxisMap,
+        cols: &'a AxisMap,
+    ) -> Self {
+        Self {
+            planes,
+            src_h,
+            src_w,
+            rows,
+            cols,
+        }
+    }
+
+    pub fn height(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn width(&self) -> usize {
+        self.cols.len()
+    }
+
+    /// Built row `r` of channel `c`, columns `start..start + out.len()`, into `out`.
+    pub fn row_range(&self, c: usize, r: usize, start: usize, out: &mut [f32]) {
+        let len = out.len();
+        let Some(sr) = self.rows.get(r) else {
+            out.fill(0.0);
+            return;
         };
-        let src_row = &plane[sr * src_w..][..src_w];
+        let src_row = &self.planes[(c * self.src_h + sr) * self.src_w..][..self.src_w];
+        let map = &self.cols.src[start..start + len];
         let gather = |out: &mut [f32], map: &[u32]| {
             for (o, &s) in out.iter_mut().zip(map) {
                 *o = if s == ZERO { 0.0 } else { src_row[s as usize] };
             }
         };
-        match cols.run {
-            // The interior is a plain copy; only the borders need the index map.
-            Some((d, s, len)) => {
-                gather(&mut out_row[..d], &cols.src[..d]);
-                out_row[d..d + len].copy_from_slice(&src_row[s..s + len]);
-                gather(&mut out_row[d + len..], &cols.src[d + len..]);
+        // The interior is a plain copy; only the borders need the index map.
+        if let Some((d, s, n)) = self.cols.run {
+            let (a, b) = (d.max(start), (d + n).min(start + len));
+            if a < b {
+                let (a_rel, b_rel) = (a - start, b - start);
+                gather(&mut out[..a_rel], &map[..a_rel]);
+                out[a_rel..b_rel].copy_from_slice(&src_row[s + a - d..s + b - d]);
+                gather(&mut out[b_rel..], &map[b_rel..]);
+                return;
             }
-            None => gather(out_row, &cols.src),
         }
+        gather(out, map);
+    }
+}
+
+/// Builds every plane of the built input into `dst` (channels × rows × columns); the kernels
+/// read rows on the fly instead, this is the reference for tests.
+#[cfg(test)]
+pub fn fill(src: &[f32], src_w: usize, rows: &AxisMap, cols: &AxisMap, dst: &mut [f32]) {
+    let plane_out = rows.len() * cols.len();
+    let channels = dst.len() / plane_out;
+    let src_h = src.len() / channels / src_w;
+    let input = BuiltInput::new(src, (src_h, src_w), rows, cols);
+    for (i, row) in dst.chunks_exact_mut(cols.len()).enumerate() {
+        input.row_range(i / rows.len(), i % rows.len(), 0, row);
     }
 }
 

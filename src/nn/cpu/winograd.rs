@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, MatRef};
+use super::pad::BuiltInput;
 use super::{with_scratch, SharedMut};
 
 /// Transformed-domain points per tile (6 × 6).
@@ -65,11 +66,10 @@ impl WinogradWeights {
     }
 }
 
-/// `out` (c_out × ho × wo) = act(conv3x3(built) + bias), where `built` is c_in planes of
-/// `ext.0` × `ext.1` = (4·⌈ho/4⌉ + 2) × (4·⌈wo/4⌉ + 2), zero beyond the real input.
+/// `out` (c_out × ho × wo) = act(conv3x3(input) + bias), where the built `input` is c_in
+/// planes of (4·⌈ho/4⌉ + 2) × (4·⌈wo/4⌉ + 2), zero beyond the real input.
 pub fn forward(
-    built: &[f32],
-    ext: (usize, usize),
+    input: &BuiltInput,
     u: &WinogradWeights,
     bias: Option<&[f32]>,
     relu: bool,
@@ -78,8 +78,8 @@ pub fn forward(
 ) {
     let (c_in, c_out) = (u.c_in, u.c_out);
     let (th, tw) = (ho.div_ceil(4), wo.div_ceil(4));
+    let ext = (input.height(), input.width());
     assert_eq!(ext, (4 * th + 2, 4 * tw + 2), "winograd: built size");
-    assert_eq!(built.len(), c_in * ext.0 * ext.1, "winograd: input size");
     assert_eq!(out.len(), c_out * ho * wo, "winograd: output size");
     let threads = rayon::current_num_threads().max(1);
     let mut rows_per_block = TARGET_BLOCK_TILES.div_ceil(tw).max(1);
@@ -97,10 +97,9 @@ pub fn forward(
             let (v, rest) = buf.split_at_mut(v_len);
             let (m, tmp) = rest.split_at_mut(m_len);
             for c in 0..c_in {
-                let plane = &built[c * ext.0 * ext.1..][..ext.0 * ext.1];
                 for ty in ty0..ty1 {
                     let t0 = (ty - ty0) * tw;
-                    input_tile_row(plane, ext.1, ty, tw, tmp);
+                    input_tile_row(input, c, ty, tw, tmp);
                     for xi in 0..POINTS {
                         let dst = &mut v[(xi * c_in + c) * tiles + t0..][..tw];
                         dst.copy_from_slice(&tmp[xi * tw..][..tw]);
@@ -136,16 +135,21 @@ pub fn forward(
     });
 }
 
-/// Bᵀ d B for the tiles of tile row `ty`: `out[ξ·tw + tx]` for the 36 points ξ = 6a + b.
-fn input_tile_row(plane: &[f32], width: usize, ty: usize, tw: usize, out: &mut [f32]) {
-    let rows: [&[f32]; 6] = std::array::from_fn(|j| &plane[(4 * ty + j) * width..][..4 * tw + 2]);
-    // Bᵀ over the six rows first (plain vector arithmetic along the row), into `out` rows
-    // 0..6 as full-width rows, then Bᵀ along each row's tiles.
+/// Bᵀ d B for the tiles of tile row `ty` of channel `c`: `out[ξ·tw + tx]` for the 36 points
+/// ξ = 6a + b.
+fn input_tile_row(input: &BuiltInput, c: usize, ty: usize, tw: usize, out: &mut [f32]) {
     let full = 4 * tw + 2;
-    with_row_buffers(full, |mut r| {
+    with_row_buffers(full, |bufs| {
+        let (raw, vert) = bufs.split_at_mut(6);
+        // The six built rows of this tile row.
+        for (j, row) in raw.iter_mut().enumerate() {
+            input.row_range(c, 4 * ty + j, 0, row);
+        }
+        // Bᵀ over the six rows first (plain vector arithmetic along the row), then Bᵀ along
+        // each row's tiles.
         {
-            let [r0, r1, r2, r3, r4, r5] = &mut r;
-            let [d0, d1, d2, d3, d4, d5] = rows;
+            let [d0, d1, d2, d3, d4, d5] = raw else { return };
+            let [r0, r1, r2, r3, r4, r5] = vert else { return };
             for i in 0..full {
                 let (a0, a1, a2, a3, a4, a5) = bt(d0[i], d1[i], d2[i], d3[i], d4[i], d5[i]);
                 r0[i] = a0;
@@ -156,8 +160,8 @@ fn input_tile_row(plane: &[f32], width: usize, ty: usize, tw: usize, out: &mut [
                 r5[i] = a5;
             }
         }
-        for (a, row) in r.iter().enumerate() {
-            let row = &row[..4 * tw + 2];
+        for (a, row) in vert.iter().enumerate() {
+            let row = &row[..full];
             let (o0, rest) = out[a * 6 * tw..][..6 * tw].split_at_mut(tw);
             let (o1, rest) = rest.split_at_mut(tw);
             let (o2, rest) = rest.split_at_mut(tw);
@@ -177,22 +181,19 @@ fn input_tile_row(plane: &[f32], width: usize, ty: usize, tw: usize, out: &mut [
     });
 }
 
-/// Runs `f` with six scratch rows of `len` floats, kept per thread.
-fn with_row_buffers<R>(len: usize, f: impl FnOnce([&mut [f32]; 6]) -> R) -> R {
+/// Runs `f` with twelve scratch rows of `len` floats (six built rows, six transformed), kept
+/// per thread.
+fn with_row_buffers<R>(len: usize, f: impl FnOnce(&mut [&mut [f32]]) -> R) -> R {
     thread_local! {
         static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     ROWS.with(|cell| {
         let mut buf = cell.borrow_mut();
-        if buf.len() < 6 * len {
-            buf.resize(6 * len, 0.0);
+        if buf.len() < 12 * len {
+            buf.resize(12 * len, 0.0);
         }
-        let (r0, rest) = buf[..6 * len].split_at_mut(len);
-        let (r1, rest) = rest.split_at_mut(len);
-        let (r2, rest) = rest.split_at_mut(len);
-        let (r3, rest) = rest.split_at_mut(len);
-        let (r4, r5) = rest.split_at_mut(len);
-        f([r0, r1, r2, r3, r4, r5])
+        let mut rows: Vec<&mut [f32]> = buf[..12 * len].chunks_exact_mut(len).collect();
+        f(&mut rows)
     })
 }
 
