@@ -583,7 +583,11 @@ impl AtelierApp {
                     JobPurpose::Preview => Some(side),
                     JobPurpose::Save => None,
                 };
-                Method::Network { model, size }
+                Method::Network {
+                    model,
+                    size,
+                    preserve_color: controls.preserve_color,
+                }
             }
             MethodChoice::Optimize => {
                 let vgg = self.vgg.clone().map_err(NotReady::Problem)?;
