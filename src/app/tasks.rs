@@ -171,12 +171,67 @@ pub fn load_thumbnail(path: PathBuf) -> TaskResult {
     }
 }
 
+/// Checks that `path`'s folder exists and takes new files, before minutes of rendering are
+/// spent on a Save that cannot be written (the write itself stays atomic and checks again).
+pub fn check_writable(path: &std::path::Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("the folder {} does not exist", dir.display()));
+    }
+    if path.is_dir() {
+        return Err(format!("{} is a folder", path.display()));
+    }
+    tempfile::Builder::new()
+        .prefix(".atelier-probe-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+}
+
+/// What to say when no native file dialog can be shown.
+const NO_DIALOG: &str = "No file dialog is available on this system (it needs the XDG desktop \
+     portal over D-Bus, or `zenity`). Drop files on the window instead, pass the photo on the \
+     command line, or type the output path in the Save field.";
+
+/// A dialog that comes back empty sooner than this did not show (nobody cancels that fast).
+const DIALOG_FAILED_WITHIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Why no dialog can open, when that is known beforehand: rfd asks the XDG portal over the
+/// D-Bus session bus and falls back to `zenity`; with neither it returns nothing, exactly like
+/// a cancelled dialog, so the user would see nothing happen.
+fn dialog_unavailable() -> bool {
+    if !cfg!(all(unix, not(target_os = "macos"))) || on_path("zenity") {
+        return false;
+    }
+    let bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("XDG_RUNTIME_DIR")
+            .is_some_and(|dir| std::path::Path::new(&dir).join("bus").exists());
+    !bus
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
 /// Opens a native file dialog (on this background thread, so the UI keeps drawing).
 pub fn run_dialog(
     purpose: DialogPurpose,
     folder: Option<PathBuf>,
     file_name: Option<String>,
 ) -> TaskResult {
+    let failed = || TaskResult::Failed {
+        what: "file dialog",
+        key: PathBuf::new(),
+        message: NO_DIALOG.into(),
+    };
+    if dialog_unavailable() {
+        return failed();
+    }
+    let opened = std::time::Instant::now();
     let images = crate::styles::IMAGE_EXTENSIONS;
     let styles_and_models: Vec<&str> = images
         .iter()
@@ -218,5 +273,11 @@ pub fn run_dialog(
             .into_iter()
             .collect(),
     };
+    let no_fallback =
+        cfg!(all(unix, not(target_os = "macos"))) && !on_path("zenity") && paths.is_empty();
+    if no_fallback && opened.elapsed() < DIALOG_FAILED_WITHIN {
+        // The portal refused at once (no portal service on the bus) and there is no zenity.
+        return failed();
+    }
     TaskResult::Picked { purpose, paths }
 }
