@@ -123,7 +123,7 @@ impl FrameLog {
                 let mut out = BufWriter::new(file);
                 let _ = writeln!(
                     out,
-                    "t_s,interval_ms,ui_ms,ui_cpu_ms,ui_wait_ms,prev_frame_ms,job_running"
+                    "t_s,interval_ms,ui_ms,ui_cpu_ms,ui_wait_ms,prev_frame_ms,job_running,uploads"
                 );
                 Some(Self {
                     out,
@@ -139,13 +139,15 @@ impl FrameLog {
     }
 
     /// Logs a frame whose `ui()` began at `at` (with the thread's counters `sched` then);
-    /// `prev_frame` is eframe's time for the whole previous frame, in seconds.
+    /// `prev_frame` is eframe's time for the whole previous frame, in seconds; `uploads` counts
+    /// the pictures sent to textures this frame.
     pub fn frame(
         &mut self,
         at: Instant,
         sched: Option<SchedTimes>,
         prev_frame: Option<f32>,
         job_running: bool,
+        uploads: usize,
     ) {
         let ui = at.elapsed();
         let interval = self.last_frame.map(|t| at.duration_since(t));
@@ -163,7 +165,7 @@ impl FrameLog {
         };
         let _ = writeln!(
             self.out,
-            "{:.3},{},{},{},{},{},{}",
+            "{:.3},{},{},{},{},{},{},{}",
             at.duration_since(self.started).as_secs_f64(),
             ms(interval),
             ms(Some(ui)),
@@ -172,7 +174,8 @@ impl FrameLog {
             prev_frame
                 .map(|s| format!("{:.3}", s * 1e3))
                 .unwrap_or_default(),
-            u8::from(job_running)
+            u8::from(job_running),
+            uploads
         );
         // Flushed every frame so a killed app still leaves a complete log.
         let _ = self.out.flush();

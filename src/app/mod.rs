@@ -212,6 +212,9 @@ impl AtelierApp {
             frame_stats: FrameStats::default(),
             whole_frames: FrameStats::default(),
             frame_log: frames::FrameLog::from_env(),
+            uploads: 0,
+            repaint_continuously: std::env::var_os("ATELIER_REPAINT_CONTINUOUSLY")
+                .is_some_and(|v| !v.is_empty() && v != "0"),
             show_help: false,
             dialog_open: false,
             // F12 toggles it; the variable turns it on from the start (for measurements).
@@ -810,9 +813,16 @@ impl AtelierApp {
                 self.outcome = Some((
                     progress::Level::Info,
                     format!(
-                        "Preview {}×{} done in {:.1} s ({} steps). Save (Ctrl+S) renders the \
-                         full size.",
-                        stats.width, stats.height, stats.seconds, stats.steps
+                        "Preview {}×{} done in {:.1} s{}. Save (Ctrl+S) renders the full size.",
+                        stats.width,
+                        stats.height,
+                        stats.seconds,
+                        // The network has no steps to count.
+                        if stats.steps > 1 {
+                            format!(" ({} steps)", stats.steps)
+                        } else {
+                            String::new()
+                        }
                     ),
                 ));
                 self.show_stylized(output.stylized, Some(output.content), true);
@@ -921,6 +931,7 @@ impl AtelierApp {
                 &shown.content,
                 self.persisted.controls.strength,
             ) {
+                self.uploads += 1;
                 shown.texture.set(
                     tasks::to_color_image(&blended),
                     egui::TextureOptions::LINEAR,
@@ -1460,9 +1471,13 @@ impl AtelierApp {
                     show_before,
                 };
                 let response = self.canvas.show(ui, &images);
-                if self.shown.is_some() && !self.canvas.compare {
-                    response.on_hover_text_at_pointer(
-                        "Wheel: zoom · drag: pan · double-click: fit · C: before/after split · hold Space: photo",
+                if response.hovered() {
+                    // A hint in the corner, not a tooltip over the picture being judged.
+                    canvas::hint(
+                        ui,
+                        response.rect,
+                        "Wheel: zoom · drag: pan · double-click: fit · C: before/after split · \
+                         hold Space: photo",
                     );
                 }
             }
@@ -1584,7 +1599,9 @@ impl eframe::App for AtelierApp {
         self.drop_overlay(&ctx);
 
         let job_running = self.running.is_some();
-        if job_running {
+        if self.repaint_continuously {
+            ctx.request_repaint();
+        } else if job_running {
             // Events wake the UI; this only ticks the elapsed time on the progress bar (or
             // polls, where events cannot wake it).
             let tick = if self.events.needs_polling { 50 } else { 1000 };
@@ -1592,7 +1609,7 @@ impl eframe::App for AtelierApp {
         }
         self.frame_stats.record(started.elapsed(), job_running);
         if let Some(log) = &mut self.frame_log {
-            log.frame(started, sched, previous_frame, job_running);
+            log.frame(started, sched, previous_frame, job_running, self.uploads);
         }
     }
 
