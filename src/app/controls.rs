@@ -61,7 +61,7 @@ impl Default for Controls {
             preserve_color: false,
             preview_size: 320,
             steps: 100,
-            preview_every: 5,
+            preview_every: 1,
             seed: 0,
             save_max_side: 2048,
             jpeg_quality: 92,

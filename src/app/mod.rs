@@ -163,6 +163,11 @@ pub struct AtelierApp {
     /// Whole frames (ui, tessellation, painting) as eframe reports them, one frame late.
     whole_frames: FrameStats,
     frame_log: Option<frames::FrameLog>,
+    /// Draw frames back to back (`ATELIER_REPAINT_CONTINUOUSLY=1`): the frame log's intervals
+    /// are then whole frame times, rasterising and presenting included.
+    repaint_continuously: bool,
+    /// Pictures sent to textures this frame (for the frame log).
+    uploads: usize,
     show_help: bool,
     show_frame_times: bool,
     /// A native file dialog is up (its thread reports back when it closes).
@@ -902,11 +907,12 @@ impl AtelierApp {
         let (w, h) = stylized.dimensions();
         let content = content.unwrap_or_else(|| match &self.shown {
             Some(shown) if shown.content.dimensions() == (w, h) => shown.content.clone(),
-            _ => Arc::new(imaging::resize_exact(&photo.working, w, h)),
+            _ => Arc::new(tasks::display_resize(&photo.working, w, h)),
         });
         let blended = imaging::blend(&stylized, &content, self.persisted.controls.strength)
             .unwrap_or_else(|_| (*stylized).clone());
         let color = tasks::to_color_image(&blended);
+        self.uploads += 1;
         let texture = match self.shown.take() {
             Some(mut shown) => {
                 shown.texture.set(color, egui::TextureOptions::LINEAR);
@@ -1557,6 +1563,7 @@ impl AtelierApp {
 impl eframe::App for AtelierApp {
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let started = Instant::now();
+        self.uploads = 0;
         let sched = self
             .frame_log
             .as_ref()

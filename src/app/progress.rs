@@ -70,11 +70,27 @@ impl JobProgress {
         };
         if let Some(l) = self.losses.filter(|l| l.total > 0.0) {
             text.push_str(&format!(
-                " · loss {:.3e} (style {:.2e}, content {:.2e}, tv {:.1e})",
-                l.total, l.style, l.content, l.tv
+                " · loss {} (style {}, content {}, tv {})",
+                number(l.total),
+                number(l.style),
+                number(l.content),
+                number(l.tv)
             ));
         }
         text
+    }
+}
+
+/// Three significant digits, in plain notation where that stays short ("3.86", "0.0331").
+fn number(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude == 0.0 {
+        "0".into()
+    } else if (0.01..10_000.0).contains(&magnitude) {
+        let decimals = (2 - magnitude.log10().floor() as i32).clamp(0, 4) as usize;
+        format!("{value:.decimals$}")
+    } else {
+        format!("{value:.2e}")
     }
 }
 
@@ -301,6 +317,15 @@ mod tests {
         let save = JobProgress::new(JobPurpose::Save, 2048);
         s.running = Some(&save);
         assert!(line(&s).contains("full size (2048 px)"));
+    }
+
+    #[test]
+    fn losses_read_as_plain_numbers() {
+        assert_eq!(number(3.855), "3.85");
+        assert_eq!(number(0.0331), "0.0331");
+        assert_eq!(number(1234.4), "1234");
+        assert_eq!(number(0.0), "0");
+        assert_eq!(number(2.5e-5), "2.50e-5");
     }
 
     #[test]
