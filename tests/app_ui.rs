@@ -465,6 +465,19 @@ fn bad_input_gives_readable_messages_and_keeps_the_photo() {
         .state_mut()
         .save_to(dir.path().join("no-such-folder").join("out.png"));
     harness.step();
+    // A folder that takes no files (Linux: /proc): refused the same way, in plain words.
+    #[cfg(target_os = "linux")]
+    {
+        harness
+            .state_mut()
+            .save_to(PathBuf::from("/proc/atelier-test-output.png"));
+        harness.step();
+        assert!(
+            has_message(&harness, "cannot write in /proc ("),
+            "{:?}",
+            harness.state().messages()
+        );
+    }
     assert!(
         has_message(&harness, "does not exist"),
         "{:?}",

@@ -199,7 +199,17 @@ pub fn check_writable(path: &std::path::Path) -> Result<(), String> {
         .prefix(".atelier-probe-")
         .tempfile_in(dir)
         .map(drop)
-        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+        .map_err(|e| {
+            // The kind only: the error itself names the probe file, which means nothing to users.
+            let why = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                std::io::ErrorKind::ReadOnlyFilesystem => "read-only file system".to_string(),
+                std::io::ErrorKind::StorageFull => "the disk is full".to_string(),
+                std::io::ErrorKind::NotFound => "files cannot be created there".to_string(),
+                other => other.to_string(),
+            };
+            format!("cannot write in {} ({why})", dir.display())
+        })
 }
 
 /// What to say when no native file dialog can be shown.
@@ -243,12 +253,16 @@ pub fn run_dialog(
         return failed();
     }
     let opened = std::time::Instant::now();
-    let images = crate::styles::IMAGE_EXTENSIONS;
-    let styles_and_models: Vec<&str> = images
-        .iter()
-        .chain(crate::styles::MODEL_EXTENSIONS.iter())
-        .copied()
-        .collect();
+    // Both cases: the zenity fallback matches extensions case-sensitively (PHOTO.JPG).
+    let any_case = |extensions: &[&str]| -> Vec<String> {
+        extensions
+            .iter()
+            .flat_map(|e| [e.to_string(), e.to_ascii_uppercase()])
+            .collect()
+    };
+    let images = any_case(&crate::styles::IMAGE_EXTENSIONS);
+    let mut styles_and_models = images.clone();
+    styles_and_models.extend(any_case(&crate::styles::MODEL_EXTENSIONS));
     let mut dialog = rfd::FileDialog::new();
     if let Some(folder) = folder.filter(|f| f.is_dir()) {
         dialog = dialog.set_directory(folder);
@@ -262,7 +276,7 @@ pub fn run_dialog(
             .collect(),
         DialogPurpose::AddStyles => dialog
             .set_title("Add style images or trained models")
-            .add_filter("Style images and models", &styles_and_models[..])
+            .add_filter("Style images and models", &styles_and_models)
             .pick_files()
             .unwrap_or_default(),
         DialogPurpose::SaveAs => {
@@ -271,15 +285,15 @@ pub fn run_dialog(
             }
             dialog
                 .set_title("Save the stylised photo")
-                .add_filter("PNG (keeps the recipe)", &["png"])
-                .add_filter("JPEG", &["jpg", "jpeg"])
+                .add_filter("PNG (keeps the recipe)", &any_case(&["png"]))
+                .add_filter("JPEG", &any_case(&["jpg", "jpeg"]))
                 .save_file()
                 .into_iter()
                 .collect()
         }
         DialogPurpose::LoadRecipe => dialog
             .set_title("Load the recipe of a PNG saved by Atelier")
-            .add_filter("PNG", &["png"])
+            .add_filter("PNG", &any_case(&["png"]))
             .pick_file()
             .into_iter()
             .collect(),
