@@ -550,12 +550,14 @@ impl AtelierApp {
 
     /// Longer side of the Save render.
     fn save_side(&self, photo: &Photo) -> u32 {
-        let side = photo.original.width().max(photo.original.height());
+        let (w, h) = photo.original.dimensions();
         match self.persisted.controls.method {
-            MethodChoice::Optimize => side
+            MethodChoice::Optimize => w
+                .max(h)
                 .min(self.persisted.controls.save_max_side)
                 .min(MAX_SIZE),
-            MethodChoice::Network => side,
+            // The engine caps the network's input for memory.
+            MethodChoice::Network => crate::stylize::network::network_side(w, h, None),
         }
     }
 
@@ -838,7 +840,8 @@ impl AtelierApp {
                 };
                 if let Some(photo) = &self.photo {
                     let (w, h) = photo.original.dimensions();
-                    if stats.width.max(stats.height) < self.save_side(photo) {
+                    let network = self.persisted.controls.method == MethodChoice::Network;
+                    if network && stats.width.max(stats.height) < w.max(h) {
                         // The network caps its input for memory; say so rather than surprise.
                         self.toasts.info(format!(
                             "Saved at {}×{} instead of {w}×{h}: the network runs on at most \
@@ -1352,8 +1355,14 @@ impl AtelierApp {
         );
         if let Some(photo) = &self.photo {
             let side = self.save_side(photo);
+            let photo_side = photo.original.width().max(photo.original.height());
             let note = if optimizing && side > SLOW_SAVE_SIDE {
                 format!("Saves at {side} px: slow on a CPU (minutes).")
+            } else if side < photo_side && !optimizing {
+                format!(
+                    "Saves at {side} px: the network runs on at most {} megapixels.",
+                    crate::stylize::network::MAX_NETWORK_PIXELS / 1_000_000
+                )
             } else {
                 format!("Saves at {side} px.")
             };
