@@ -245,9 +245,13 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if path.is_dir() {
         return Err(write_error("is a directory".into()));
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".atelier-")
-        .suffix(".tmp")
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".atelier-").suffix(".tmp");
+    // Temporary files are private (0600) by default; the renamed result must be an ordinary
+    // file, readable like any other the user creates (0666 less the umask).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
         .tempfile_in(&dir)
         .map_err(|e| write_error(e.to_string()))?;
     tmp.write_all(bytes)
@@ -269,6 +273,20 @@ mod tests {
         let t = to_tensor(&img, &Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[1, 3, 3, 5]);
         assert_eq!(from_tensor(&t).unwrap(), img);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn saved_files_are_not_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.png");
+        write_bytes_atomic(&path, b"x").unwrap();
+        // The same mode as a file created the ordinary way (0666 less the umask).
+        let ordinary = dir.path().join("ordinary");
+        std::fs::write(&ordinary, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), mode(&ordinary));
     }
 
     #[test]

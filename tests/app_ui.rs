@@ -10,9 +10,15 @@ use atelier::app::{AppOptions, AtelierApp};
 use atelier::nn::transformer::TransformerNet;
 use candle_core::{DType, Device};
 use eframe::egui::accesskit::Role;
-use egui_kittest::kittest::Queryable;
+use eframe::egui::{Key, Modifiers};
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use image::{Rgb, RgbImage};
+
+// Included by path so this test does not depend on a shared tests/common/mod.rs.
+#[path = "common/png.rs"]
+mod png_fixture;
+use png_fixture::png_header_only;
 
 const VGG: &str = "../shared/models/vgg16-features.safetensors";
 /// A frame must stay under this (30 fps) while the engine works.
@@ -36,6 +42,37 @@ fn style_image(dir: &Path) -> PathBuf {
     });
     image.save(&path).unwrap();
     path
+}
+
+fn random_model(path: &Path, seed: u64) {
+    TransformerNet::random(&Device::Cpu, seed)
+        .unwrap()
+        .save_safetensors(path, DType::F32, HashMap::new())
+        .unwrap();
+}
+
+fn status(harness: &Harness<'_, AtelierApp>) -> String {
+    harness.state().status_line().1
+}
+
+/// Mean YIQ chroma distance between two images of the same size.
+fn chroma_gap(a: &RgbImage, b: &RgbImage) -> f32 {
+    let iq = |p: &Rgb<u8>| {
+        let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
+        (
+            0.596 * r - 0.274 * g - 0.322 * b,
+            0.211 * r - 0.523 * g + 0.312 * b,
+        )
+    };
+    let total: f32 = a
+        .pixels()
+        .zip(b.pixels())
+        .map(|(p, q)| {
+            let ((ip, qp), (iq_, qq)) = (iq(p), iq(q));
+            (ip - iq_).abs() + (qp - qq).abs()
+        })
+        .sum();
+    total / (a.width() * a.height()) as f32
 }
 
 fn harness(options: AppOptions) -> Harness<'static, AtelierApp> {
@@ -89,23 +126,37 @@ fn network_style_previews_blends_and_saves_without_blocking_frames() {
     let photo = photo(dir.path());
     // A custom model file, as a user would add one (random weights: no training needed).
     let model = dir.path().join("random-style.safetensors");
-    TransformerNet::random(&Device::Cpu, 7)
-        .unwrap()
-        .save_safetensors(&model, DType::F32, HashMap::new())
-        .unwrap();
+    random_model(&model, 7);
 
     let mut harness = harness(options(dir.path(), None));
     harness.step();
     // An empty styles folder is an empty gallery, not an error.
     assert!(harness.state().gallery_entries().is_empty());
     harness.get_by_label("Open a photo…");
+    assert!(
+        status(&harness).starts_with("Open a photo"),
+        "{}",
+        status(&harness)
+    );
 
     harness.state_mut().open_photo(photo.clone());
     step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
         app.has_photo()
     });
+    harness.step();
+    assert!(
+        status(&harness).starts_with("Pick a style"),
+        "{}",
+        status(&harness)
+    );
     harness.state_mut().add_user_styles(vec![model.clone()]);
     harness.step();
+    // Picking a style replaces the prompt at once.
+    assert!(
+        !status(&harness).contains("Pick a style"),
+        "{}",
+        status(&harness)
+    );
     // The added model shows in the gallery; clicking its tile picks it and starts a job.
     harness
         .get_by_role_and_label(Role::Button, "random-style")
@@ -120,6 +171,68 @@ fn network_style_previews_blends_and_saves_without_blocking_frames() {
         .state()
         .shown_image()
         .expect("a result on the canvas");
+    assert!(
+        status(&harness).starts_with("Preview 64×40 done"),
+        "{}",
+        status(&harness)
+    );
+
+    // Preserve colours applies to the network too: the result takes the photo's colours.
+    let done = harness.state().finished_jobs();
+    harness
+        .get_by_role_and_label(Role::CheckBox, "Preserve colours")
+        .click();
+    step_until(
+        &mut harness,
+        Duration::from_secs(60),
+        "the colour-preserving result",
+        |app| app.finished_jobs() > done && !app.is_busy(),
+    );
+    let kept = harness.state().shown_image().unwrap();
+    let original = image::open(&photo).unwrap().to_rgb8();
+    assert!(
+        chroma_gap(&kept, &original) < 6.0
+            && chroma_gap(&kept, &original) < chroma_gap(&full, &original),
+        "chroma gap {} (without preserving {})",
+        chroma_gap(&kept, &original),
+        chroma_gap(&full, &original)
+    );
+    harness
+        .state_mut()
+        .update_controls(|c| c.preserve_color = false);
+    step_until(
+        &mut harness,
+        Duration::from_secs(60),
+        "the plain result",
+        |app| !app.is_busy(),
+    );
+    assert_eq!(harness.state().shown_image().unwrap(), full);
+
+    // Canvas shortcuts.
+    let compare = harness.state().compare_on();
+    harness.key_press(Key::C);
+    harness.step();
+    assert_ne!(harness.state().compare_on(), compare, "C toggles the split");
+    harness.key_press(Key::Num1);
+    harness.step();
+    assert!(
+        (harness.state().zoom_percent() - 100.0).abs() < 0.01,
+        "1 is actual size"
+    );
+    harness.key_press(Key::Plus);
+    harness.step();
+    assert!(harness.state().zoom_percent() > 100.0, "+ zooms in");
+    harness.key_press(Key::Minus);
+    harness.key_press(Key::Minus);
+    harness.step();
+    assert!(harness.state().zoom_percent() < 100.0, "- zooms out");
+    harness.key_press(Key::Num0);
+    harness.step();
+    harness.step();
+    assert!(
+        harness.state().zoom_percent() > 200.0,
+        "0 fits the small photo to the window"
+    );
 
     strength_slider_to(&mut harness, 0.25);
     assert!((harness.state().controls().strength - 0.25).abs() < 1e-3);
@@ -127,6 +240,27 @@ fn network_style_previews_blends_and_saves_without_blocking_frames() {
     assert_ne!(full, quarter, "strength re-blends the shown result");
     // No recompute for a strength change.
     assert!(!harness.state().is_busy());
+
+    // Ctrl+S saves to the path in the Save field (by default beside the photo), with the
+    // recipe in the PNG.
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::S);
+    harness.step();
+    step_until(
+        &mut harness,
+        Duration::from_secs(60),
+        "the Ctrl+S save",
+        |app| !app.is_busy(),
+    );
+    let default_out = dir.path().join("photo-atelier.png");
+    assert_eq!(harness.state().saved_files().last(), Some(&default_out));
+    let recipe = atelier::recipe::load_recipe(&default_out).unwrap();
+    assert_eq!(recipe.method, "network");
+    assert_eq!(recipe.model.as_deref(), Some(model.as_path()));
+    assert!(
+        status(&harness).starts_with("Saved"),
+        "{}",
+        status(&harness)
+    );
 
     let out = dir.path().join("out.jpg");
     harness.state_mut().save_to(out.clone());
@@ -136,7 +270,7 @@ fn network_style_previews_blends_and_saves_without_blocking_frames() {
         "the saved file",
         |app| !app.is_busy(),
     );
-    assert_eq!(harness.state().saved_files(), std::slice::from_ref(&out));
+    assert_eq!(harness.state().saved_files().last(), Some(&out));
     let saved = image::open(&out).unwrap();
     assert_eq!(
         (saved.width(), saved.height()),
@@ -152,6 +286,205 @@ fn network_style_previews_blends_and_saves_without_blocking_frames() {
         .messages()
         .iter()
         .any(|(_, m)| m.contains("refusing to overwrite")));
+}
+
+/// Every control in the panels shows a tooltip when hovered, enabled or not (disabled ones say
+/// why they are disabled).
+#[test]
+fn every_control_has_a_tooltip() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = photo(dir.path());
+    let model = dir.path().join("net.safetensors");
+    random_model(&model, 3);
+    let style = style_image(dir.path());
+    let mut harness = harness(options(dir.path(), None));
+    harness.state_mut().open_photo(photo);
+    step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
+        app.has_photo()
+    });
+    // A blend of two images shows the weight sliders; the model makes the network tile.
+    harness
+        .state_mut()
+        .add_user_styles(vec![model, style.clone()]);
+    let second = dir.path().join("second-style.png");
+    std::fs::copy(&style, &second).unwrap();
+    harness.state_mut().add_user_styles(vec![second.clone()]);
+    harness.state_mut().pick_style(&style, true);
+    harness.get_by_label("Advanced").click_accesskit();
+    harness.run_steps(4);
+    harness.get_by_label("Reset controls");
+
+    // The menu bar's File / View / Help open menus; everything else is a control.
+    let menus = ["File", "View", "Help"];
+    let interactive = [
+        Role::Button,
+        Role::CheckBox,
+        Role::Slider,
+        Role::SpinButton,
+        Role::TextInput,
+        Role::RadioButton,
+        Role::DisclosureTriangle,
+    ];
+    let controls: Vec<(Role, String)> = harness
+        .query_all_by(|node| interactive.contains(&node.role()))
+        .map(|node| {
+            let label = node.accesskit_node().label().unwrap_or_default();
+            (node.accesskit_node().role(), label)
+        })
+        .filter(|(_, label)| !menus.contains(&label.as_str()))
+        .collect();
+    assert!(controls.len() >= 40, "found only {controls:?}");
+    let mut missing = Vec::new();
+    for (index, (role, label)) in controls.iter().enumerate() {
+        let node = harness
+            .query_all_by(|n| n.role() == *role && n.label().unwrap_or_default() == *label)
+            .nth(
+                controls[..index]
+                    .iter()
+                    .filter(|(r, l)| r == role && l == label)
+                    .count(),
+            )
+            .map(|n| n.rect());
+        let Some(rect) = node else { continue };
+        harness.hover_at(rect.center());
+        harness.run_steps(4);
+        if harness.query_by_role(Role::Tooltip).is_none() {
+            missing.push(format!("{role:?} {label:?}"));
+        }
+        harness.remove_cursor();
+        harness.run_steps(2);
+    }
+    assert!(missing.is_empty(), "no tooltip on: {missing:?}");
+}
+
+/// A file dropped on the window, as the windowing integration would report it.
+#[derive(Debug)]
+struct Dropped(PathBuf);
+
+impl eframe::egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+/// Bad input never crashes or loses work: a readable message, and the open photo stays.
+#[test]
+fn bad_input_gives_readable_messages_and_keeps_the_photo() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = photo(dir.path());
+    let mut harness = harness(options(dir.path(), None));
+    harness.state_mut().open_photo(photo.clone());
+    step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
+        app.has_photo()
+    });
+    let has_message = |harness: &Harness<'_, AtelierApp>, needle: &str| {
+        harness
+            .state()
+            .messages()
+            .iter()
+            .any(|(_, m)| m.contains(needle))
+    };
+
+    // A corrupt image dropped on the window.
+    let corrupt = dir.path().join("corrupt.jpg");
+    std::fs::write(&corrupt, b"\xff\xd8\xff\xe0 this is not really a JPEG").unwrap();
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(corrupt.clone())));
+    step_until(
+        &mut harness,
+        Duration::from_secs(20),
+        "the corrupt-photo message",
+        |app| !app.is_busy(),
+    );
+    harness.step();
+    assert!(
+        has_message(&harness, "Cannot open the photo"),
+        "{:?}",
+        harness.state().messages()
+    );
+    assert!(
+        status(&harness).contains("corrupt.jpg"),
+        "{}",
+        status(&harness)
+    );
+    assert!(harness.state().has_photo(), "the open photo stays");
+
+    // An enormous image (the header claims 100000×100000).
+    let huge = dir.path().join("huge.png");
+    std::fs::write(&huge, png_header_only(100_000, 100_000)).unwrap();
+    harness.state_mut().open_photo(huge);
+    step_until(
+        &mut harness,
+        Duration::from_secs(20),
+        "the huge-photo message",
+        |app| !app.is_busy(),
+    );
+    assert!(
+        has_message(&harness, "megapixels"),
+        "{:?}",
+        harness.state().messages()
+    );
+    assert!(harness.state().has_photo());
+
+    // A file that is not a model, named like one.
+    let bogus = dir.path().join("bogus.safetensors");
+    std::fs::write(&bogus, b"definitely not safetensors").unwrap();
+    harness.state_mut().add_user_styles(vec![bogus]);
+    step_until(
+        &mut harness,
+        Duration::from_secs(30),
+        "the failed job",
+        |app| !app.is_busy(),
+    );
+    harness.step();
+    assert!(
+        has_message(&harness, "Preview failed"),
+        "{:?}",
+        harness.state().messages()
+    );
+    assert!(
+        status(&harness).contains("bogus.safetensors"),
+        "{}",
+        status(&harness)
+    );
+
+    // Save into a folder that does not exist: refused before any rendering.
+    let model = dir.path().join("ok.safetensors");
+    random_model(&model, 1);
+    harness.state_mut().add_user_styles(vec![model]);
+    step_until(&mut harness, Duration::from_secs(60), "a result", |app| {
+        !app.is_busy() && app.shown_image().is_some()
+    });
+    harness
+        .state_mut()
+        .save_to(dir.path().join("no-such-folder").join("out.png"));
+    harness.step();
+    // A folder that takes no files (Linux: /proc): refused the same way, in plain words.
+    #[cfg(target_os = "linux")]
+    {
+        harness
+            .state_mut()
+            .save_to(PathBuf::from("/proc/atelier-test-output.png"));
+        harness.step();
+        assert!(
+            has_message(&harness, "cannot write in /proc ("),
+            "{:?}",
+            harness.state().messages()
+        );
+    }
+    assert!(
+        has_message(&harness, "does not exist"),
+        "{:?}",
+        harness.state().messages()
+    );
+    assert!(!harness.state().is_busy(), "no render started");
+    assert!(harness.state().shown_image().is_some(), "the result stays");
 }
 
 #[test]
@@ -238,4 +571,33 @@ fn gatys_previews_stream_while_frames_stay_fast_and_the_recipe_round_trips() {
         app.controls().steps == 3
     });
     assert!((harness.state().controls().strength - 0.5).abs() < 1e-3);
+
+    // Esc cancels a long run mid-way; the last picture stays on the canvas.
+    step_until(
+        &mut harness,
+        Duration::from_secs(300),
+        "the restored preview",
+        |app| !app.is_busy(),
+    );
+    let previews = harness.state().previews_received();
+    harness.state_mut().update_controls(|c| c.steps = 400);
+    step_until(
+        &mut harness,
+        Duration::from_secs(120),
+        "a preview of the long run",
+        |app| app.job_running() && app.previews_received() > previews,
+    );
+    harness.key_press(Key::Escape);
+    step_until(
+        &mut harness,
+        Duration::from_secs(60),
+        "the cancellation",
+        |app| !app.is_busy(),
+    );
+    assert!(
+        status(&harness).starts_with("Cancelled"),
+        "{}",
+        status(&harness)
+    );
+    assert!(harness.state().shown_image().is_some());
 }

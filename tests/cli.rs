@@ -7,6 +7,11 @@ use image::{Rgb, RgbImage};
 
 const VGG: &str = "../shared/models/vgg16-features.safetensors";
 
+// Included by path so this test does not depend on a shared tests/common/mod.rs.
+#[path = "common/png.rs"]
+mod png_fixture;
+use png_fixture::png_header_only;
+
 fn atelier(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atelier"))
         .args(args)
@@ -175,6 +180,40 @@ fn network_method_writes_the_result() {
     assert_eq!(json["width"], 45);
     let img = image::open(&out).unwrap();
     assert_eq!((img.width(), img.height()), (45, 31));
+
+    // --preserve-color works with the network too: the photo's colours come back.
+    let kept = dir.path().join("kept.png");
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--method",
+        "network",
+        "--style",
+        s(&style_dir),
+        "--preserve-color",
+        "-o",
+        s(&kept),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let kept = image::open(&kept).unwrap().to_rgb8();
+    let original = image::open(&photo).unwrap().to_rgb8();
+    let chroma = |p: &image::Rgb<u8>| {
+        let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
+        (
+            0.596 * r - 0.274 * g - 0.322 * b,
+            0.211 * r - 0.523 * g + 0.312 * b,
+        )
+    };
+    let gap: f32 = kept
+        .pixels()
+        .zip(original.pixels())
+        .map(|(a, b)| {
+            let ((ia, qa), (ib, qb)) = (chroma(a), chroma(b));
+            (ia - ib).abs() + (qa - qb).abs()
+        })
+        .sum::<f32>()
+        / (45.0 * 31.0);
+    assert!(gap < 6.0, "mean chroma gap {gap}");
 }
 
 #[test]
@@ -227,38 +266,4 @@ fn optimize_reports_json_and_writes_previews() {
     assert!(out.exists());
     assert!(previews.join("preview-00002.png").exists());
     assert!(previews.join("preview-00004.png").exists());
-}
-
-/// A PNG whose header claims the given size, with almost no pixel data: enough to test size limits.
-fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    png.extend_from_slice(&13u32.to_be_bytes());
-    png.extend_from_slice(&ihdr);
-    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
-    // A first data chunk, so the decoder gets past the header; the pixels themselves are absent.
-    for chunk in [&b"IDAT\x78\x9c\x03\x00"[..], &b"IEND"[..]] {
-        png.extend_from_slice(&((chunk.len() - 4) as u32).to_be_bytes());
-        png.extend_from_slice(chunk);
-        png.extend_from_slice(&crc32(chunk).to_be_bytes());
-    }
-    png
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }

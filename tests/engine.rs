@@ -170,6 +170,7 @@ fn failures_are_events_not_crashes() {
         method: Method::Network {
             model: PathBuf::from("no/such/model.safetensors"),
             size: None,
+            preserve_color: false,
         },
         strength: 1.0,
     });
@@ -184,6 +185,7 @@ fn failures_are_events_not_crashes() {
         method: Method::Network {
             model: PathBuf::from("whatever"),
             size: None,
+            preserve_color: false,
         },
         strength: 2.0,
     });
@@ -210,6 +212,7 @@ fn network_job_runs_and_blends_with_strength() {
             method: Method::Network {
                 model: model.clone(),
                 size: None,
+                preserve_color: false,
             },
             strength,
         });
@@ -223,4 +226,58 @@ fn network_job_runs_and_blends_with_strength() {
     assert_eq!(*full.image, *full.stylized);
     let none = run(0.0);
     assert_eq!(*none.image, *content);
+}
+
+#[test]
+fn network_job_preserves_the_photos_colours_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.safetensors");
+    TransformerNet::random(&candle_core::Device::Cpu, 5)
+        .unwrap()
+        .save_safetensors(&model, candle_core::DType::F32, Default::default())
+        .unwrap();
+    let engine = Engine::cpu();
+    let content = Arc::new(gradient_image(33, 27));
+    let run = |preserve_color: bool| {
+        let id = engine.submit(Job {
+            content: content.clone(),
+            method: Method::Network {
+                model: model.clone(),
+                size: None,
+                preserve_color,
+            },
+            strength: 1.0,
+        });
+        match events_until_done(&engine, id, Duration::from_secs(60)).pop() {
+            Some(Event::Finished { output, .. }) => output.stylized,
+            _ => panic!("network job did not finish"),
+        }
+    };
+    // Mean YIQ chroma distance to the photo.
+    let chroma_gap = |image: &RgbImage| {
+        let iq = |p: &Rgb<u8>| {
+            let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
+            (
+                0.596 * r - 0.274 * g - 0.322 * b,
+                0.211 * r - 0.523 * g + 0.312 * b,
+            )
+        };
+        let total: f32 = image
+            .pixels()
+            .zip(content.pixels())
+            .map(|(a, b)| {
+                let ((ia, qa), (ib, qb)) = (iq(a), iq(b));
+                (ia - ib).abs() + (qa - qb).abs()
+            })
+            .sum();
+        total / (image.width() * image.height()) as f32
+    };
+    let kept = run(true);
+    let free = run(false);
+    assert_eq!(kept.dimensions(), (33, 27));
+    assert!(chroma_gap(&kept) < 6.0, "chroma gap {}", chroma_gap(&kept));
+    assert!(
+        chroma_gap(&free) > chroma_gap(&kept),
+        "the plain network changes the colours more"
+    );
 }

@@ -226,6 +226,19 @@ fn split_rect(rect: Rect, x: f32) -> (Rect, Rect) {
     )
 }
 
+/// A small hint in the bottom-left corner of `area`.
+pub fn hint(ui: &egui::Ui, area: Rect, text: &str) {
+    let painter = ui.painter_at(area);
+    badge(
+        &painter,
+        area.left_bottom() + Vec2::new(8.0, -8.0),
+        egui::Align2::LEFT_BOTTOM,
+        text,
+        egui::FontId::proportional(12.0),
+        Color32::from_black_alpha(140),
+    );
+}
+
 /// White text on a filled rounded box, anchored at `pos`.
 pub(super) fn badge(
     painter: &egui::Painter,

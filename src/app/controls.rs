@@ -61,7 +61,7 @@ impl Default for Controls {
             preserve_color: false,
             preview_size: 320,
             steps: 100,
-            preview_every: 5,
+            preview_every: 1,
             seed: 0,
             save_max_side: 2048,
             jpeg_quality: 92,
@@ -188,32 +188,45 @@ impl Controls {
                 "How much of the style to apply: 0 is the photo, 1 the full stylisation. \
                  Instant: it re-blends the current result.",
             );
+        // Both methods honour it (luminance-only transfer), so it stays enabled for the network.
+        ui.checkbox(&mut self.preserve_color, "Preserve colours")
+            .on_hover_text(
+                "Keep the photo's colours and take only the style's brushwork and light \
+                 (luminance-only transfer; works with both methods).",
+            );
 
         let optimizing = self.method == MethodChoice::Optimize;
         ui.add_enabled_ui(optimizing, |ui| {
-            ui.add(
-                egui::Slider::new(&mut self.style_weight, 0.01..=1000.0)
-                    .logarithmic(true)
-                    .text("Style weight"),
-            )
-            .on_hover_text("How strongly the result must match the painting's textures (β).");
-            ui.add(
-                egui::Slider::new(&mut self.content_weight, 0.01..=100.0)
-                    .logarithmic(true)
-                    .text("Content weight"),
-            )
-            .on_hover_text("How strongly the result must keep the photo's structure (α).");
-            ui.add(
-                egui::Slider::new(&mut self.tv_weight, 0.0..=10.0)
-                    .logarithmic(true)
-                    .smallest_positive(0.0001)
-                    .text("Smoothness (TV)"),
-            )
-            .on_hover_text("Total-variation weight: higher gives smoother, less noisy results.");
-            ui.checkbox(&mut self.preserve_color, "Preserve colours")
-                .on_hover_text("Keep the photo's colours and take only the painting's textures.");
-            ui.add(egui::Slider::new(&mut self.steps, 1..=500).text("Steps"))
-                .on_hover_text("Optimisation steps (more converge further but take longer).");
+            let slider = egui::Slider::new(&mut self.style_weight, 0.01..=1000.0)
+                .logarithmic(true)
+                .text("Style weight");
+            tip(
+                ui.add(slider),
+                "How strongly the result must match the painting's textures (β).",
+                OPTIMISE_ONLY,
+            );
+            let slider = egui::Slider::new(&mut self.content_weight, 0.01..=100.0)
+                .logarithmic(true)
+                .text("Content weight");
+            tip(
+                ui.add(slider),
+                "How strongly the result must keep the photo's structure (α).",
+                OPTIMISE_ONLY,
+            );
+            let slider = egui::Slider::new(&mut self.tv_weight, 0.0..=10.0)
+                .logarithmic(true)
+                .smallest_positive(0.0001)
+                .text("Smoothness (TV)");
+            tip(
+                ui.add(slider),
+                "Total-variation weight: higher gives smoother, less noisy results.",
+                OPTIMISE_ONLY,
+            );
+            tip(
+                ui.add(egui::Slider::new(&mut self.steps, 1..=500).text("Steps")),
+                "Optimisation steps (more converge further but take longer).",
+                OPTIMISE_ONLY,
+            );
         });
         ui.add(
             egui::Slider::new(&mut self.preview_size, PREVIEW_SIZE_RANGE)
@@ -233,17 +246,27 @@ impl Controls {
                          brush strokes and shapes. 0 leaves a layer out.",
                     );
                     for (name, weight) in STYLE_LAYERS.iter().zip(self.layer_weights.iter_mut()) {
-                        ui.add(egui::Slider::new(weight, 0.0..=2.0).text(*name))
-                            .on_hover_text(format!("Relative weight of the style loss at {name}."));
+                        tip(
+                            ui.add(egui::Slider::new(weight, 0.0..=2.0).text(*name)),
+                            &format!("Relative weight of the style loss at {name}."),
+                            OPTIMISE_ONLY,
+                        );
                     }
-                    ui.add(
-                        egui::Slider::new(&mut self.preview_every, 1..=50).text("Preview every"),
-                    )
-                    .on_hover_text("Show a preview every this many steps.");
+                    tip(
+                        ui.add(
+                            egui::Slider::new(&mut self.preview_every, 1..=50)
+                                .text("Preview every"),
+                        ),
+                        "Show a preview every this many steps.",
+                        OPTIMISE_ONLY,
+                    );
                     ui.horizontal(|ui| {
                         ui.label("Seed");
-                        ui.add(egui::DragValue::new(&mut self.seed))
-                            .on_hover_text("Random seed (noise initialisation, tie-breaks).");
+                        tip(
+                            ui.add(egui::DragValue::new(&mut self.seed)),
+                            "Random seed (noise initialisation, tie-breaks).",
+                            OPTIMISE_ONLY,
+                        );
                     });
                 });
                 if ui
@@ -253,9 +276,23 @@ impl Controls {
                 {
                     *self = Controls::default();
                 }
-            });
+            })
+            .header_response
+            .on_hover_text("Per-layer style weights, preview rate, seed, reset.");
         self.change_since(&before)
     }
+}
+
+/// Why the optimisation-only controls are greyed out.
+const OPTIMISE_ONLY: &str = "Only the Optimise method uses this; the Network method runs a \
+                             trained model as it is.";
+
+/// A tooltip that also shows on a disabled control, with the reason it is disabled (egui hides
+/// ordinary tooltips there, which leaves a greyed-out control unexplained).
+pub(super) fn tip(response: egui::Response, text: &str, disabled_because: &str) -> egui::Response {
+    response
+        .on_hover_text(text)
+        .on_disabled_hover_text(format!("{text}\n\n{disabled_because}"))
 }
 
 #[cfg(test)]

@@ -180,7 +180,9 @@ impl Gallery {
                 );
             }
         }
-        if entry.model.is_some() {
+        // The badge marks a network whose tile shows a picture; without one the tile says NET.
+        let has_picture = matches!(thumbnail, Some(Thumbnail::Ready(_)));
+        if entry.model.is_some() && has_picture {
             let badge = egui::pos2(image_rect.right() - 4.0, image_rect.top() + 4.0);
             super::canvas::badge(
                 &painter,

@@ -7,13 +7,15 @@
 
 pub mod canvas;
 pub mod controls;
+pub mod frames;
 pub mod gallery;
 pub mod persistence;
 pub mod progress;
 pub mod shortcuts;
 pub mod tasks;
+pub mod wake;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ use crate::styles::{self, FileKind, StyleEntry};
 use crate::stylize::gatys::{StyleImage, MAX_SIZE};
 use canvas::{Canvas, CanvasImages};
 use controls::{ControlChange, Controls, MethodChoice, SLOW_SAVE_SIDE, STYLE_LAYERS};
+pub use frames::FrameStats;
 use gallery::{Gallery, GalleryAction, SelectedStyle};
 use persistence::Persisted;
 use progress::{JobProgress, JobPurpose, Toasts};
@@ -61,11 +64,16 @@ impl Default for AppOptions {
     }
 }
 
-/// Opens the window; returns when it is closed. `ATELIER_RENDERER=glow` picks the OpenGL
-/// renderer instead of wgpu (useful under Xvfb or on old drivers).
+/// Opens the window; returns when it is closed. `ATELIER_RENDERER=glow` or `wgpu` overrides
+/// the renderer.
 pub fn run(photo: Option<PathBuf>) -> Result<(), eframe::Error> {
     let renderer = match std::env::var("ATELIER_RENDERER").ok().as_deref() {
         Some("glow") | Some("gl") => eframe::Renderer::Glow,
+        Some("wgpu") => eframe::Renderer::Wgpu,
+        // OpenGL on Linux: where Mesa's software rasteriser draws (VMs, remote desktops, Xvfb),
+        // wgpu's GL path cost about 5x the CPU per frame of glow (117 vs 21 ms measured under
+        // Xvfb), CPU the engine needs. Elsewhere wgpu uses the native API.
+        _ if cfg!(target_os = "linux") => eframe::Renderer::Glow,
         _ => eframe::Renderer::Wgpu,
     };
     let native_options = eframe::NativeOptions {
@@ -121,57 +129,16 @@ struct PendingSave {
 enum NotReady {
     /// Style images are still loading; try again shortly.
     Waiting,
+    /// No photo or no style yet: the status line already says what to do.
+    Idle(String),
     /// Something the user must fix, in words.
     Problem(String),
-}
-
-/// Time spent in [`eframe::App::ui`] per frame, overall and while a job runs.
-#[derive(Debug, Clone, Default)]
-pub struct FrameStats {
-    recent: VecDeque<Duration>,
-    pub frames_during_job: usize,
-    pub max_during_job: Duration,
-    pub total_during_job: Duration,
-}
-
-impl FrameStats {
-    const WINDOW: usize = 120;
-
-    fn record(&mut self, took: Duration, job_running: bool) {
-        if self.recent.len() == Self::WINDOW {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(took);
-        if job_running {
-            self.frames_during_job += 1;
-            self.max_during_job = self.max_during_job.max(took);
-            self.total_during_job += took;
-        }
-    }
-
-    pub fn mean_during_job(&self) -> Duration {
-        if self.frames_during_job == 0 {
-            Duration::ZERO
-        } else {
-            self.total_during_job / self.frames_during_job as u32
-        }
-    }
-
-    /// Mean and max of the last frames.
-    pub fn recent(&self) -> (Duration, Duration) {
-        let max = self.recent.iter().copied().max().unwrap_or_default();
-        let mean = if self.recent.is_empty() {
-            Duration::ZERO
-        } else {
-            self.recent.iter().sum::<Duration>() / self.recent.len() as u32
-        };
-        (mean, max)
-    }
 }
 
 pub struct AtelierApp {
     ctx: egui::Context,
     engine: Engine,
+    events: wake::EngineEvents,
     tasks: Tasks,
     options: AppOptions,
     vgg: Result<PathBuf, String>,
@@ -185,13 +152,26 @@ pub struct AtelierApp {
     loading_styles: HashSet<PathBuf>,
     shown: Option<Shown>,
     running: Option<(JobId, JobProgress)>,
+    /// How the last job or save ended (or why none could start), for the status line.
+    outcome: Option<(progress::Level, String)>,
     restart_at: Option<Instant>,
     pending_save: Option<PendingSave>,
     save_path_text: String,
     writes_in_flight: usize,
+    /// Time in `ui()` per frame.
     frame_stats: FrameStats,
+    /// Whole frames (ui, tessellation, painting) as eframe reports them, one frame late.
+    whole_frames: FrameStats,
+    frame_log: Option<frames::FrameLog>,
+    /// Draw frames back to back (`ATELIER_REPAINT_CONTINUOUSLY=1`): the frame log's intervals
+    /// are then whole frame times, rasterising and presenting included.
+    repaint_continuously: bool,
+    /// Pictures sent to textures this frame (for the frame log).
+    uploads: usize,
     show_help: bool,
     show_frame_times: bool,
+    /// A native file dialog is up (its thread reports back when it closes).
+    dialog_open: bool,
     /// Counters for tests and the debug overlay.
     previews_received: usize,
     finished_jobs: usize,
@@ -207,9 +187,13 @@ impl AtelierApp {
         };
         let persisted = Persisted::load(storage);
         let vgg = crate::nn::hub::resolve_vgg(options.vgg.as_deref()).map_err(|e| e.to_string());
+        // In the background: on a machine with few cores the UI must win the CPU when it draws.
+        let engine = Engine::new_background(crate::engine::best_device());
+        let events = wake::EngineEvents::forward(engine.events(), &cc.egui_ctx);
         let mut app = Self {
             ctx: cc.egui_ctx.clone(),
-            engine: Engine::new(crate::engine::best_device()),
+            engine,
+            events,
             tasks: Tasks::new(cc.egui_ctx.clone()),
             vgg,
             gallery: Gallery::default(),
@@ -221,6 +205,7 @@ impl AtelierApp {
             loading_styles: HashSet::new(),
             shown: None,
             running: None,
+            outcome: None,
             restart_at: None,
             pending_save: None,
             save_path_text: persisted
@@ -230,7 +215,13 @@ impl AtelierApp {
                 .unwrap_or_default(),
             writes_in_flight: 0,
             frame_stats: FrameStats::default(),
+            whole_frames: FrameStats::default(),
+            frame_log: frames::FrameLog::from_env(),
+            uploads: 0,
+            repaint_continuously: std::env::var_os("ATELIER_REPAINT_CONTINUOUSLY")
+                .is_some_and(|v| !v.is_empty() && v != "0"),
             show_help: false,
+            dialog_open: false,
             // F12 toggles it; the variable turns it on from the start (for measurements).
             show_frame_times: std::env::var_os("ATELIER_FRAME_TIMES").is_some(),
             previews_received: 0,
@@ -239,10 +230,8 @@ impl AtelierApp {
             persisted,
             options,
         };
+        // A missing VGG is explained in the controls panel (and when a job needs it).
         app.reload_gallery();
-        if let Err(message) = &app.vgg {
-            app.toasts.status(message.clone());
-        }
         if let Some(photo) = app.options.photo.clone() {
             app.open_photo(photo);
         }
@@ -253,6 +242,7 @@ impl AtelierApp {
 
     /// Starts decoding `path` in the background; the canvas shows it when ready.
     pub fn open_photo(&mut self, path: PathBuf) {
+        self.outcome = None;
         self.loading_photo = Some(path.clone());
         self.remember_folder(&path);
         self.tasks
@@ -298,7 +288,7 @@ impl AtelierApp {
             self.persisted.controls.method = MethodChoice::Network;
             if additive && !selection.is_empty() {
                 self.toasts
-                    .status("Trained networks cannot be blended; using the one you picked.");
+                    .info("Trained networks cannot be blended; using the one you picked.");
             }
             *selection = vec![SelectedStyle {
                 key: key.to_path_buf(),
@@ -359,13 +349,16 @@ impl AtelierApp {
         }
         let format = match OutputFormat::from_path(&path, self.persisted.controls.jpeg_quality) {
             Ok(f) => f,
-            Err(e) => return self.toasts.error(e.to_string()),
+            Err(e) => return self.fail(e.to_string()),
         };
         let style_files: Vec<PathBuf> = self.selected_files();
         let mut inputs: Vec<&Path> = vec![photo.path.as_path()];
         inputs.extend(style_files.iter().map(PathBuf::as_path));
         if let Err(e) = imaging::ensure_not_an_input(&path, &inputs) {
-            return self.toasts.error(e.to_string());
+            return self.fail(e.to_string());
+        }
+        if let Err(message) = tasks::check_writable(&path) {
+            return self.fail(format!("Cannot save: {message}"));
         }
         let full_side = self.save_side(photo);
         let photo_dims = photo.original.dimensions();
@@ -407,6 +400,10 @@ impl AtelierApp {
 
     pub fn cancel(&mut self) {
         if self.running.is_some() || self.pending_save.is_some() {
+            if self.running.is_none() {
+                // A Save still waiting for its style images: no engine event will say so.
+                self.outcome = Some((progress::Level::Info, "Save cancelled.".into()));
+            }
             self.engine.cancel();
             self.pending_save = None;
             self.restart_at = None;
@@ -452,6 +449,34 @@ impl AtelierApp {
         self.toasts.messages()
     }
 
+    /// The before/after split is on.
+    pub fn compare_on(&self) -> bool {
+        self.canvas.compare
+    }
+
+    /// The canvas zoom in percent.
+    pub fn zoom_percent(&self) -> f32 {
+        self.canvas.zoom_percent()
+    }
+
+    /// The status line as shown (for tests).
+    pub fn status_line(&self) -> (progress::Level, String) {
+        let opening = self
+            .loading_photo
+            .as_ref()
+            .map(|p| p.file_name().unwrap_or(p.as_os_str()).to_string_lossy());
+        progress::status_line(&progress::StatusInputs {
+            opening: opening.as_deref(),
+            has_photo: self.photo.is_some(),
+            has_style: !self.persisted.selection.is_empty(),
+            running: self.running.as_ref().map(|(_, p)| p),
+            preparing_save: self.pending_save.is_some(),
+            writing: self.writes_in_flight,
+            restart_pending: self.restart_at.is_some(),
+            outcome: self.outcome.as_ref(),
+        })
+    }
+
     pub fn gallery_entries(&self) -> &[StyleEntry] {
         &self.gallery.entries
     }
@@ -491,7 +516,12 @@ impl AtelierApp {
         }
     }
 
-    fn open_dialog(&self, purpose: DialogPurpose) {
+    fn open_dialog(&mut self, purpose: DialogPurpose) {
+        // One native dialog at a time: a second Ctrl+O would stack another window.
+        if self.dialog_open {
+            return;
+        }
+        self.dialog_open = true;
         let folder = self.persisted.last_folder.clone();
         let file_name = self
             .default_save_path()
@@ -520,19 +550,29 @@ impl AtelierApp {
 
     /// Longer side of the Save render.
     fn save_side(&self, photo: &Photo) -> u32 {
-        let side = photo.original.width().max(photo.original.height());
+        let (w, h) = photo.original.dimensions();
         match self.persisted.controls.method {
-            MethodChoice::Optimize => side
+            MethodChoice::Optimize => w
+                .max(h)
                 .min(self.persisted.controls.save_max_side)
                 .min(MAX_SIZE),
-            MethodChoice::Network => side,
+            // The engine caps the network's input for memory.
+            MethodChoice::Network => crate::stylize::network::network_side(w, h, None),
         }
     }
 
     fn schedule_restart(&mut self) {
+        self.outcome = None;
         if self.photo.is_some() || self.loading_photo.is_some() {
             self.restart_at = Some(Instant::now() + self.options.debounce);
         }
+    }
+
+    /// An error that ends what the user asked for: a toast now, and the status line until the
+    /// next action.
+    fn fail(&mut self, message: String) {
+        self.outcome = Some((progress::Level::Error, message.clone()));
+        self.toasts.error(message);
     }
 
     fn apply_control_change(&mut self, change: ControlChange) {
@@ -546,7 +586,7 @@ impl AtelierApp {
     /// Builds the job for `purpose` from the current photo, selection and controls.
     fn build_job(&mut self, purpose: JobPurpose) -> Result<(Job, u32), NotReady> {
         let Some(photo) = &self.photo else {
-            return Err(NotReady::Problem("Open a photo to begin.".into()));
+            return Err(NotReady::Idle("open a photo first.".into()));
         };
         let controls = &self.persisted.controls;
         let (content, side) = match purpose {
@@ -566,9 +606,7 @@ impl AtelierApp {
             .filter_map(|s| self.gallery.entry(&s.key).map(|e| (e.clone(), s.weight)))
             .collect();
         if entries.is_empty() {
-            return Err(NotReady::Problem(
-                "Pick a style in the gallery (or add one with “Add…”).".into(),
-            ));
+            return Err(NotReady::Idle("pick a style in the gallery first.".into()));
         }
         let method = match controls.method {
             MethodChoice::Network => {
@@ -583,7 +621,11 @@ impl AtelierApp {
                     JobPurpose::Preview => Some(side),
                     JobPurpose::Save => None,
                 };
-                Method::Network { model, size }
+                Method::Network {
+                    model,
+                    size,
+                    preserve_color: controls.preserve_color,
+                }
             }
             MethodChoice::Optimize => {
                 let vgg = self.vgg.clone().map_err(NotReady::Problem)?;
@@ -646,10 +688,7 @@ impl AtelierApp {
 
     fn submit(&mut self, job: Job, purpose: JobPurpose, side: u32) -> JobId {
         let id = self.engine.submit(job);
-        self.toasts.status(match purpose {
-            JobPurpose::Preview => format!("Rendering a {side} px preview…"),
-            JobPurpose::Save => format!("Rendering at full size ({side} px)…"),
-        });
+        self.outcome = None;
         self.running = Some((id, JobProgress::new(purpose, side)));
         id
     }
@@ -673,9 +712,9 @@ impl AtelierApp {
                 }
             }
             Err(NotReady::Waiting) => {}
-            Err(NotReady::Problem(message)) => {
+            Err(NotReady::Idle(message) | NotReady::Problem(message)) => {
                 self.pending_save = None;
-                self.toasts.error(format!("Cannot save: {message}"));
+                self.fail(format!("Cannot save: {message}"));
             }
         }
     }
@@ -705,15 +744,17 @@ impl AtelierApp {
                 self.restart_at = Some(now + Duration::from_millis(50));
                 ctx.request_repaint_after(Duration::from_millis(50));
             }
+            Err(NotReady::Idle(_)) => self.restart_at = None,
             Err(NotReady::Problem(message)) => {
+                // Not a toast: it repeats on every control change until the user fixes it.
                 self.restart_at = None;
-                self.toasts.status(message);
+                self.outcome = Some((progress::Level::Error, message));
             }
         }
     }
 
     fn drain_engine(&mut self) {
-        while let Ok(event) = self.engine.events().try_recv() {
+        while let Some(event) = self.events.try_recv() {
             let Some((id, progress)) = &mut self.running else {
                 continue;
             };
@@ -751,9 +792,9 @@ impl AtelierApp {
                     self.running = None;
                     if purpose == JobPurpose::Save {
                         self.pending_save = None;
-                        self.toasts.error(format!("Save failed: {message}"));
+                        self.fail(format!("Save failed: {message}"));
                     } else {
-                        self.toasts.error(message);
+                        self.fail(format!("Preview failed: {message}"));
                     }
                 }
                 Event::Cancelled { .. } => {
@@ -762,7 +803,10 @@ impl AtelierApp {
                         self.pending_save = None;
                     }
                     if self.restart_at.is_none() {
-                        self.toasts.status("Cancelled.");
+                        self.outcome = Some((
+                            progress::Level::Info,
+                            "Cancelled. Change a control or pick a style to render again.".into(),
+                        ));
                     }
                 }
             }
@@ -773,9 +817,20 @@ impl AtelierApp {
         let stats = &output.stats;
         match purpose {
             JobPurpose::Preview => {
-                self.toasts.status(format!(
-                    "Preview {}×{} done in {:.1} s ({} steps).",
-                    stats.width, stats.height, stats.seconds, stats.steps
+                self.outcome = Some((
+                    progress::Level::Info,
+                    format!(
+                        "Preview {}×{} done in {:.1} s{}. Save (Ctrl+S) renders the full size.",
+                        stats.width,
+                        stats.height,
+                        stats.seconds,
+                        // The network has no steps to count.
+                        if stats.steps > 1 {
+                            format!(" ({} steps)", stats.steps)
+                        } else {
+                            String::new()
+                        }
+                    ),
                 ));
                 self.show_stylized(output.stylized, Some(output.content), true);
             }
@@ -783,10 +838,20 @@ impl AtelierApp {
                 let Some(pending) = self.pending_save.take() else {
                     return;
                 };
-                self.toasts.status(format!(
-                    "Full-size render {}×{} done in {:.1} s; writing…",
-                    stats.width, stats.height, stats.seconds
-                ));
+                if let Some(photo) = &self.photo {
+                    let (w, h) = photo.original.dimensions();
+                    let network = self.persisted.controls.method == MethodChoice::Network;
+                    if network && stats.width.max(stats.height) < w.max(h) {
+                        // The network caps its input for memory; say so rather than surprise.
+                        self.toasts.info(format!(
+                            "Saved at {}×{} instead of {w}×{h}: the network runs on at most \
+                             {} megapixels at once.",
+                            stats.width,
+                            stats.height,
+                            crate::stylize::network::MAX_NETWORK_PIXELS / 1_000_000
+                        ));
+                    }
+                }
                 self.write_render(
                     output.stylized,
                     output.content,
@@ -845,11 +910,12 @@ impl AtelierApp {
         let (w, h) = stylized.dimensions();
         let content = content.unwrap_or_else(|| match &self.shown {
             Some(shown) if shown.content.dimensions() == (w, h) => shown.content.clone(),
-            _ => Arc::new(imaging::resize_exact(&photo.working, w, h)),
+            _ => Arc::new(tasks::display_resize(&photo.working, w, h)),
         });
         let blended = imaging::blend(&stylized, &content, self.persisted.controls.strength)
             .unwrap_or_else(|_| (*stylized).clone());
         let color = tasks::to_color_image(&blended);
+        self.uploads += 1;
         let texture = match self.shown.take() {
             Some(mut shown) => {
                 shown.texture.set(color, egui::TextureOptions::LINEAR);
@@ -874,6 +940,7 @@ impl AtelierApp {
                 &shown.content,
                 self.persisted.controls.strength,
             ) {
+                self.uploads += 1;
                 shown.texture.set(
                     tasks::to_color_image(&blended),
                     egui::TextureOptions::LINEAR,
@@ -989,8 +1056,7 @@ impl AtelierApp {
                     let texture =
                         ctx.load_texture("photo", loaded.display, egui::TextureOptions::LINEAR);
                     let (w, h) = loaded.original.dimensions();
-                    self.toasts
-                        .status(format!("Opened {} ({w}×{h}).", loaded.path.display()));
+                    tracing::info!("opened {} ({w}×{h})", loaded.path.display());
                     self.photo = Some(Photo {
                         path: loaded.path,
                         original: loaded.original,
@@ -1020,11 +1086,16 @@ impl AtelierApp {
                 }
                 TaskResult::Saved { path } => {
                     self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
-                    self.toasts.info(format!("Saved {}", path.display()));
+                    let message = format!("Saved {}", path.display());
+                    self.outcome = Some((progress::Level::Info, message.clone()));
+                    self.toasts.info(message);
                     self.saved_files.push(path);
                 }
                 TaskResult::Recipe(recipe) => self.apply_recipe(*recipe),
-                TaskResult::Picked { purpose, paths } => self.dialog_picked(purpose, paths),
+                TaskResult::Picked { purpose, paths } => {
+                    self.dialog_open = false;
+                    self.dialog_picked(purpose, paths);
+                }
                 TaskResult::Failed { what, key, message } => match what {
                     "thumbnail" => self.gallery.thumbnail_failed(key),
                     "style image" => {
@@ -1042,12 +1113,15 @@ impl AtelierApp {
                         if self.loading_photo.as_ref() == Some(&key) {
                             self.loading_photo = None;
                         }
-                        self.toasts
-                            .error(format!("Cannot open the photo: {message}"));
+                        self.fail(format!("Cannot open the photo: {message}"));
                     }
                     "save" => {
                         self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
-                        self.toasts.error(format!("Save failed: {message}"));
+                        self.fail(format!("Save failed: {message}"));
+                    }
+                    "file dialog" => {
+                        self.dialog_open = false;
+                        self.toasts.error(message);
                     }
                     _ => self.toasts.error(message),
                 },
@@ -1210,10 +1284,15 @@ impl AtelierApp {
                 {
                     self.canvas.compare = compare;
                 }
-                ui.checkbox(&mut self.show_frame_times, "Frame times (F12)");
+                ui.checkbox(&mut self.show_frame_times, "Frame times (F12)")
+                    .on_hover_text("Show how long frames take, in the status bar");
             });
             ui.menu_button("Help", |ui| {
-                if ui.button("Keyboard shortcuts").clicked() {
+                if ui
+                    .button("Keyboard shortcuts")
+                    .on_hover_text("List the keys and mouse gestures")
+                    .clicked()
+                {
                     self.show_help = true;
                     ui.close();
                 }
@@ -1255,26 +1334,35 @@ impl AtelierApp {
             lower.ends_with(".jpg") || lower.ends_with(".jpeg")
         };
         let controls = &mut self.persisted.controls;
-        ui.add_enabled(
-            is_jpeg,
-            egui::Slider::new(&mut controls.jpeg_quality, 50..=100).text("JPEG quality"),
-        )
-        .on_hover_text("JPEG quality (higher is larger and sharper); used for .jpg files.");
+        controls::tip(
+            ui.add_enabled(
+                is_jpeg,
+                egui::Slider::new(&mut controls.jpeg_quality, 50..=100).text("JPEG quality"),
+            ),
+            "JPEG quality (higher is larger and sharper).",
+            "Used when the Save path ends in .jpg or .jpeg.",
+        );
         let optimizing = controls.method == MethodChoice::Optimize;
-        ui.add_enabled(
-            optimizing,
-            egui::Slider::new(&mut controls.save_max_side, 256..=MAX_SIZE)
-                .logarithmic(true)
-                .text("Save size"),
-        )
-        .on_hover_text(
-            "Longest side of the saved optimisation render (capped at the photo's size). \
-             The Network method always renders the full photo.",
+        controls::tip(
+            ui.add_enabled(
+                optimizing,
+                egui::Slider::new(&mut controls.save_max_side, 256..=MAX_SIZE)
+                    .logarithmic(true)
+                    .text("Save size"),
+            ),
+            "Longest side of the saved optimisation render (capped at the photo's size).",
+            "The Network method always renders the full photo.",
         );
         if let Some(photo) = &self.photo {
             let side = self.save_side(photo);
+            let photo_side = photo.original.width().max(photo.original.height());
             let note = if optimizing && side > SLOW_SAVE_SIDE {
                 format!("Saves at {side} px: slow on a CPU (minutes).")
+            } else if side < photo_side && !optimizing {
+                format!(
+                    "Saves at {side} px: the network runs on at most {} megapixels.",
+                    crate::stylize::network::MAX_NETWORK_PIXELS / 1_000_000
+                )
             } else {
                 format!("Saves at {side} px.")
             };
@@ -1282,18 +1370,21 @@ impl AtelierApp {
         }
         ui.horizontal(|ui| {
             let can_save = self.photo.is_some() && !self.persisted.selection.is_empty();
-            if ui
-                .add_enabled(can_save, egui::Button::new("Save"))
-                .on_hover_text("Render at full resolution and write the file above (Ctrl+S)")
-                .clicked()
-            {
+            let why_not = "Open a photo and pick a style first.";
+            let save = controls::tip(
+                ui.add_enabled(can_save, egui::Button::new("Save")),
+                "Render at full resolution and write the file above (Ctrl+S)",
+                why_not,
+            );
+            if save.clicked() {
                 self.save_clicked();
             }
-            if ui
-                .add_enabled(can_save, egui::Button::new("Save as…"))
-                .on_hover_text("Choose where to save (Ctrl+Shift+S)")
-                .clicked()
-            {
+            let save_as = controls::tip(
+                ui.add_enabled(can_save, egui::Button::new("Save as…")),
+                "Choose where to save (Ctrl+Shift+S)",
+                why_not,
+            );
+            if save_as.clicked() {
                 self.open_dialog(DialogPurpose::SaveAs);
             }
             if ui
@@ -1319,30 +1410,39 @@ impl AtelierApp {
             });
         }
         ui.horizontal(|ui| {
-            match &self.toasts.status {
-                Some((progress::Level::Error, text)) => {
+            match self.status_line() {
+                (progress::Level::Error, text) => {
                     ui.colored_label(ui.visuals().error_fg_color, text);
                 }
-                Some((_, text)) => {
+                (_, text) => {
                     ui.label(text);
-                }
-                None => {
-                    ui.weak("Open a photo (Ctrl+O), pick a style, then Save (Ctrl+S).");
                 }
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                if self.photo.is_some() {
+                if let Some(photo) = &self.photo {
                     ui.weak(format!("{:.0} %", self.canvas.zoom_percent()))
-                        .on_hover_text("Zoom (0: fit, 1: actual size, +/-: zoom)");
+                        .on_hover_text("Zoom (0 or F: fit, 1: actual size, +/-: zoom)");
+                    let (w, h) = photo.original.dimensions();
+                    let name = photo.path.file_name().unwrap_or(photo.path.as_os_str());
+                    ui.weak(format!("{} · {w}×{h}", name.to_string_lossy()))
+                        .on_hover_text(photo.path.display().to_string());
                 }
                 if self.show_frame_times {
-                    let (mean, max) = self.frame_stats.recent();
+                    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                    let (ui_mean, ui_max) = self.frame_stats.recent();
+                    let (mean, max) = self.whole_frames.recent();
                     ui.weak(format!(
-                        "frame {:.1} ms (max {:.1}; during jobs max {:.1})",
-                        mean.as_secs_f64() * 1e3,
-                        max.as_secs_f64() * 1e3,
-                        self.frame_stats.max_during_job.as_secs_f64() * 1e3
-                    ));
+                        "frame {:.1} ms (max {:.1}; during jobs max {:.1}) · ui {:.1} ms (max {:.1})",
+                        ms(mean),
+                        ms(max),
+                        ms(self.whole_frames.max_during_job),
+                        ms(ui_mean),
+                        ms(ui_max),
+                    ))
+                    .on_hover_text(
+                        "Whole frames (ui, tessellation, painting; the last 120) and the time \
+                         in the app's own ui code. F12 hides this.",
+                    );
                 }
             });
         });
@@ -1386,9 +1486,13 @@ impl AtelierApp {
                     show_before,
                 };
                 let response = self.canvas.show(ui, &images);
-                if self.shown.is_some() && !self.canvas.compare {
-                    response.on_hover_text_at_pointer(
-                        "Wheel: zoom · drag: pan · double-click: fit · C: before/after split · hold Space: photo",
+                if response.hovered() {
+                    // A hint in the corner, not a tooltip over the picture being judged.
+                    canvas::hint(
+                        ui,
+                        response.rect,
+                        "Wheel: zoom · drag: pan · double-click: fit · C: before/after split · \
+                         hold Space: photo",
                     );
                 }
             }
@@ -1466,8 +1570,22 @@ impl AtelierApp {
 }
 
 impl eframe::App for AtelierApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
         let started = Instant::now();
+        self.uploads = 0;
+        let sched = self
+            .frame_log
+            .as_ref()
+            .and_then(|_| frames::SchedTimes::now());
+        // eframe's time for the whole previous frame; that frame ran with the same job state
+        // in all but its last frame.
+        let previous_frame = frame.info().cpu_usage;
+        if let Some(seconds) = previous_frame {
+            self.whole_frames.record(
+                Duration::from_secs_f32(seconds.max(0.0)),
+                self.running.is_some(),
+            );
+        }
         let ctx = ui.ctx().clone();
         self.handle_tasks(&ctx);
         self.drain_engine();
@@ -1497,11 +1615,18 @@ impl eframe::App for AtelierApp {
         self.drop_overlay(&ctx);
 
         let job_running = self.running.is_some();
-        if job_running || self.writes_in_flight > 0 || self.pending_save.is_some() {
-            // The engine does not wake the UI: poll its channel at ~30 fps while it works.
-            ctx.request_repaint_after(Duration::from_millis(30));
+        if self.repaint_continuously {
+            ctx.request_repaint();
+        } else if job_running {
+            // Events wake the UI; this only ticks the elapsed time on the progress bar (or
+            // polls, where events cannot wake it).
+            let tick = if self.events.needs_polling { 50 } else { 1000 };
+            ctx.request_repaint_after(Duration::from_millis(tick));
         }
         self.frame_stats.record(started.elapsed(), job_running);
+        if let Some(log) = &mut self.frame_log {
+            log.frame(started, sched, previous_frame, job_running, self.uploads);
+        }
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

@@ -123,6 +123,17 @@ pub fn shrink_to(image: &RgbImage, max_side: u32) -> RgbImage {
     }
 }
 
+/// Resizes for display on the UI thread: area averaging when shrinking, which is several times
+/// cheaper than the Catmull-Rom filter used for rendering (that one cost a 60 ms frame when the
+/// first preview arrived). The finished result brings the engine's own photo copy.
+pub fn display_resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    if width <= image.width() && height <= image.height() {
+        image::imageops::thumbnail(image, width, height)
+    } else {
+        crate::imaging::resize_exact(image, width, height)
+    }
+}
+
 pub fn load_photo(path: PathBuf) -> TaskResult {
     match crate::imaging::load_rgb(&path) {
         Ok(original) => {
@@ -171,18 +182,87 @@ pub fn load_thumbnail(path: PathBuf) -> TaskResult {
     }
 }
 
+/// Checks that `path`'s folder exists and takes new files, before minutes of rendering are
+/// spent on a Save that cannot be written (the write itself stays atomic and checks again).
+pub fn check_writable(path: &std::path::Path) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("the folder {} does not exist", dir.display()));
+    }
+    if path.is_dir() {
+        return Err(format!("{} is a folder", path.display()));
+    }
+    tempfile::Builder::new()
+        .prefix(".atelier-probe-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| {
+            // The kind only: the error itself names the probe file, which means nothing to users.
+            let why = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                std::io::ErrorKind::ReadOnlyFilesystem => "read-only file system".to_string(),
+                std::io::ErrorKind::StorageFull => "the disk is full".to_string(),
+                std::io::ErrorKind::NotFound => "files cannot be created there".to_string(),
+                other => other.to_string(),
+            };
+            format!("cannot write in {} ({why})", dir.display())
+        })
+}
+
+/// What to say when no native file dialog can be shown.
+const NO_DIALOG: &str = "No file dialog is available on this system (it needs the XDG desktop \
+     portal over D-Bus, or `zenity`). Drop files on the window instead, pass the photo on the \
+     command line, or type the output path in the Save field.";
+
+/// A dialog that comes back empty sooner than this did not show (nobody cancels that fast).
+const DIALOG_FAILED_WITHIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Why no dialog can open, when that is known beforehand: rfd asks the XDG portal over the
+/// D-Bus session bus and falls back to `zenity`; with neither it returns nothing, exactly like
+/// a cancelled dialog, so the user would see nothing happen.
+fn dialog_unavailable() -> bool {
+    if !cfg!(all(unix, not(target_os = "macos"))) || on_path("zenity") {
+        return false;
+    }
+    let bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("XDG_RUNTIME_DIR")
+            .is_some_and(|dir| std::path::Path::new(&dir).join("bus").exists());
+    !bus
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
 /// Opens a native file dialog (on this background thread, so the UI keeps drawing).
 pub fn run_dialog(
     purpose: DialogPurpose,
     folder: Option<PathBuf>,
     file_name: Option<String>,
 ) -> TaskResult {
-    let images = crate::styles::IMAGE_EXTENSIONS;
-    let styles_and_models: Vec<&str> = images
-        .iter()
-        .chain(crate::styles::MODEL_EXTENSIONS.iter())
-        .copied()
-        .collect();
+    let failed = || TaskResult::Failed {
+        what: "file dialog",
+        key: PathBuf::new(),
+        message: NO_DIALOG.into(),
+    };
+    if dialog_unavailable() {
+        return failed();
+    }
+    let opened = std::time::Instant::now();
+    // Both cases: the zenity fallback matches extensions case-sensitively (PHOTO.JPG).
+    let any_case = |extensions: &[&str]| -> Vec<String> {
+        extensions
+            .iter()
+            .flat_map(|e| [e.to_string(), e.to_ascii_uppercase()])
+            .collect()
+    };
+    let images = any_case(&crate::styles::IMAGE_EXTENSIONS);
+    let mut styles_and_models = images.clone();
+    styles_and_models.extend(any_case(&crate::styles::MODEL_EXTENSIONS));
     let mut dialog = rfd::FileDialog::new();
     if let Some(folder) = folder.filter(|f| f.is_dir()) {
         dialog = dialog.set_directory(folder);
@@ -196,7 +276,7 @@ pub fn run_dialog(
             .collect(),
         DialogPurpose::AddStyles => dialog
             .set_title("Add style images or trained models")
-            .add_filter("Style images and models", &styles_and_models[..])
+            .add_filter("Style images and models", &styles_and_models)
             .pick_files()
             .unwrap_or_default(),
         DialogPurpose::SaveAs => {
@@ -205,18 +285,24 @@ pub fn run_dialog(
             }
             dialog
                 .set_title("Save the stylised photo")
-                .add_filter("PNG (keeps the recipe)", &["png"])
-                .add_filter("JPEG", &["jpg", "jpeg"])
+                .add_filter("PNG (keeps the recipe)", &any_case(&["png"]))
+                .add_filter("JPEG", &any_case(&["jpg", "jpeg"]))
                 .save_file()
                 .into_iter()
                 .collect()
         }
         DialogPurpose::LoadRecipe => dialog
             .set_title("Load the recipe of a PNG saved by Atelier")
-            .add_filter("PNG", &["png"])
+            .add_filter("PNG", &any_case(&["png"]))
             .pick_file()
             .into_iter()
             .collect(),
     };
+    let no_fallback =
+        cfg!(all(unix, not(target_os = "macos"))) && !on_path("zenity") && paths.is_empty();
+    if no_fallback && opened.elapsed() < DIALOG_FAILED_WITHIN {
+        // The portal refused at once (no portal service on the bus) and there is no zenity.
+        return failed();
+    }
     TaskResult::Picked { purpose, paths }
 }

@@ -185,6 +185,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
             Method::Network {
                 model: resolve_model(&args.styles[0])?,
                 size: args.size,
+                preserve_color: args.preserve_color,
             }
         }
         MethodArg::Optimize => {

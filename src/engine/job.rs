@@ -20,8 +20,13 @@ pub enum Method {
         config: GatysConfig,
     },
     /// One pass of a trained feed-forward network. `size` is the longer side to run at
-    /// (`None`: the photo's own size, capped for memory).
-    Network { model: PathBuf, size: Option<u32> },
+    /// (`None`: the photo's own size, capped for memory); `preserve_color` keeps the photo's
+    /// chrominance and takes only the network's luminance.
+    Network {
+        model: PathBuf,
+        size: Option<u32>,
+        preserve_color: bool,
+    },
 }
 
 impl Method {

@@ -4,6 +4,7 @@
 
 mod event;
 mod job;
+mod priority;
 mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,13 +35,28 @@ pub struct Engine {
 impl Engine {
     /// Starts the worker on `device`.
     pub fn new(device: Device) -> Self {
+        Self::start(device, false)
+    }
+
+    /// Like [`Engine::new`], with the worker and the compute threads it starts at a lower
+    /// scheduling priority, for interactive callers whose own threads must stay responsive.
+    pub fn new_background(device: Device) -> Self {
+        Self::start(device, true)
+    }
+
+    fn start(device: Device, background: bool) -> Self {
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
         let cancel_below = Arc::new(AtomicU64::new(0));
         let worker = worker::Worker::new(device, command_rx, event_tx, cancel_below.clone());
         let thread = std::thread::Builder::new()
             .name("atelier-engine".into())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                if background {
+                    priority::lower_current_thread();
+                }
+                worker.run()
+            })
             .ok();
         if thread.is_none() {
             tracing::error!("could not start the engine thread");

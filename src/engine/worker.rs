@@ -20,7 +20,7 @@ use crate::nn::transformer::TransformerNet;
 use crate::nn::vgg::Vgg;
 use crate::stylize::cache::FeatureCache;
 use crate::stylize::gatys::{self, Observer, StepUpdate};
-use crate::stylize::network;
+use crate::stylize::{color, network};
 
 /// A loaded file, remembered with the modification time it was loaded at.
 struct Loaded<T> {
@@ -157,7 +157,11 @@ impl Worker {
                     },
                 )
             }
-            Method::Network { model, size } => {
+            Method::Network {
+                model,
+                size,
+                preserve_color,
+            } => {
                 self.send(Event::Started {
                     job: id,
                     total_steps: 1,
@@ -172,7 +176,12 @@ impl Worker {
                 } else {
                     imaging::resize_longer_side(&job.content, side)
                 };
-                let stylized = network::stylize(&net, &content, &self.device)?;
+                let mut stylized = network::stylize(&net, &content, &self.device)?;
+                if *preserve_color {
+                    // Luminance-only transfer, as the optimisation does it: the network paints
+                    // the brightness, the photo keeps its colours.
+                    stylized = color::keep_photo_colors(&stylized, &content);
+                }
                 self.send(Event::Progress {
                     job: id,
                     step: 1,

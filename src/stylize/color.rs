@@ -63,6 +63,14 @@ pub fn recombine(styled: &RgbImage, colors: &RgbImage) -> RgbImage {
     })
 }
 
+/// Colour preservation after the fact, for a result made without it (a trained network): the
+/// result's luminance, shifted and scaled to the photo's tonal range as the optimisation does
+/// with the style image, under the photo's chrominance. Without the matching, a dark or
+/// high-contrast result clips the photo's colours away.
+pub fn keep_photo_colors(styled: &RgbImage, photo: &RgbImage) -> RgbImage {
+    recombine(&matched_luminance(styled, photo), photo)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
