@@ -420,3 +420,51 @@ fn real_vgg16_file() {
     assert!(values.iter().all(|v| v.is_finite()));
     assert!(values.iter().any(|&v| v > 0.0));
 }
+
+#[test]
+fn tape_backward_matches_autograd() {
+    // Random weights at odd sizes: every layer, pool and ReLU mask in play, features taken
+    // at several depths (one of them also feeding deeper layers).
+    let vgg = Vgg::random(VggArch::Vgg16, &Device::Cpu, 3).unwrap();
+    let layers = names(&["relu1_2", "relu2_1", "relu3_3", "relu4_2"]);
+    let mut rng = StdRng::seed_from_u64(9);
+    let normal = Normal::new(0f32, 1.0).unwrap();
+    let pixels = (test_image(37, 29) * 200.0).unwrap();
+
+    let reference = Var::from_tensor(&pixels).unwrap();
+    let feats = vgg.features(reference.as_tensor(), &layers).unwrap();
+    let mut weights = HashMap::new();
+    let mut loss: Option<Tensor> = None;
+    for name in &layers {
+        let f = &feats[name];
+        let n = f.elem_count();
+        let r: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+        let r = Tensor::from_vec(r, f.dims(), &Device::Cpu).unwrap();
+        let term = (f * &r).unwrap().sum_all().unwrap();
+        loss = Some(match loss {
+            Some(l) => (l + term).unwrap(),
+            None => term,
+        });
+        weights.insert(name.clone(), r);
+    }
+    let grads = loss.unwrap().backward().unwrap();
+    let expected = grads.get(reference.as_tensor()).unwrap();
+
+    let tape = vgg.forward_tape(&pixels, &layers).unwrap();
+    for name in &layers {
+        assert!(max_abs_diff(&tape.features()[name], &feats[name]) < 1e-4);
+    }
+    let got = vgg.backward(&tape, &weights).unwrap().unwrap();
+    let scale = expected
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = max_abs_diff(&got, expected);
+    assert!(
+        diff <= 1e-5 * scale.max(1e-6),
+        "diff {diff} (scale {scale})"
+    );
+}

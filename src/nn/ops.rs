@@ -134,6 +134,87 @@ fn conv2d_stock(
     }
 }
 
+/// dL/dx of `y = conv2d_fused(x, w, ·, params)` for `x` of shape `x_dims`, given dL/dy (with
+/// the ReLU mask already applied when the layer has one). For callers that run a fixed
+/// network's backward pass themselves (see `Vgg::backward`) instead of through autograd.
+pub fn conv2d_input_grad(
+    grad_y: &Tensor,
+    w: &Tensor,
+    x_dims: (usize, usize, usize, usize),
+    params: ConvParams,
+    prepared: Option<&Arc<PreparedWeights>>,
+) -> Result<Tensor> {
+    let (batch, c_in, h, wd) = x_dims;
+    let (c_out, _, kh, kw) = w.dims4()?;
+    let params = ConvParams {
+        relu: false,
+        ..params
+    };
+    if !(custom_kernels_apply(grad_y) && w.dtype() == DType::F32) {
+        // conv is linear in x: the gradient of <conv(x), grad_y> at any x, here 0.
+        let x = candle_core::Var::zeros(x_dims, grad_y.dtype(), grad_y.device())?;
+        let y = conv2d_stock(x.as_tensor(), &w.detach(), None, params)?;
+        let grads = (y * grad_y.detach())?.sum_all()?.backward()?;
+        return grads
+            .get(x.as_tensor())
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg("conv2d: no input gradient".into()));
+    }
+    let shape = ConvShape {
+        batch,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        kh,
+        kw,
+    };
+    shape
+        .validate(&params)
+        .map_err(|e| candle_core::Error::Msg(format!("conv2d: {e}")))?;
+    grad_y.detach().contiguous()?.apply_op2_no_bwd(
+        &w.detach().contiguous()?,
+        &ConvInputGrad {
+            shape,
+            params,
+            prepared: prepared.cloned(),
+        },
+    )
+}
+
+/// The backward pass of a ReLU whose output is `y`: `(grad_y [+ extra]) · [y > 0]`. `extra` is
+/// a second gradient reaching the same output (a loss on that feature map).
+pub fn relu_backward(grad_y: &Tensor, y: &Tensor, extra: Option<&Tensor>) -> Result<Tensor> {
+    let grad = match extra {
+        Some(e) => (grad_y + e)?,
+        None => grad_y.clone(),
+    };
+    if custom_kernels_apply(&grad) {
+        grad.detach()
+            .contiguous()?
+            .apply_op2_no_bwd(&y.detach().contiguous()?, &ReluMask)
+    } else {
+        grad.mul(&y.gt(0f64)?.to_dtype(grad.dtype())?)
+    }
+}
+
+/// The backward pass of [`max_pool2x2`] at input `x`, given dL/dy.
+pub fn max_pool2x2_backward(x: &Tensor, grad_y: &Tensor) -> Result<Tensor> {
+    if custom_kernels_apply(x) {
+        return x
+            .detach()
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_y.detach().contiguous()?, &MaxPool2x2Backward);
+    }
+    let var = candle_core::Var::from_tensor(&x.detach())?;
+    let y = max_pool2x2_stock(var.as_tensor())?;
+    let grads = (y * grad_y.detach())?.sum_all()?.backward()?;
+    grads
+        .get(var.as_tensor())
+        .cloned()
+        .ok_or_else(|| candle_core::Error::Msg("max_pool2x2: no input gradient".into()))
+}
+
 /// Instance normalisation with affine parameters `weight`, `bias` of shape (C,), optionally
 /// followed by a ReLU, as PyTorch's `InstanceNorm2d(affine=True)` (biased variance; running
 /// statistics are not used).

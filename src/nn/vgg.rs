@@ -91,6 +91,42 @@ struct ConvLayer {
     prepared: Arc<ops::PreparedWeights>,
 }
 
+impl ConvLayer {
+    /// conv + bias + ReLU.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::conv2d_fused(
+            x,
+            &self.weight,
+            Some(&self.bias),
+            CONV_RELU,
+            false,
+            Some(&self.prepared),
+        )?)
+    }
+}
+
+/// What one forward pass of [`Vgg::forward_tape`] keeps for its backward pass.
+pub struct VggTape {
+    steps: Vec<TapeStep>,
+    features: HashMap<String, Tensor>,
+}
+
+struct TapeStep {
+    layer: usize,
+    input_dims: (usize, usize, usize, usize),
+    /// The layer's ReLU output (before its pool): the ReLU mask and the pool's argmax.
+    output: Tensor,
+    /// Whether the next layer read the pooled output.
+    pooled: bool,
+}
+
+impl VggTape {
+    /// The requested feature maps.
+    pub fn features(&self) -> &HashMap<String, Tensor> {
+        &self.features
+    }
+}
+
 /// The conv part of VGG16/VGG19 with its input normalisation.
 #[derive(Debug, Clone)]
 pub struct Vgg {
@@ -239,9 +275,104 @@ impl Vgg {
     }
 
     /// Activations of the requested ReLU layers for `pixels` (N, 3, H, W), f32 RGB in 0..255.
-    /// Stops after the deepest requested layer. Differentiable with respect to `pixels`; the
-    /// network's own weights never get a gradient.
+    /// Stops after the deepest requested layer. Differentiable with respect to `pixels` through
+    /// candle's autograd; the network's own weights never get a gradient. Losses that need the
+    /// gradient of many steps use [`Vgg::forward_tape`] and [`Vgg::backward`] instead, which
+    /// skip autograd's bookkeeping.
     pub fn features(&self, pixels: &Tensor, layers: &[String]) -> Result<HashMap<String, Tensor>> {
+        let Some(deepest) = self.deepest(pixels, layers)? else {
+            return Ok(HashMap::new());
+        };
+        let mut x = self.normalize(pixels)?;
+        let mut out = HashMap::new();
+        for (index, layer) in self.layers.iter().enumerate().take(deepest + 1) {
+            x = layer.forward(&x)?;
+            if layers.contains(&layer.relu_name) {
+                out.insert(layer.relu_name.clone(), x.clone());
+            }
+            if index < deepest && layer.pool_after {
+                x = ops::max_pool2x2(&x)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A forward pass without an autograd graph that keeps every activation [`Vgg::backward`]
+    /// needs. The features of `layers` are in [`VggTape::features`].
+    pub fn forward_tape(&self, pixels: &Tensor, layers: &[String]) -> Result<VggTape> {
+        let mut tape = VggTape {
+            steps: Vec::new(),
+            features: HashMap::new(),
+        };
+        let Some(deepest) = self.deepest(pixels, layers)? else {
+            return Ok(tape);
+        };
+        let mut x = self.normalize(&pixels.detach())?;
+        for (index, layer) in self.layers.iter().enumerate().take(deepest + 1) {
+            let y = layer.forward(&x)?;
+            if layers.contains(&layer.relu_name) {
+                tape.features.insert(layer.relu_name.clone(), y.clone());
+            }
+            let input = std::mem::replace(&mut x, y.clone());
+            if index < deepest && layer.pool_after {
+                x = ops::max_pool2x2(&y)?;
+            }
+            tape.steps.push(TapeStep {
+                layer: index,
+                input_dims: input.dims4()?,
+                output: y,
+                pooled: index < deepest && layer.pool_after,
+            });
+        }
+        Ok(tape)
+    }
+
+    /// dL/dpixels for the tape's input, given dL/dfeature for some of its feature layers: the
+    /// backward pass of [`Vgg::forward_tape`], run layer by layer with the conv kernels' own
+    /// input-gradient op.
+    pub fn backward(
+        &self,
+        tape: &VggTape,
+        feature_grads: &HashMap<String, Tensor>,
+    ) -> Result<Option<Tensor>> {
+        // Gradient with respect to the current step's output (after its pool, if any).
+        let mut grad: Option<Tensor> = None;
+        for step in tape.steps.iter().rev() {
+            let layer = &self.layers[step.layer];
+            let grad_y = match (grad.take(), step.pooled) {
+                (Some(g), true) => Some(ops::max_pool2x2_backward(&step.output, &g)?),
+                (g, _) => g,
+            };
+            let extra = feature_grads.get(&layer.relu_name);
+            let grad_y = match (grad_y, extra) {
+                (Some(g), e) => ops::relu_backward(&g, &step.output, e)?,
+                (None, Some(e)) => ops::relu_backward(e, &step.output, None)?,
+                // Nothing reaches this layer or any shallower one from here on.
+                (None, None) => continue,
+            };
+            grad = Some(ops::conv2d_input_grad(
+                &grad_y,
+                &layer.weight,
+                step.input_dims,
+                CONV_RELU,
+                Some(&layer.prepared),
+            )?);
+        }
+        // Through the input normalisation: pixels · mul + add.
+        grad.map(|g| g.broadcast_mul(&self.input_mul))
+            .transpose()
+            .map_err(Error::from)
+    }
+
+    /// Maps pixels in 0..255 to the network's input.
+    fn normalize(&self, pixels: &Tensor) -> Result<Tensor> {
+        Ok(pixels
+            .broadcast_mul(&self.input_mul)?
+            .broadcast_add(&self.input_add)?)
+    }
+
+    /// Index of the deepest of `layers`, after checking that `pixels` can go that deep.
+    fn deepest(&self, pixels: &Tensor, layers: &[String]) -> Result<Option<usize>> {
         let deepest = layers
             .iter()
             .map(|name| self.layer_index(name))
@@ -249,7 +380,7 @@ impl Vgg {
             .into_iter()
             .max();
         let Some(deepest) = deepest else {
-            return Ok(HashMap::new());
+            return Ok(None);
         };
         let (_, channels, h, w) = pixels.dims4().map_err(|_| {
             Error::invalid(format!(
@@ -273,28 +404,7 @@ impl Vgg {
                 self.layers[deepest].relu_name
             )));
         }
-
-        let mut x = pixels
-            .broadcast_mul(&self.input_mul)?
-            .broadcast_add(&self.input_add)?;
-        let mut out = HashMap::new();
-        for (index, layer) in self.layers.iter().enumerate().take(deepest + 1) {
-            x = ops::conv2d_fused(
-                &x,
-                &layer.weight,
-                Some(&layer.bias),
-                CONV_RELU,
-                false,
-                Some(&layer.prepared),
-            )?;
-            if layers.contains(&layer.relu_name) {
-                out.insert(layer.relu_name.clone(), x.clone());
-            }
-            if index < deepest && layer.pool_after {
-                x = ops::max_pool2x2(&x)?;
-            }
-        }
-        Ok(out)
+        Ok(Some(deepest))
     }
 
     /// Multiply-add FLOPs (2 per MAC) of the convs of a forward pass on an `h`×`w` image up to and

@@ -519,17 +519,33 @@ impl<'a> StyleProblem<'a> {
     }
 
     /// Loss terms at `x` and, when asked, the gradient of the total with respect to `x`.
+    ///
+    /// The VGG runs without an autograd graph ([`Vgg::forward_tape`]); the loss is built by
+    /// autograd from its feature maps taken as leaf variables, and [`Vgg::backward`] carries
+    /// their gradients back to the image. That skips autograd's per-node bookkeeping (a zeroed
+    /// gradient buffer and an addition for every activation), a third of a step's time.
     pub fn evaluate(&self, x: &Tensor, with_grad: bool) -> Result<(Losses, Option<Tensor>)> {
-        let var = if with_grad {
+        let tape = self.vgg.forward_tape(x, &self.layers)?;
+        let mut feature_vars: HashMap<String, Var> = HashMap::new();
+        let mut feats: HashMap<String, Tensor> = HashMap::new();
+        for (name, f) in tape.features() {
+            if with_grad {
+                let var = Var::from_tensor(f)?;
+                feats.insert(name.clone(), var.as_tensor().clone());
+                feature_vars.insert(name.clone(), var);
+            } else {
+                feats.insert(name.clone(), f.clone());
+            }
+        }
+        let image = if with_grad {
             Some(Var::from_tensor(x)?)
         } else {
             None
         };
-        let input = var
+        let input = image
             .as_ref()
             .map(|v| v.as_tensor().clone())
             .unwrap_or_else(|| x.detach());
-        let feats = self.vgg.features(&input, &self.layers)?;
         let missing = |l: &str| Error::invalid(format!("missing layer {l}"));
 
         let mut content_term: Option<Tensor> = None;
@@ -566,15 +582,21 @@ impl<'a> StyleProblem<'a> {
             tv: scalar(&tv_w)?,
             total: scalar(&total)?,
         };
-        let grad = match var {
-            Some(v) => {
+        let grad = match image {
+            Some(image) => {
                 let grads = total.backward()?;
-                Some(
-                    grads
-                        .get(v.as_tensor())
-                        .ok_or_else(|| Error::invalid("image received no gradient"))?
-                        .clone(),
-                )
+                let feature_grads: HashMap<String, Tensor> = feature_vars
+                    .iter()
+                    .filter_map(|(name, v)| Some((name.clone(), grads.get(v.as_tensor())?.clone())))
+                    .collect();
+                let through_vgg = self.vgg.backward(&tape, &feature_grads)?;
+                // The total-variation term reaches the image directly.
+                let direct = grads.get(image.as_tensor()).cloned();
+                match (through_vgg, direct) {
+                    (Some(a), Some(b)) => Some((a + b)?),
+                    (Some(g), None) | (None, Some(g)) => Some(g),
+                    (None, None) => return Err(Error::invalid("image received no gradient")),
+                }
             }
             None => None,
         };

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use image::RgbImage;
 
 use crate::error::{Error, Result};
@@ -26,16 +26,30 @@ pub struct LossWeights {
     pub tv: f64,
 }
 
-/// The weighted loss terms of one batch, as scalar tensors (still in the autograd graph).
+/// The weighted loss terms of one batch. `content` and `style` are values only; their gradient
+/// with respect to the styled images is carried by `vgg_gradient` (see [`PerceptualLoss::terms`]).
 pub struct LossTerms {
     pub content: Tensor,
     pub style: Tensor,
+    /// Still in the autograd graph of the styled images.
     pub tv: Tensor,
+    /// ⟨styled, d(content + style)/d styled⟩ with the gradient held constant: in the graph of
+    /// the styled images, its gradient is that of the content and style terms; its value means
+    /// nothing.
+    vgg_gradient: Tensor,
 }
 
 impl LossTerms {
-    pub fn total(&self) -> Result<Tensor> {
-        Ok(((&self.content + &self.style)? + &self.tv)?)
+    /// What to differentiate: its gradient with respect to the styled images is the gradient
+    /// of content + style + tv.
+    pub fn objective(&self) -> Result<Tensor> {
+        Ok((&self.vgg_gradient + &self.tv)?)
+    }
+
+    /// The value of content + style + tv.
+    pub fn total_value(&self) -> Result<f64> {
+        let sum = ((&self.content + &self.style)? + self.tv.detach())?;
+        Ok(f64::from(sum.to_scalar::<f32>()?))
     }
 }
 
@@ -124,7 +138,16 @@ impl PerceptualLoss {
             .get(&self.content_layer)
             .ok_or_else(|| missing(&self.content_layer))?
             .detach();
-        let features = self.vgg.features(styled, &self.layers)?;
+        // The VGG runs outside autograd (its own backward pass is much cheaper); the loss is
+        // built by autograd from the feature maps as leaf variables.
+        let tape = self.vgg.forward_tape(styled, &self.layers)?;
+        let mut vars = std::collections::HashMap::new();
+        let mut features = std::collections::HashMap::new();
+        for (name, f) in tape.features() {
+            let var = Var::from_tensor(f)?;
+            features.insert(name.clone(), var.as_tensor().clone());
+            vars.insert(name.clone(), var);
+        }
 
         let f = features
             .get(&self.content_layer)
@@ -149,10 +172,22 @@ impl PerceptualLoss {
         let tv = total_variation(styled)?.div(&photo_tv)?;
 
         let w = self.weights;
+        let content = (content * w.content)?;
+        let style = (style * w.style)?;
+        let grads = (&content + &style)?.backward()?;
+        let feature_grads = vars
+            .iter()
+            .filter_map(|(name, v)| Some((name.clone(), grads.get(v.as_tensor())?.clone())))
+            .collect();
+        let vgg_gradient = match self.vgg.backward(&tape, &feature_grads)? {
+            Some(g) => (styled * g.detach())?.sum_all()?,
+            None => styled.zeros_like()?.sum_all()?,
+        };
         Ok(LossTerms {
-            content: (content * w.content)?,
-            style: (style * w.style)?,
+            content: content.detach(),
+            style: style.detach(),
             tv: (tv * w.tv)?,
+            vgg_gradient,
         })
     }
 }

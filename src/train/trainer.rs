@@ -261,20 +261,21 @@ impl Trainer {
 
         let styled = self.network.forward(&photos)?;
         let terms = self.loss.terms(&photos, &styled)?;
-        let mut total = terms.total()?;
+        let mut objective = terms.objective()?;
         let mut adversarial = None;
         if let Some(adversary) = &self.adversary {
             let term = (adversary.net.generator_loss(&styled)? * recipe.adversarial_weight)?;
-            total = (total + &term)?;
+            objective = (objective + &term)?;
             adversarial = Some(term);
         }
         let scalar = |t: &Tensor| -> Result<f64> { Ok(f64::from(t.to_scalar::<f32>()?)) };
+        let adversarial = adversarial.as_ref().map(scalar).transpose()?.unwrap_or(0.0);
         let mut losses = TrainLosses {
             content: scalar(&terms.content)?,
             style: scalar(&terms.style)?,
             tv: scalar(&terms.tv)?,
-            adversarial: adversarial.as_ref().map(scalar).transpose()?.unwrap_or(0.0),
-            total: scalar(&total)?,
+            adversarial,
+            total: terms.total_value()? + adversarial,
             discriminator: 0.0,
         };
         if !losses.total.is_finite() {
@@ -284,7 +285,7 @@ impl Trainer {
                 losses.total
             )));
         }
-        let grads = total.backward()?;
+        let grads = objective.backward()?;
         self.network_params.step(&grads, &self.adam)?;
         drop(grads);
 

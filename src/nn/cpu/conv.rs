@@ -282,7 +282,11 @@ pub fn weight_grad(
     let (ho, wo) = s.out(p);
     let (bh, bw) = s.built(p);
     let out_plane = ho * wo;
-    assert_eq!(grad_y.len(), s.batch * s.c_out * out_plane, "conv weight grad: size");
+    assert_eq!(
+        grad_y.len(),
+        s.batch * s.c_out * out_plane,
+        "conv weight grad: size"
+    );
     let rows = AxisMap::new(forward_axis(s.h, bh, p));
     let cols = AxisMap::new(forward_axis(s.w, bw, p));
     let k = s.c_in * s.kh * s.kw;
@@ -409,7 +413,9 @@ fn run(
     {
         let input = BuiltInput::new(x_n, stored, &rows, &cols);
         match (method, plan.winograd) {
-            (Method::Winograd, Some(u)) => winograd::forward(&input, u, bias, relu, out_n, (ho, wo)),
+            (Method::Winograd, Some(u)) => {
+                winograd::forward(&input, u, bias, relu, out_n, (ho, wo))
+            }
             (Method::Scatter, _) => scatter_conv(
                 &input,
                 &permuted,
@@ -569,7 +575,9 @@ impl RowGeometry<'_> {
         let min_rows = self.kh + 3 * self.stride;
         let mut wc = self.wo;
         if min_rows * per_row * wc > EXPANDED_TILE_FLOATS {
-            wc = (EXPANDED_TILE_FLOATS / (min_rows * per_row)).max(16).min(self.wo);
+            wc = (EXPANDED_TILE_FLOATS / (min_rows * per_row))
+                .max(16)
+                .min(self.wo);
         }
         // Rows: as many as fit, but leave work for every thread.
         let fit_in = EXPANDED_TILE_FLOATS / (per_row * wc).max(1);

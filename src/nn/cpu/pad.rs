@@ -62,7 +62,7 @@ impl AxisMap {
                 let u = u as usize;
                 if plan.upsample {
                     (u / 2) as u32
-                } else if u % dilate == 0 {
+                } else if u.is_multiple_of(dilate) {
                     (u / dilate) as u32
                 } else {
                     ZERO

@@ -148,8 +148,12 @@ fn input_tile_row(input: &BuiltInput, c: usize, ty: usize, tw: usize, out: &mut 
         // Bᵀ over the six rows first (plain vector arithmetic along the row), then Bᵀ along
         // each row's tiles.
         {
-            let [d0, d1, d2, d3, d4, d5] = raw else { return };
-            let [r0, r1, r2, r3, r4, r5] = vert else { return };
+            let [d0, d1, d2, d3, d4, d5] = raw else {
+                return;
+            };
+            let [r0, r1, r2, r3, r4, r5] = vert else {
+                return;
+            };
             for i in 0..full {
                 let (a0, a1, a2, a3, a4, a5) = bt(d0[i], d1[i], d2[i], d3[i], d4[i], d5[i]);
                 r0[i] = a0;
