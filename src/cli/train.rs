@@ -80,6 +80,12 @@ pub struct TrainArgs {
     /// The style work's licence, e.g. "public domain".
     #[arg(long)]
     pub licence: Option<String>,
+    /// A further credit line for style.toml (repeatable).
+    #[arg(long = "credit")]
+    pub credits: Vec<String>,
+    /// The photo the thumbnail is painted from (default: the first training photo).
+    #[arg(long)]
+    pub thumbnail_photo: Option<PathBuf>,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -128,7 +134,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         title: args.title.clone(),
         year: args.year.clone(),
         licence: args.licence.clone(),
+        extra: args.credits.clone(),
     };
+    config.thumbnail_photo = args.thumbnail_photo.clone();
     config.validate()?;
 
     let session = TrainingSession::start(config, atelier::engine::best_device())

@@ -85,6 +85,9 @@ pub struct StyleCredits {
     pub title: Option<String>,
     pub year: Option<String>,
     pub licence: Option<String>,
+    /// Further credit lines for `style.toml` (e.g. the thumbnail photo's source).
+    #[serde(default)]
+    pub extra: Vec<String>,
 }
 
 /// One training run.
@@ -103,6 +106,9 @@ pub struct TrainConfig {
     /// Continue from the checkpoint in `output` instead of starting afresh.
     pub resume: bool,
     pub credits: StyleCredits,
+    /// The photo the exported thumbnail is painted from (default: the first training photo;
+    /// bundled styles use one that may be shipped).
+    pub thumbnail_photo: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -117,6 +123,7 @@ impl TrainConfig {
             checkpoint_every: 100,
             resume: false,
             credits: StyleCredits::default(),
+            thumbnail_photo: None,
         }
     }
 

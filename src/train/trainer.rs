@@ -95,11 +95,16 @@ impl TrainInputs {
         check_output_folder(&config.output, config.resume)?;
         let photos = Arc::new(PhotoSet::scan(&recipe.data)?);
         let works = load_style_works(&recipe.style, recipe.style_size)?;
-        let preview_photos = photos
+        let mut preview_photos: Vec<RgbImage> = photos
             .first_readable(PREVIEW_PHOTOS)?
             .iter()
             .map(|p| imaging::resize_longer_side(p, recipe.size))
             .collect();
+        if let Some(path) = &config.thumbnail_photo {
+            // The thumbnail is painted from the first preview photo.
+            let photo = imaging::load_rgb(path)?;
+            preview_photos.insert(0, imaging::resize_longer_side(&photo, recipe.size));
+        }
         let (style_paths, works) = works.into_iter().unzip();
         let checkpoint = if config.resume {
             let path = config.output.join(CHECKPOINT_NAME);
@@ -381,7 +386,9 @@ impl Trainer {
             title: credits.title.clone(),
             year: credits.year.clone(),
             licence: credits.licence.clone(),
-            credits: vec![export::vgg_credit(self.vgg_arch).to_string()],
+            credits: std::iter::once(export::vgg_credit(self.vgg_arch).to_string())
+                .chain(credits.extra.iter().cloned())
+                .collect(),
             training: Some(TrainingInfo {
                 iterations: Some(self.iteration),
                 size: Some(recipe.size),

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Trains the bundled styles in styles/ from public-domain paintings in ../shared/data/styles
+# (see ../shared/data/SOURCES.md). Run from the project root with a release build. Each run
+# resumes from its checkpoint if interrupted; finished styles are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ITERATIONS=${ITERATIONS:-2000}
+BIN=${BIN:-target/release/atelier}
+DATA=../shared/data
+
+# name | file | artist | title | year
+STYLES=(
+  "starry-night|starry-night.jpg|Vincent van Gogh|The Starry Night|1889"
+  "great-wave|great-wave.jpg|Katsushika Hokusai|The Great Wave off Kanagawa|c. 1831"
+  "the-scream|the-scream.jpg|Edvard Munch|The Scream|1893"
+  "composition-vii|composition-vii.jpg|Wassily Kandinsky|Composition VII|1913"
+  "water-lilies|water-lilies.jpg|Claude Monet|Water Lilies|1919"
+)
+ONLY=${ONLY:-}
+
+for entry in "${STYLES[@]}"; do
+  IFS='|' read -r name file artist title year <<<"$entry"
+  if [[ -n "$ONLY" && " $ONLY " != *" $name "* ]]; then
+    continue
+  fi
+  out=styles/$name
+  if [[ -f $out/style.toml && ! -f $out/checkpoint.safetensors ]]; then
+    echo "== $name: done already"
+    continue
+  fi
+  resume=()
+  [[ -f $out/checkpoint.safetensors ]] && resume=(--resume)
+  echo "== $name"
+  "$BIN" train --style "$DATA/styles/$file" --data "$DATA/train" -o "$out" \
+    --iterations "$ITERATIONS" --preview-every 250 --checkpoint-every 50 \
+    --name "$title" --artist "$artist" --title "$title" --year "$year" \
+    --licence "public domain" "${resume[@]}" \
+    --thumbnail-photo "$DATA/train/kodak-kodim21.jpg" \
+    --credit "Thumbnail: the model's painting of kodim21, Kodak Lossless True Color Image Suite (free to use with credit)"
+  # The checkpoint (weights in f32 and Adam state) is only needed to resume.
+  rm -f "$out/checkpoint.safetensors"
+done
