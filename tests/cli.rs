@@ -267,3 +267,76 @@ fn optimize_reports_json_and_writes_previews() {
     assert!(previews.join("preview-00002.png").exists());
     assert!(previews.join("preview-00004.png").exists());
 }
+
+#[test]
+fn score_ranks_a_photo_against_its_stylisation() {
+    if !Path::new(VGG).exists() {
+        eprintln!("skipping: {VGG} not found");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let photo = write_photo(dir.path(), "photo.png", 64, 48);
+    let style = dir.path().join("style.png");
+    RgbImage::from_fn(48, 48, |x, y| {
+        if (x / 4 + y / 4) % 2 == 0 {
+            Rgb([220, 40, 40])
+        } else {
+            Rgb([30, 30, 200])
+        }
+    })
+    .save(&style)
+    .unwrap();
+    let out = dir.path().join("out.png");
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        VGG,
+        "--size",
+        "48",
+        "--steps",
+        "20",
+        "-o",
+        s(&out),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let r = atelier(&[
+        "score",
+        s(&photo),
+        s(&out),
+        "--photo",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        VGG,
+        "--size",
+        "48",
+        "--json",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let loss = |i: usize, key: &str| rows[i][key].as_f64().unwrap();
+    // The photo is its own content target; the stylisation matches the style better.
+    assert_eq!(loss(0, "content_loss"), 0.0);
+    assert!(loss(1, "style_loss") < loss(0, "style_loss"), "{rows:?}");
+
+    let missing = dir.path().join("missing.png");
+    let r = atelier(&[
+        "score",
+        s(&missing),
+        "--photo",
+        s(&photo),
+        "--style",
+        s(&style),
+        "--vgg",
+        VGG,
+    ]);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("missing.png"), "{}", stderr(&r));
+}

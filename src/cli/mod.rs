@@ -1,6 +1,7 @@
 //! Command-line interface on top of the engine. With no subcommand it opens the desktop app.
 
 mod bench;
+mod score;
 mod stylize;
 mod train;
 
@@ -30,6 +31,8 @@ enum Command {
     Stylize(Box<stylize::StylizeArgs>),
     /// Train a feed-forward style from a painting (or a folder of works) on a folder of photos.
     Train(Box<train::TrainArgs>),
+    /// Score finished images with the optimisation method's losses (to compare methods).
+    Score(score::ScoreArgs),
     /// Measure the speed of the building blocks and print a table.
     Bench(bench::BenchArgs),
     /// Download the standard ImageNet VGG19 from the Hugging Face hub into the cache.
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stylize(args) => stylize::run(*args),
         Command::Train(args) => train::run(*args),
         Command::Bench(args) => bench::run(args),
+        Command::Score(args) => score::run(args),
         Command::FetchVgg { endpoint } => {
             let path = atelier::nn::hub::download_vgg19(endpoint.as_deref(), true)?;
             println!("{}", path.display());
