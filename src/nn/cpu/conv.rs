@@ -706,26 +706,56 @@ fn gemm_conv(
     tiles.par_iter().for_each(|tile| {
         let wc = tile.cols.len();
         let expanded_len = g.expanded_len(tile);
-        with_scratch(expanded_len + c_out * wc, |buf| {
-            let (expanded, res) = buf.split_at_mut(expanded_len);
+        // Rows per GEMM: one, unless the kernel is so small (a first layer's 3 input channels)
+        // that a GEMM per row would be dominated by call and packing overhead; then several
+        // rows' columns are laid side by side.
+        let group = if k <= SMALL_K {
+            (EXPANDED_TILE_FLOATS / ((k + c_out) * wc)).clamp(1, tile.rows.len())
+        } else {
+            1
+        };
+        let col_len = if group > 1 { k * group * wc } else { 0 };
+        with_scratch(expanded_len + col_len + c_out * group * wc, |buf| {
+            let (expanded, rest) = buf.split_at_mut(expanded_len);
+            let (col, res) = rest.split_at_mut(col_len);
             g.expand(tile, expanded);
-            for y in tile.rows.clone() {
+            let rows: Vec<usize> = tile.rows.clone().collect();
+            for ys in rows.chunks(group) {
+                let n = ys.len() * wc;
+                let b = if group > 1 {
+                    for (i, &y) in ys.iter().enumerate() {
+                        let m = g.row_matrix(expanded, tile, y);
+                        for q in 0..k {
+                            col[q * n + i * wc..][..wc]
+                                .copy_from_slice(&m.data[m.offset + q * wc..][..wc]);
+                        }
+                    }
+                    MatRef::row_major(col, 0, k, n, n)
+                } else {
+                    g.row_matrix(expanded, tile, ys[0])
+                };
                 sgemm(
                     MatRef::row_major(permuted, 0, c_out, k, k),
-                    g.row_matrix(expanded, tile, y),
+                    b,
                     res,
-                    wc,
+                    n,
                     false,
                 );
-                for (o, r) in res.chunks_exact(wc).enumerate() {
-                    // SAFETY: this tile alone writes these pixels of every output plane.
-                    let dst = unsafe { shared.slice(o * plane + y * g.wo + tile.cols.start, wc) };
-                    store_row(dst, r, bias.map_or(0.0, |b| b[o]), relu);
+                for (o, r) in res.chunks_exact(n).take(c_out).enumerate() {
+                    for (i, &y) in ys.iter().enumerate() {
+                        // SAFETY: this tile alone writes these pixels of every output plane.
+                        let dst =
+                            unsafe { shared.slice(o * plane + y * g.wo + tile.cols.start, wc) };
+                        store_row(dst, &r[i * wc..][..wc], bias.map_or(0.0, |b| b[o]), relu);
+                    }
                 }
             }
         });
     });
 }
+
+/// Column heights (c_in·kh·kw) up to which several output rows share one GEMM.
+const SMALL_K: usize = 64;
 
 /// `dst = act(src + bias)`.
 #[inline]
