@@ -132,14 +132,6 @@ pub fn forward(
     assert_eq!(x.len(), s.in_len(), "conv forward: input size");
     assert_eq!(weight.len(), s.weight_len(), "conv forward: weight size");
     let built = s.built(p);
-    let axis = |len, out_len| AxisPlan {
-        len,
-        pad: p.pad,
-        mode: p.mode,
-        upsample: p.upsample,
-        dilate: 1,
-        out_len,
-    };
     let local;
     let winograd = if s.uses_winograd(p.stride) {
         Some(match prepared {
@@ -155,8 +147,8 @@ pub fn forward(
         None
     };
     let plan = Plan {
-        rows: axis(s.h, built.0),
-        cols: axis(s.w, built.1),
+        rows: forward_axis(s.h, built.0, p),
+        cols: forward_axis(s.w, built.1, p),
         built,
         c_in: s.c_in,
         c_out: s.c_out,
@@ -251,7 +243,8 @@ pub fn input_grad(
         kw: s.kw,
         stride: 1,
         weight: &flipped,
-        winograd: if p.stride == 1 { winograd } else { None },
+        // Stride 1 on the zero-dilated gradient: Winograd applies whatever the forward stride.
+        winograd,
     };
     let grad_built = run(grad_y, s.batch, (ho, wo), &plan, None, false);
     let rows = AxisMap::new(forward_axis(s.h, bh, p));
