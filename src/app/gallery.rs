@@ -221,6 +221,7 @@ impl Gallery {
         let origin = match entry.origin {
             Origin::Bundled => "bundled",
             Origin::User => "added by you; right-click to remove",
+            Origin::Trained => "trained by you",
         };
         let mut tip = format!("{}\n{kind}, {origin}", entry.name);
         if let Some(description) = &entry.description {

@@ -496,7 +496,7 @@ impl AtelierApp {
 
     fn reload_gallery(&mut self) {
         let (entries, problems) =
-            styles::build_gallery(&self.options.styles_dir, &self.persisted.user_styles);
+            styles::build_gallery(&self.options.styles_dir, None, &self.persisted.user_styles);
         for problem in problems {
             self.toasts.error(format!("Style skipped: {problem}"));
         }
