@@ -169,7 +169,7 @@ fn a_new_style_trains_stops_resumes_and_lands_in_the_gallery() {
             .state_mut()
             .new_style_settings_mut()
             .effective_name(),
-        "stripes"
+        "Stripes"
     );
     // The name and the photo folder are typed into the panel.
     let name = harness.get_by_role_and_label(Role::TextInput, "Name");
@@ -348,4 +348,50 @@ fn closing_the_app_while_training_waits_for_a_checkpoint() {
     assert!(checkpoint.is_file());
     // Nothing runs any more: a second close goes ahead at once.
     assert!(!harness.state_mut().close_requested());
+}
+
+/// Every control of the panel shows a tooltip when hovered (greyed-out ones say why).
+#[test]
+fn every_control_of_the_panel_has_a_tooltip() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = photos(dir.path());
+    let painting = painting(dir.path());
+    let mut harness = harness(dir.path(), dir.path().join("no-vgg.safetensors"));
+    harness.state_mut().open_new_style();
+    harness
+        .state_mut()
+        .add_new_style_works(vec![painting, photos.clone()]);
+    harness.state_mut().new_style_settings_mut().photos = Some(photos);
+    harness.run_steps(4);
+    let panel = harness.state().new_style_panel().rect.expect("the panel");
+    let interactive = [
+        Role::Button,
+        Role::CheckBox,
+        Role::Slider,
+        Role::SpinButton,
+        Role::TextInput,
+        Role::DisclosureTriangle,
+    ];
+    let controls: Vec<(Role, String, eframe::egui::Rect)> = harness
+        .query_all_by(|node| interactive.contains(&node.role()))
+        .filter(|node| panel.contains_rect(node.rect()))
+        .map(|node| {
+            let label = node.accesskit_node().label().unwrap_or_default();
+            (node.accesskit_node().role(), label, node.rect())
+        })
+        // The window's close button is egui's own; the canvas's button lies under the window.
+        .filter(|(_, label, _)| !["", "Close window", "Open a photo…"].contains(&label.as_str()))
+        .collect();
+    assert!(controls.len() >= 12, "found only {controls:?}");
+    let mut missing = Vec::new();
+    for (role, label, rect) in &controls {
+        harness.hover_at(rect.center());
+        harness.run_steps(4);
+        if harness.query_by_role(Role::Tooltip).is_none() {
+            missing.push(format!("{role:?} {label:?}"));
+        }
+        harness.remove_cursor();
+        harness.run_steps(2);
+    }
+    assert!(missing.is_empty(), "no tooltip on: {missing:?}");
 }

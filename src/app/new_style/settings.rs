@@ -79,9 +79,22 @@ impl NewStyleSettings {
         self.works
             .first()
             .and_then(|p| p.file_stem())
-            .map(|s| s.to_string_lossy().replace(['-', '_'], " "))
+            .map(|s| title_case(&s.to_string_lossy().replace(['-', '_'], " ")))
             .unwrap_or_default()
     }
+}
+
+/// "great wave" → "Great Wave" (a file name read as a title).
+fn title_case(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or(String::new(), |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// [`DEFAULT_PHOTOS`] as an absolute path, when that folder exists.
@@ -105,7 +118,7 @@ mod tests {
             works: vec![PathBuf::from("/art/great_wave-kanagawa.jpg")],
             ..NewStyleSettings::default()
         };
-        assert_eq!(settings.effective_name(), "great wave kanagawa");
+        assert_eq!(settings.effective_name(), "Great Wave Kanagawa");
         settings.name = "  Wave ".into();
         assert_eq!(settings.effective_name(), "Wave");
     }

@@ -40,16 +40,13 @@ impl NewStylePanel {
             .open(&mut open)
             .collapsible(false)
             .resizable(true)
-            // Tall enough for the form, the progress and the preview without scrolling on a
-            // usual screen; smaller windows scroll.
-            .default_size(Vec2::new(WINDOW_WIDTH, WINDOW_HEIGHT))
+            // Tall enough for the form, or the progress and preview, on a usual screen (egui
+            // windows do not grow with scrolled content); a smaller one scrolls.
+            .vscroll(true)
+            .default_size(window_size(ctx))
             .default_pos(window_pos(ctx))
             .show(ctx, |ui| {
-                egui::ScrollArea::vertical()
-                    .auto_shrink([false, false])
-                    .show(ui, |ui| {
-                        self.contents(ui, settings, env, tasks, &mut actions)
-                    });
+                self.contents(ui, settings, env, tasks, &mut actions)
             });
         self.rect = response.map(|r| r.response.rect);
         self.open = open;
@@ -68,24 +65,32 @@ impl NewStylePanel {
         actions: &mut Vec<PanelAction>,
     ) {
         let ctx = ui.ctx().clone();
-        ui.spacing_mut().slider_width = (ui.available_width() - 190.0).clamp(120.0, 300.0);
-        ui.label(
-            "Teach a network to paint photos in a style: then any photo takes it in an instant \
-             (the Network method). Training takes long on a CPU: hours at the defaults.",
-        );
-        ui.add_space(6.0);
-        let running = self.run.is_some();
-        ui.add_enabled_ui(!running, |ui| self.form(ui, settings, env, tasks, actions));
-        ui.add_space(6.0);
-        if running {
-            self.running_section(ui);
+        // Room for the value box and the longest label ("Adversarial weight").
+        ui.spacing_mut().slider_width = (ui.available_width() - 230.0).clamp(100.0, 300.0);
+        if self.run.is_some() {
+            // The form is fixed while training: a summary leaves the room to the preview.
+            self.running_section(ui, settings);
         } else {
+            ui.label(
+                "Teach a network to paint photos in a style: then any photo takes it in an \
+                 instant (the Network method). Training takes long on a CPU: hours at the \
+                 defaults.",
+            );
+            ui.add_space(6.0);
+            self.form(ui, settings, env, tasks, actions);
+            ui.add_space(6.0);
             self.start_section(ui, &ctx, settings, env, actions);
         }
         if let Some(preview) = &self.preview {
             ui.add_space(6.0);
             let [w, h] = preview.texture.size().map(|s| s as f32);
-            let width = ui.available_width().min(w * 2.0).max(64.0);
+            // Large while training; below the form afterwards, small enough to stay in view.
+            let max_height = if self.run.is_some() { 400.0 } else { 120.0 };
+            let width = ui
+                .available_width()
+                .min(w * 2.0)
+                .min(max_height * w / h.max(1.0))
+                .max(64.0);
             let size = Vec2::new(width, width * h / w.max(1.0));
             ui.image((preview.texture.id(), size))
                 .on_hover_text("The network painting two of the training photos");
@@ -526,12 +531,30 @@ Click to remove it.",
         });
     }
 
-    fn running_section(&mut self, ui: &mut egui::Ui) {
+    fn running_section(&mut self, ui: &mut egui::Ui, settings: &NewStyleSettings) {
+        let works = match settings.works.as_slice() {
+            [one] => one
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            many => format!("{} works", many.len()),
+        };
+        let photos = settings
+            .photos
+            .as_deref()
+            .and_then(|p| self.counts.get(p))
+            .and_then(|c| c.as_ref().ok())
+            .map_or(String::new(), |n| format!(" · {n} photos"));
         let Some(run) = &mut self.run else {
             return;
         };
-        ui.separator();
-        ui.strong(format!("Training “{}”", run.name));
+        ui.heading(format!("Training “{}”", run.name));
+        ui.weak(format!(
+            "From {works}{photos} · {} px crops · {} iterations",
+            settings.size, run.iterations
+        ))
+        .on_hover_text(format!("Saved in {}", run.folder.display()));
+        ui.add_space(4.0);
         // Not animated: an animation repaints every frame, CPU the training needs.
         ui.add(egui::ProgressBar::new(run.fraction()).text(run.describe()))
             .on_hover_text("Iterations done / total, throughput, and the time left at this pace");
@@ -570,20 +593,26 @@ Click to remove it.",
         env: &Environment<'_>,
         actions: &mut Vec<PanelAction>,
     ) {
-        let folder = self
-            .folder
-            .as_ref()
-            .map(|(f, _)| f.display().to_string())
-            .unwrap_or_default();
+        let name = settings.effective_name();
+        let text = match &self.folder {
+            Some((folder, FolderState::Trained(_))) => format!(
+                "“{name}” already exists in {}. Replacing it deletes its trained network, \
+                 checkpoint and previews.",
+                folder.display()
+            ),
+            Some((folder, _)) => format!(
+                "An unfinished training of “{name}” is in {}. Replacing it deletes its \
+                 checkpoint and previews.",
+                folder.display()
+            ),
+            None => format!("Replacing “{name}” deletes what its folder holds."),
+        };
         let mut replace = false;
         let modal = egui::Modal::new(egui::Id::unique("replace-style")).show(ctx, |ui| {
             ui.set_max_width(420.0);
             ui.heading("Replace this style?");
-            ui.label(format!(
-                "“{}” already exists in {folder}. Replacing it deletes its trained network and \
-                 checkpoint.",
-                settings.effective_name()
-            ));
+            ui.add_space(4.0);
+            ui.label(text);
             ui.add_space(8.0);
             let mut close = false;
             ui.horizontal(|ui| {
@@ -642,12 +671,23 @@ Click to remove it.",
     }
 }
 
-/// Centred, but never above the top of the window.
+/// [`WINDOW_WIDTH`] × [`WINDOW_HEIGHT`], or less on a small screen.
+fn window_size(ctx: &egui::Context) -> Vec2 {
+    let screen = ctx.content_rect().size();
+    Vec2::new(
+        WINDOW_WIDTH.min(screen.x - 16.0),
+        WINDOW_HEIGHT.min(screen.y - 120.0),
+    )
+    .max(Vec2::splat(200.0))
+}
+
+/// Centred, below the menu bar.
 fn window_pos(ctx: &egui::Context) -> egui::Pos2 {
     let screen = ctx.content_rect();
+    let size = window_size(ctx);
     egui::pos2(
-        (screen.center().x - WINDOW_WIDTH / 2.0).max(screen.left() + 8.0),
-        (screen.center().y - WINDOW_HEIGHT / 2.0).max(screen.top() + 32.0),
+        (screen.center().x - size.x / 2.0).max(screen.left() + 8.0),
+        (screen.center().y - size.y / 2.0).max(screen.top() + 32.0),
     )
 }
 
