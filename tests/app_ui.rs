@@ -87,6 +87,7 @@ fn options(dir: &Path, vgg: Option<PathBuf>) -> AppOptions {
     AppOptions {
         photo: None,
         styles_dir: styles,
+        trained_styles_dir: Some(dir.join("trained")),
         vgg,
         debounce: Duration::from_millis(20),
         use_storage: false,

@@ -34,6 +34,8 @@ pub enum GalleryAction {
         additive: bool,
     },
     AddByDialog,
+    /// Open the "New style" panel.
+    NewStyle,
     Remove(PathBuf),
 }
 
@@ -61,6 +63,11 @@ impl Gallery {
         self.thumbnails.insert(path, Thumbnail::Ready(texture));
     }
 
+    /// Forgets a thumbnail so it is read again (its file was replaced).
+    pub fn forget_thumbnail(&mut self, path: &Path) {
+        self.thumbnails.remove(path);
+    }
+
     pub fn thumbnail_failed(&mut self, path: PathBuf) {
         self.thumbnails.insert(path, Thumbnail::Failed);
     }
@@ -84,6 +91,16 @@ impl Gallery {
                     .clicked()
                 {
                     actions.push(GalleryAction::AddByDialog);
+                }
+                if ui
+                    .button("New…")
+                    .on_hover_text(
+                        "Train a new style from a painting or from several works by one \
+                         artist (Ctrl+N)",
+                    )
+                    .clicked()
+                {
+                    actions.push(GalleryAction::NewStyle);
                 }
             });
         });
@@ -221,6 +238,7 @@ impl Gallery {
         let origin = match entry.origin {
             Origin::Bundled => "bundled",
             Origin::User => "added by you; right-click to remove",
+            Origin::Trained => "trained by you",
         };
         let mut tip = format!("{}\n{kind}, {origin}", entry.name);
         if let Some(description) = &entry.description {

@@ -3,16 +3,19 @@
 //! ([`tasks`]) whose results are polled the same way.
 //!
 //! One module per panel: [`canvas`], [`gallery`], [`controls`], [`progress`] (status bar,
-//! toasts), plus [`persistence`] and [`shortcuts`].
+//! toasts), [`new_style`] (training a new style, run by [`training`]), plus [`persistence`] and
+//! [`shortcuts`].
 
 pub mod canvas;
 pub mod controls;
 pub mod frames;
 pub mod gallery;
+pub mod new_style;
 pub mod persistence;
 pub mod progress;
 pub mod shortcuts;
 pub mod tasks;
+pub mod training;
 pub mod wake;
 
 use std::collections::{HashMap, HashSet};
@@ -32,6 +35,7 @@ use canvas::{Canvas, CanvasImages};
 use controls::{ControlChange, Controls, MethodChoice, SLOW_SAVE_SIDE, STYLE_LAYERS};
 pub use frames::FrameStats;
 use gallery::{Gallery, GalleryAction, SelectedStyle};
+use new_style::{NewStylePanel, NewStyleSettings, PanelAction};
 use persistence::Persisted;
 use progress::{JobProgress, JobPurpose, Toasts};
 use shortcuts::Shortcut;
@@ -44,6 +48,8 @@ pub struct AppOptions {
     pub photo: Option<PathBuf>,
     /// The bundled styles folder.
     pub styles_dir: PathBuf,
+    /// Where styles trained in the app are kept (`None`: nowhere, training is unavailable).
+    pub trained_styles_dir: Option<PathBuf>,
     /// The VGG file; `None` searches with [`crate::nn::hub::resolve_vgg`].
     pub vgg: Option<PathBuf>,
     /// Control changes restart the job after this quiet time (latest wins).
@@ -57,11 +63,21 @@ impl Default for AppOptions {
         Self {
             photo: None,
             styles_dir: styles::default_styles_dir(),
+            trained_styles_dir: default_trained_styles_dir(),
             vgg: None,
             debounce: Duration::from_millis(300),
             use_storage: true,
         }
     }
+}
+
+/// The name eframe keeps the app's data under.
+const APP_ID: &str = "Atelier";
+
+/// `styles/` in the app's data folder (beside eframe's storage: `~/.local/share/atelier/` on
+/// Linux), so trained styles live with the rest of the user's data.
+pub fn default_trained_styles_dir() -> Option<PathBuf> {
+    eframe::storage_dir(APP_ID).map(|dir| dir.join("styles"))
 }
 
 /// Opens the window; returns when it is closed. `ATELIER_RENDERER=glow` or `wgpu` overrides
@@ -90,7 +106,7 @@ pub fn run(photo: Option<PathBuf>) -> Result<(), eframe::Error> {
         ..AppOptions::default()
     };
     eframe::run_native(
-        "Atelier",
+        APP_ID,
         native_options,
         Box::new(move |cc| Ok(Box::new(AtelierApp::new(cc, options)))),
     )
@@ -144,6 +160,7 @@ pub struct AtelierApp {
     vgg: Result<PathBuf, String>,
     persisted: Persisted,
     gallery: Gallery,
+    new_style: NewStylePanel,
     canvas: Canvas,
     toasts: Toasts,
     photo: Option<Photo>,
@@ -197,6 +214,7 @@ impl AtelierApp {
             tasks: Tasks::new(cc.egui_ctx.clone()),
             vgg,
             gallery: Gallery::default(),
+            new_style: NewStylePanel::default(),
             canvas: Canvas::default(),
             toasts: Toasts::default(),
             photo: None,
@@ -410,6 +428,36 @@ impl AtelierApp {
         }
     }
 
+    /// Opens the "New style" panel.
+    pub fn open_new_style(&mut self) {
+        self.new_style.open = true;
+    }
+
+    /// The "New style" panel's settings (remembered between runs).
+    pub fn new_style_settings_mut(&mut self) -> &mut NewStyleSettings {
+        &mut self.persisted.new_style
+    }
+
+    /// Adds style works to the "New style" panel, as a drop on it does.
+    pub fn add_new_style_works(&mut self, paths: Vec<PathBuf>) {
+        for problem in self
+            .new_style
+            .add_works(&mut self.persisted.new_style, paths)
+        {
+            self.toasts.error(problem);
+        }
+    }
+
+    pub fn new_style_panel(&self) -> &NewStylePanel {
+        &self.new_style
+    }
+
+    /// The window is asked to close. Returns true when the close waits for the training to
+    /// save its checkpoint (the window closes by itself once it has).
+    pub fn close_requested(&mut self) -> bool {
+        self.new_style.close_requested()
+    }
+
     // ---- State for tests and the debug overlay ----
 
     pub fn has_photo(&self) -> bool {
@@ -495,8 +543,11 @@ impl AtelierApp {
     // ---- Internals ----
 
     fn reload_gallery(&mut self) {
-        let (entries, problems) =
-            styles::build_gallery(&self.options.styles_dir, &self.persisted.user_styles);
+        let (entries, problems) = styles::build_gallery(
+            &self.options.styles_dir,
+            self.options.trained_styles_dir.as_deref(),
+            &self.persisted.user_styles,
+        );
         for problem in problems {
             self.toasts.error(format!("Style skipped: {problem}"));
         }
@@ -1082,6 +1133,11 @@ impl AtelierApp {
                     self.style_images.insert(path, image);
                 }
                 TaskResult::Thumbnail { path, image } => {
+                    // The panel's works and the gallery may show the same picture.
+                    if self.new_style.wants_thumbnail(&path) {
+                        self.new_style
+                            .thumbnail_loaded(ctx, path.clone(), image.clone());
+                    }
                     self.gallery.thumbnail_loaded(ctx, path, image)
                 }
                 TaskResult::Saved { path } => {
@@ -1097,7 +1153,12 @@ impl AtelierApp {
                     self.dialog_picked(purpose, paths);
                 }
                 TaskResult::Failed { what, key, message } => match what {
-                    "thumbnail" => self.gallery.thumbnail_failed(key),
+                    "thumbnail" => {
+                        if self.new_style.wants_thumbnail(&key) {
+                            self.new_style.thumbnail_failed(key.clone());
+                        }
+                        self.gallery.thumbnail_failed(key)
+                    }
                     "style image" => {
                         self.loading_styles.remove(&key);
                         // Drop it from the selection so the job does not wait for it forever.
@@ -1152,6 +1213,15 @@ impl AtelierApp {
                 self.remember_folder(&first);
                 self.load_recipe_from(first);
             }
+            DialogPurpose::StyleWorks | DialogPurpose::StyleWorksFolder => {
+                self.remember_folder(&first);
+                self.add_new_style_works(paths);
+            }
+            DialogPurpose::TrainingPhotos => {
+                self.remember_folder(&first);
+                self.new_style
+                    .set_photos(&mut self.persisted.new_style, first);
+            }
         }
     }
 
@@ -1165,11 +1235,20 @@ impl AtelierApp {
             (Some(rect), Some(p)) => rect.contains(p),
             _ => false,
         };
+        let on_new_style = match (self.new_style.rect, pointer) {
+            (Some(rect), Some(p)) => rect.contains(p),
+            _ => false,
+        };
         let paths: Vec<PathBuf> = dropped
             .into_iter()
             .map(|f| f.path().to_path_buf())
             .filter(|p| !p.as_os_str().is_empty())
             .collect();
+        // The panel floats over the others: a drop on it is meant for it.
+        if on_new_style {
+            self.add_new_style_works(paths);
+            return;
+        }
         let mut styles_to_add = Vec::new();
         let mut photo = None;
         for path in paths {
@@ -1191,10 +1270,41 @@ impl AtelierApp {
         }
     }
 
+    fn panel_actions(&mut self, ctx: &egui::Context, actions: Vec<PanelAction>) {
+        for action in actions {
+            match action {
+                PanelAction::Dialog(purpose) => self.open_dialog(purpose),
+                PanelAction::Message(progress::Level::Error, text) => self.toasts.error(text),
+                PanelAction::Message(progress::Level::Info, text) => self.toasts.info(text),
+                PanelAction::ReloadGallery => self.reload_gallery(),
+                PanelAction::Finished {
+                    model,
+                    thumbnail,
+                    name,
+                } => {
+                    // A replaced style keeps its file names: drop the old thumbnail.
+                    self.gallery.forget_thumbnail(&thumbnail);
+                    self.reload_gallery();
+                    if self.gallery.entry(&model).is_some() {
+                        self.toasts.info(format!(
+                            "New style “{name}” is in the gallery: click it to use it."
+                        ));
+                    } else {
+                        self.toasts.error(format!(
+                            "“{name}” finished, but the gallery cannot list it (see the messages)."
+                        ));
+                    }
+                }
+                PanelAction::CloseNow => ctx.send_viewport_cmd(egui::ViewportCommand::Close),
+            }
+        }
+    }
+
     fn handle_shortcuts(&mut self, ctx: &egui::Context) {
         for shortcut in shortcuts::pressed(ctx) {
             match shortcut {
                 Shortcut::Open => self.open_dialog(DialogPurpose::OpenPhoto),
+                Shortcut::NewStyle => self.new_style.open = true,
                 Shortcut::Save => self.save_clicked(),
                 Shortcut::SaveAs => self.open_dialog(DialogPurpose::SaveAs),
                 Shortcut::ToggleCompare => self.canvas.compare = !self.canvas.compare,
@@ -1239,6 +1349,9 @@ impl AtelierApp {
                 }
                 if item(ui, "Add styles…", None) {
                     self.open_dialog(DialogPurpose::AddStyles);
+                }
+                if item(ui, "New style…", Some(Shortcut::NewStyle)) {
+                    self.new_style.open = true;
                 }
                 ui.separator();
                 if item(ui, "Save", Some(Shortcut::Save)) {
@@ -1311,6 +1424,15 @@ impl AtelierApp {
             self.schedule_restart();
         }
         ui.separator();
+        if self.new_style.is_training() {
+            // Both run niced and share the cores; pausing the engine instead would lock the user
+            // out of stylising for the hours a training takes.
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                "A style is training: previews render more slowly meanwhile (they share the \
+                 CPU).",
+            );
+        }
         let vgg_missing = self.vgg.is_err();
         let change = self.persisted.controls.show(ui, vgg_missing);
         self.apply_control_change(change);
@@ -1419,6 +1541,18 @@ impl AtelierApp {
                 }
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if let Some(text) = self.new_style.status() {
+                    if ui
+                        .small_button(text)
+                        .on_hover_text(
+                            "A style is training in the background; stylise previews are slower \
+                             meanwhile. Click to show it.",
+                        )
+                        .clicked()
+                    {
+                        self.new_style.open = true;
+                    }
+                }
                 if let Some(photo) = &self.photo {
                     ui.weak(format!("{:.0} %", self.canvas.zoom_percent()))
                         .on_hover_text("Zoom (0 or F: fit, 1: actual size, +/-: zoom)");
@@ -1458,6 +1592,7 @@ impl AtelierApp {
             match action {
                 GalleryAction::Pick { key, additive } => self.pick_style(&key, additive),
                 GalleryAction::AddByDialog => self.open_dialog(DialogPurpose::AddStyles),
+                GalleryAction::NewStyle => self.new_style.open = true,
                 GalleryAction::Remove(key) => {
                     self.gallery.entries.retain(|e| e.key() != key);
                     self.persisted.user_styles.retain(|p| *p != key);
@@ -1530,7 +1665,13 @@ impl AtelierApp {
             (Some(rect), Some(p)) => rect.contains(p),
             _ => false,
         };
-        let text = if on_gallery {
+        let on_new_style = match (self.new_style.rect, pointer) {
+            (Some(rect), Some(p)) => rect.contains(p),
+            _ => false,
+        };
+        let text = if on_new_style {
+            "Drop to use as style works"
+        } else if on_gallery {
             "Drop to add as styles"
         } else {
             "Drop a photo to open it (models become styles)"
@@ -1587,8 +1728,14 @@ impl eframe::App for AtelierApp {
             );
         }
         let ctx = ui.ctx().clone();
+        // Closing while a style trains waits for its checkpoint (the panel says so).
+        if ctx.input(|i| i.viewport().close_requested()) && self.new_style.close_requested() {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+        }
         self.handle_tasks(&ctx);
         self.drain_engine();
+        let actions = self.new_style.poll(&ctx);
+        self.panel_actions(&ctx, actions);
         self.handle_dropped_files(&ctx);
         self.handle_shortcuts(&ctx);
         self.tick(&ctx);
@@ -1610,6 +1757,18 @@ impl eframe::App for AtelierApp {
         egui::CentralPanel::no_frame()
             .frame(egui::Frame::new().fill(Color32::from_gray(22)))
             .show(ui, |ui| self.canvas_panel(ui));
+        let env = new_style::Environment {
+            trained_dir: self.options.trained_styles_dir.as_deref(),
+            vgg: self
+                .vgg
+                .as_ref()
+                .map(PathBuf::as_path)
+                .map_err(String::as_str),
+        };
+        let actions = self
+            .new_style
+            .show(&ctx, &mut self.persisted.new_style, &env, &self.tasks);
+        self.panel_actions(&ctx, actions);
         self.toasts.show(&ctx);
         self.help_window(&ctx);
         self.drop_overlay(&ctx);
@@ -1622,6 +1781,8 @@ impl eframe::App for AtelierApp {
             // polls, where events cannot wake it).
             let tick = if self.events.needs_polling { 50 } else { 1000 };
             ctx.request_repaint_after(Duration::from_millis(tick));
+        } else if self.new_style.needs_polling() {
+            ctx.request_repaint_after(Duration::from_millis(50));
         }
         self.frame_stats.record(started.elapsed(), job_running);
         if let Some(log) = &mut self.frame_log {

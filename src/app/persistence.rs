@@ -1,5 +1,6 @@
 //! What survives a restart (in eframe's storage; window size and panel widths are kept by eframe
-//! and egui themselves): control values, the last folder, the user's styles and the selection.
+//! and egui themselves): control values, the last folder, the user's styles, the selection and
+//! the "New style" panel's settings.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::controls::Controls;
 use super::gallery::SelectedStyle;
+use super::new_style::NewStyleSettings;
 
 const STORAGE_KEY: &str = "atelier-app";
 
@@ -21,6 +23,8 @@ pub struct Persisted {
     pub selection: Vec<SelectedStyle>,
     /// Where Save writes without asking (set by Save As).
     pub save_path: Option<PathBuf>,
+    /// The "New style" panel's last settings and photo folder.
+    pub new_style: NewStyleSettings,
 }
 
 impl Persisted {
@@ -31,6 +35,7 @@ impl Persisted {
             .and_then(|s| eframe::get_value(s, STORAGE_KEY))
             .unwrap_or_default();
         loaded.controls = loaded.controls.sanitized();
+        loaded.new_style = loaded.new_style.sanitized();
         loaded
     }
 

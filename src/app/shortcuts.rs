@@ -5,6 +5,7 @@ use eframe::egui::{self, Key, KeyboardShortcut, Modifiers};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shortcut {
     Open,
+    NewStyle,
     Save,
     SaveAs,
     ToggleCompare,
@@ -15,8 +16,14 @@ pub enum Shortcut {
     Cancel,
 }
 
-const TABLE: [(Shortcut, Modifiers, Key, &str); 11] = [
+const TABLE: [(Shortcut, Modifiers, Key, &str); 12] = [
     (Shortcut::Open, Modifiers::COMMAND, Key::O, "Open a photo"),
+    (
+        Shortcut::NewStyle,
+        Modifiers::COMMAND,
+        Key::N,
+        "New style… (train one from a painting)",
+    ),
     (
         Shortcut::Save,
         Modifiers::COMMAND,

@@ -37,6 +37,12 @@ pub enum DialogPurpose {
     AddStyles,
     SaveAs,
     LoadRecipe,
+    /// Style works for a new style (images).
+    StyleWorks,
+    /// A folder of works for a new style.
+    StyleWorksFolder,
+    /// The folder of training photos for a new style.
+    TrainingPhotos,
 }
 
 pub enum TaskResult {
@@ -295,6 +301,21 @@ pub fn run_dialog(
             .set_title("Load the recipe of a PNG saved by Atelier")
             .add_filter("PNG", &any_case(&["png"]))
             .pick_file()
+            .into_iter()
+            .collect(),
+        DialogPurpose::StyleWorks => dialog
+            .set_title("Choose a painting, or several works by one artist")
+            .add_filter("Images", &images)
+            .pick_files()
+            .unwrap_or_default(),
+        DialogPurpose::StyleWorksFolder => dialog
+            .set_title("Choose a folder of works by one artist")
+            .pick_folder()
+            .into_iter()
+            .collect(),
+        DialogPurpose::TrainingPhotos => dialog
+            .set_title("Choose the folder of training photos")
+            .pick_folder()
             .into_iter()
             .collect(),
     };

@@ -1,21 +1,25 @@
-//! Engine events that wake the UI. The engine knows nothing of egui, so a small thread moves its
-//! events into a channel the UI drains and requests a repaint for each: the UI sleeps until
-//! something happens instead of polling (every extra frame costs CPU the engine needs).
+//! Background events that wake the UI. The engine and training sessions know nothing of egui,
+//! so a small thread moves their events into a channel the UI drains and requests a repaint for
+//! each: the UI sleeps until something happens instead of polling (every extra frame costs CPU
+//! the engine needs).
 
 use crossbeam_channel::Receiver;
 use eframe::egui;
 
 use crate::engine::Event;
 
-pub struct EngineEvents {
-    receiver: Receiver<Event>,
+/// The stylize engine's events.
+pub type EngineEvents = Forwarded<Event>;
+
+pub struct Forwarded<T> {
+    receiver: Receiver<T>,
     /// Events arrive without a wake-up (the forwarding thread could not start): poll.
     pub needs_polling: bool,
 }
 
-impl EngineEvents {
-    /// Forwards `source` until the engine closes it.
-    pub fn forward(source: &Receiver<Event>, ctx: &egui::Context) -> Self {
+impl<T: Send + 'static> Forwarded<T> {
+    /// Forwards `source` until its sender is dropped.
+    pub fn forward(source: &Receiver<T>, ctx: &egui::Context) -> Self {
         let (sender, receiver) = crossbeam_channel::unbounded();
         let (from, ctx) = (source.clone(), ctx.clone());
         let spawned = std::thread::Builder::new()
@@ -34,7 +38,7 @@ impl EngineEvents {
                 needs_polling: false,
             },
             Err(e) => {
-                tracing::warn!("cannot start the event thread ({e}); polling the engine instead");
+                tracing::warn!("cannot start an event thread ({e}); polling instead");
                 Self {
                     receiver: source.clone(),
                     needs_polling: true,
@@ -44,7 +48,7 @@ impl EngineEvents {
     }
 
     /// The next event, if one is waiting; never blocks.
-    pub fn try_recv(&self) -> Option<Event> {
+    pub fn try_recv(&self) -> Option<T> {
         self.receiver.try_recv().ok()
     }
 }

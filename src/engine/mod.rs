@@ -4,7 +4,7 @@
 
 mod event;
 mod job;
-mod priority;
+pub(crate) mod priority;
 mod worker;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -172,6 +172,8 @@ pub enum Origin {
     Bundled,
     /// Added by the user (remembered between runs).
     User,
+    /// Trained in the app, read from the user's styles folder.
+    Trained,
 }
 
 /// One gallery entry. At least one of `model` and `image` is set.
@@ -320,6 +322,40 @@ pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest, StyleError> {
     })
 }
 
+/// The styles trained in the app: every `DIR/*/style.toml` of the user's styles folder, like
+/// [`load_bundled`]. Folders without a manifest (a training still running or stopped) are not
+/// styles yet and are left out.
+pub fn load_trained(dir: &Path) -> (Vec<StyleEntry>, Vec<StyleError>) {
+    let (mut entries, problems) = load_bundled(dir);
+    for entry in &mut entries {
+        entry.origin = Origin::Trained;
+    }
+    (entries, problems)
+}
+
+/// A folder name for a style called `name`: lower-case letters, digits and dashes (other
+/// characters become dashes), at most 48 characters; "style" when nothing is left. Keeps
+/// folder names portable and free of path separators.
+pub fn folder_name(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+        if slug.chars().count() >= 48 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    if slug.is_empty() {
+        "style".into()
+    } else {
+        slug.into()
+    }
+}
+
 /// Reads every `DIR/*/style.toml`, sorted by folder name. A missing `dir` is an empty gallery;
 /// a broken style is skipped and reported in the second list, so one bad folder hides nothing else.
 pub fn load_bundled(dir: &Path) -> (Vec<StyleEntry>, Vec<StyleError>) {
@@ -359,13 +395,20 @@ pub fn default_styles_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("styles"))
 }
 
-/// Bundled entries followed by the user's files (skipping ones that vanished or are already
-/// listed), plus the problems found on the way.
+/// Bundled entries, then the styles trained in the app (`trained_dir`, when there is one), then
+/// the user's files (skipping ones that vanished or are already listed), plus the problems found
+/// on the way.
 pub fn build_gallery(
     styles_dir: &Path,
+    trained_dir: Option<&Path>,
     user_files: &[PathBuf],
 ) -> (Vec<StyleEntry>, Vec<StyleError>) {
     let (mut entries, mut problems) = load_bundled(styles_dir);
+    if let Some(dir) = trained_dir {
+        let (trained, more) = load_trained(dir);
+        entries.extend(trained);
+        problems.extend(more);
+    }
     for path in user_files {
         if entries.iter().any(|e| e.key() == path.as_path()) {
             continue;
@@ -421,6 +464,15 @@ mod tests {
         let again = parse_manifest(&manifest.to_toml().unwrap(), Path::new("c")).unwrap();
         assert_eq!(again, manifest);
         assert!(parse_manifest("nmae = \"typo\"\n", Path::new("d")).is_err());
+    }
+
+    #[test]
+    fn style_names_become_portable_folder_names() {
+        assert_eq!(folder_name("Great Wave"), "great-wave");
+        assert_eq!(folder_name("  ../My  Style!! "), "my-style");
+        assert_eq!(folder_name("Été à Arles"), "été-à-arles");
+        assert_eq!(folder_name("///"), "style");
+        assert_eq!(folder_name(&"x".repeat(100)).len(), 48);
     }
 
     #[test]

@@ -19,6 +19,52 @@ pub const CHECKPOINT_NAME: &str = "checkpoint.safetensors";
 /// Identifies our checkpoints (and their layout version) in the file's metadata.
 const FORMAT: &str = "atelier-training-checkpoint/1";
 
+/// What a checkpoint says about itself, read from its header alone (no tensors, no device):
+/// enough to offer "Resume" and to resume with the recipe it was trained with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInfo {
+    /// Iterations completed.
+    pub iteration: u64,
+    pub recipe: TrainRecipe,
+}
+
+/// A safetensors header larger than this is not one of our checkpoints (theirs are a few KB).
+const MAX_HEADER: u64 = 16 << 20;
+
+/// Reads the iteration and the recipe of the checkpoint at `path` without loading its tensors.
+pub fn peek(path: &Path) -> Result<CheckpointInfo> {
+    use std::io::Read;
+    let bad = |reason: String| Error::weights(path, reason);
+    let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|_| bad("not an Atelier training checkpoint".into()))?;
+    let length = u64::from_le_bytes(length);
+    if length > MAX_HEADER {
+        return Err(bad("not an Atelier training checkpoint".into()));
+    }
+    let mut header = Vec::new();
+    file.take(length)
+        .read_to_end(&mut header)
+        .map_err(|e| bad(e.to_string()))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|_| bad("not an Atelier training checkpoint".into()))?;
+    let metadata = header.get("__metadata__");
+    let text = |key: &str| metadata.and_then(|m| m.get(key)).and_then(|v| v.as_str());
+    if text("format") != Some(FORMAT) {
+        return Err(bad("not an Atelier training checkpoint".into()));
+    }
+    let iteration = text("iteration")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("checkpoint metadata `iteration` is missing or invalid".into()))?;
+    let recipe = text("recipe")
+        .ok_or_else(|| bad("checkpoint has no recipe".into()))
+        .and_then(|t| {
+            serde_json::from_str(t).map_err(|e| bad(format!("checkpoint recipe: {e}")))
+        })?;
+    Ok(CheckpointInfo { iteration, recipe })
+}
+
 /// A loaded checkpoint.
 pub struct Checkpoint {
     /// Iterations completed.

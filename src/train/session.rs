@@ -1,5 +1,5 @@
-//! Training on a background thread, driven through channels: the command line and (later) the
-//! desktop app start a session, receive [`TrainEvent`]s, and may stop it between iterations.
+//! Training on a background thread, driven through channels: the command line and the desktop
+//! app start a session, receive [`TrainEvent`]s, and may stop it between iterations.
 //! Stopping saves a checkpoint; resuming is starting again with `resume` set.
 
 use std::path::PathBuf;
@@ -94,6 +94,17 @@ impl TrainingSession {
         })
     }
 
+    /// [`Self::start`] on the best device this build supports, with the training thread (and
+    /// the threads it starts) at a lower scheduling priority, like the app's stylize engine: on
+    /// a machine with few cores the window must get the CPU the moment it draws. For the app,
+    /// which names no device types.
+    pub fn start_in_background(config: TrainConfig) -> Result<Self> {
+        let vgg_path = config.recipe.vgg.clone();
+        Self::spawn_with(config, crate::engine::best_device(), true, move |device| {
+            Ok(Arc::new(Vgg::load(&vgg_path, device)?))
+        })
+    }
+
     /// [`Self::start`] with an already loaded loss network (e.g. one the app keeps).
     pub fn start_with_vgg(config: TrainConfig, device: Device, vgg: Arc<Vgg>) -> Result<Self> {
         Self::spawn(config, device, move |_| Ok(vgg))
@@ -104,12 +115,24 @@ impl TrainingSession {
         device: Device,
         load_vgg: impl FnOnce(&Device) -> Result<Arc<Vgg>> + Send + 'static,
     ) -> Result<Self> {
+        Self::spawn_with(config, device, false, load_vgg)
+    }
+
+    fn spawn_with(
+        config: TrainConfig,
+        device: Device,
+        background: bool,
+        load_vgg: impl FnOnce(&Device) -> Result<Arc<Vgg>> + Send + 'static,
+    ) -> Result<Self> {
         let (sender, events) = crossbeam_channel::unbounded();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("atelier-train".into())
             .spawn(move || {
+                if background {
+                    crate::engine::priority::lower_current_thread();
+                }
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run(config, &device, load_vgg, &sender, &stop_flag)
                 }));
