@@ -211,7 +211,7 @@ pub struct BenchOptions {
     pub iterations: usize,
     /// Also time candle's stock convolution on every layer shape.
     pub stock: bool,
-    /// Run only the benchmarks whose name contains this (or one of these, comma-separated).
+    /// Run only the benchmarks whose name contains this (or one of these, separated by `|`).
     pub only: Option<String>,
 }
 
@@ -219,7 +219,7 @@ impl BenchOptions {
     fn wants(&self, name: &str) -> bool {
         self.only
             .as_deref()
-            .is_none_or(|f| f.split(',').any(|part| name.contains(part.trim())))
+            .is_none_or(|f| f.split('|').any(|part| name.contains(part.trim())))
     }
 }
 

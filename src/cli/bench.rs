@@ -23,7 +23,7 @@ pub struct BenchArgs {
     /// Also time candle's stock convolution on every layer shape.
     #[arg(long)]
     stock: bool,
-    /// Run only the benchmarks whose name contains this text (or one of several, comma-separated).
+    /// Run only the benchmarks whose name contains this text (or one of several, separated by `|`).
     #[arg(long)]
     only: Option<String>,
     /// Run each whole-network benchmark in its own process and report its peak memory.

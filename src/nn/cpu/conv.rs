@@ -607,21 +607,31 @@ impl RowGeometry<'_> {
         let first = self.stride * tile.rows.start;
         // The built columns the tile reads, gathered once per (row, channel).
         let col_start = self.stride * tile.cols.start;
-        let span = self.stride * (wc - 1) + self.kw;
-        with_row_buffer(span, |row| {
+        let s = self.stride;
+        let span = s * (wc - 1) + self.kw;
+        // Strided layers split the row into its s phases (every s-th pixel) once, so each
+        // kernel column is a plain copy from one phase.
+        let phase_len = span.div_ceil(s);
+        with_row_buffer(span + s * phase_len, |buf| {
+            let (row, phases) = buf.split_at_mut(span);
             let mut out = dst.chunks_exact_mut(wc);
             for r in first..first + self.input_rows(tile) {
                 for c in 0..self.c_in {
                     self.input.row_range(c, r, col_start, row);
+                    if s > 1 {
+                        for (p, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
+                            for (v, x) in phase.iter_mut().zip(row[p..].iter().step_by(s)) {
+                                *v = *x;
+                            }
+                        }
+                    }
                     for j in 0..self.kw {
                         let Some(d) = out.next() else { return };
-                        if self.stride == 1 {
+                        if s == 1 {
                             d.copy_from_slice(&row[j..j + wc]);
                         } else {
-                            let src = &row[j..j + self.stride * (wc - 1) + 1];
-                            for (v, s) in d.iter_mut().zip(src.iter().step_by(self.stride)) {
-                                *v = *s;
-                            }
+                            let phase = &phases[(j % s) * phase_len..][..phase_len];
+                            d.copy_from_slice(&phase[j / s..j / s + wc]);
                         }
                     }
                 }
