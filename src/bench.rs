@@ -269,7 +269,7 @@ pub fn run_all(
         let p = case.params();
         if want_ours {
             let ms = median_ms(iterations, || {
-                ops::conv2d_fused(&x, &w, Some(&b), p, false, None)?;
+                ops::conv2d_fused(&x, &w, Some(&b), p, false)?;
                 Ok(())
             })?;
             rows.push(row(ours, ms, Some(case.flops())));

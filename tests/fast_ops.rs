@@ -5,7 +5,7 @@
 use atelier::nn::layers::{
     instance_norm as stock_instance_norm, reflection_pad2d, upsample_nearest2x,
 };
-use atelier::nn::ops::{self, ConvParams, PadMode, PreparedWeights};
+use atelier::nn::ops::{self, ConvParams, PadMode};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
@@ -101,7 +101,6 @@ fn check_conv(case: &Case, seed: u64) {
         Some(b.as_tensor()),
         case.params,
         true,
-        None,
     )
     .unwrap();
     let reference = reference_conv(x.as_tensor(), wt.as_tensor(), b.as_tensor(), case.params);
@@ -262,34 +261,11 @@ fn random_shapes_match_candle() {
 }
 
 #[test]
-fn prepared_weights_give_the_same_result() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let x = Var::from_tensor(&random(&mut rng, &[1, 32, 10, 12], 1.0)).unwrap();
-    let w = random(&mut rng, &[32, 32, 3, 3], 0.2);
-    let b = random(&mut rng, &[32], 0.2);
-    let p = params(1, PadMode::Zero, 1, false, true);
-    let prepared = std::sync::Arc::new(PreparedWeights::default());
-    for _ in 0..2 {
-        let fresh = ops::conv2d_fused(x.as_tensor(), &w, Some(&b), p, false, None).unwrap();
-        let cached =
-            ops::conv2d_fused(x.as_tensor(), &w, Some(&b), p, false, Some(&prepared)).unwrap();
-        assert_eq!(rel_err(&cached, &fresh), 0.0);
-        let g1 = fresh.sum_all().unwrap().backward().unwrap();
-        let g2 = cached.sum_all().unwrap().backward().unwrap();
-        let e = rel_err(
-            g2.get(x.as_tensor()).unwrap(),
-            g1.get(x.as_tensor()).unwrap(),
-        );
-        assert_eq!(e, 0.0);
-    }
-}
-
-#[test]
 fn conv_rejects_bad_shapes() {
     let x = Tensor::zeros((1, 3, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
     let w = Tensor::zeros((8, 3, 9, 9), candle_core::DType::F32, &Device::Cpu).unwrap();
     let p = params(4, PadMode::Reflect, 1, false, false);
-    let err = ops::conv2d_fused(&x, &w, None, p, false, None).unwrap_err();
+    let err = ops::conv2d_fused(&x, &w, None, p, false).unwrap_err();
     assert!(err.to_string().contains("reflection padding"), "{err}");
     let w = Tensor::zeros((8, 4, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(ops::conv2d(&x, &w, None, 1, 1, false).is_err());

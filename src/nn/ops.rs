@@ -13,15 +13,13 @@
 //! The custom kernels are CPU/f32 only; other devices and dtypes use stock candle ops (always
 //! correct in the forward pass, and with a gradient built from ops whose backward is right).
 
-use std::sync::Arc;
-
 use candle_core::backend::BackendStorage;
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
 };
 
+pub use crate::nn::cpu::conv::ConvParams;
 use crate::nn::cpu::conv::{self as conv_kernel, ConvShape};
-pub use crate::nn::cpu::conv::{ConvParams, PreparedWeights};
 use crate::nn::cpu::norm as norm_kernel;
 pub use crate::nn::cpu::pad::PadMode;
 use crate::nn::layers;
@@ -44,19 +42,17 @@ pub fn conv2d(
         upsample: false,
         relu: false,
     };
-    conv2d_fused(x, w, bias, params, weight_grad, None)
+    conv2d_fused(x, w, bias, params, weight_grad)
 }
 
 /// `act(conv(pad(upsample(x)), w) + bias)` in one op: the upsampling, padding, bias and ReLU
-/// that `params` asks for happen inside the convolution. `prepared` keeps the transformed
-/// weights of a fixed network between calls (it must always come with the same `w`).
+/// that `params` asks for happen inside the convolution.
 pub fn conv2d_fused(
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
     params: ConvParams,
     weight_grad: bool,
-    prepared: Option<&Arc<PreparedWeights>>,
 ) -> Result<Tensor> {
     if params.stride == 0 {
         bail!("conv2d: stride must be at least 1")
@@ -96,11 +92,7 @@ pub fn conv2d_fused(
         }
         None => Tensor::zeros(c_out, DType::F32, x.device())?,
     };
-    let op = FusedConv {
-        shape,
-        params,
-        prepared: prepared.cloned(),
-    };
+    let op = FusedConv { shape, params };
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)
 }
@@ -142,7 +134,6 @@ pub fn conv2d_input_grad(
     w: &Tensor,
     x_dims: (usize, usize, usize, usize),
     params: ConvParams,
-    prepared: Option<&Arc<PreparedWeights>>,
 ) -> Result<Tensor> {
     let (batch, c_in, h, wd) = x_dims;
     let (c_out, _, kh, kw) = w.dims4()?;
@@ -172,14 +163,10 @@ pub fn conv2d_input_grad(
     shape
         .validate(&params)
         .map_err(|e| candle_core::Error::Msg(format!("conv2d: {e}")))?;
-    grad_y.detach().contiguous()?.apply_op2_no_bwd(
-        &w.detach().contiguous()?,
-        &ConvInputGrad {
-            shape,
-            params,
-            prepared: prepared.cloned(),
-        },
-    )
+    grad_y
+        .detach()
+        .contiguous()?
+        .apply_op2_no_bwd(&w.detach().contiguous()?, &ConvInputGrad { shape, params })
 }
 
 /// The backward pass of a ReLU whose output is `y`: `(grad_y [+ extra]) · [y > 0]`. `extra` is
@@ -282,7 +269,6 @@ fn max_pool2x2_stock(x: &Tensor) -> Result<Tensor> {
 struct FusedConv {
     shape: ConvShape,
     params: ConvParams,
-    prepared: Option<Arc<PreparedWeights>>,
 }
 
 impl CustomOp3 for FusedConv {
@@ -302,14 +288,7 @@ impl CustomOp3 for FusedConv {
         let x = contiguous_f32(x, x_layout, self.name())?;
         let w = contiguous_f32(w, w_layout, self.name())?;
         let b = contiguous_f32(b, b_layout, self.name())?;
-        let y = conv_kernel::forward(
-            x,
-            w,
-            Some(b),
-            &self.shape,
-            &self.params,
-            self.prepared.as_deref(),
-        );
+        let y = conv_kernel::forward(x, w, Some(b), &self.shape, &self.params);
         let (ho, wo) = self.shape.out(&self.params);
         let shape = Shape::from((self.shape.batch, self.shape.c_out, ho, wo));
         Ok((CpuStorage::F32(y), shape))
@@ -335,7 +314,6 @@ impl CustomOp3 for FusedConv {
                 &ConvInputGrad {
                     shape: self.shape,
                     params: self.params,
-                    prepared: self.prepared.clone(),
                 },
             )?)
         } else {
@@ -369,7 +347,6 @@ impl CustomOp3 for FusedConv {
 struct ConvInputGrad {
     shape: ConvShape,
     params: ConvParams,
-    prepared: Option<Arc<PreparedWeights>>,
 }
 
 impl CustomOp2 for ConvInputGrad {
@@ -386,8 +363,7 @@ impl CustomOp2 for ConvInputGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let g = contiguous_f32(g, g_layout, self.name())?;
         let w = contiguous_f32(w, w_layout, self.name())?;
-        let grad_x =
-            conv_kernel::input_grad(g, w, &self.shape, &self.params, self.prepared.as_deref());
+        let grad_x = conv_kernel::input_grad(g, w, &self.shape, &self.params);
         let s = self.shape;
         Ok((
             CpuStorage::F32(grad_x),

@@ -215,7 +215,7 @@ impl ConvLayer {
             upsample: self.upsample,
             relu: false,
         };
-        ops::conv2d_fused(x, &self.weight, Some(&self.bias), params, weight_grad, None)
+        ops::conv2d_fused(x, &self.weight, Some(&self.bias), params, weight_grad)
     }
 }
 

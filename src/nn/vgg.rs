@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -87,8 +86,6 @@ struct ConvLayer {
     c_in: usize,
     c_out: usize,
     pool_after: bool,
-    /// Winograd-transformed weights, computed on first use and kept: the VGG never changes.
-    prepared: Arc<ops::PreparedWeights>,
 }
 
 impl ConvLayer {
@@ -100,7 +97,6 @@ impl ConvLayer {
             Some(&self.bias),
             CONV_RELU,
             false,
-            Some(&self.prepared),
         )?)
     }
 }
@@ -204,7 +200,6 @@ impl Vgg {
                     .map_err(|e| in_arch(e, arch))?;
                 Ok(ConvLayer {
                     relu_name: format!("relu{}", spec.suffix),
-                    prepared: Default::default(),
                     weight,
                     bias,
                     c_in: spec.c_in,
@@ -231,7 +226,6 @@ impl Vgg {
                     .collect();
                 Ok(ConvLayer {
                     relu_name: format!("relu{}", spec.suffix),
-                    prepared: Default::default(),
                     weight: Tensor::from_vec(values, (spec.c_out, spec.c_in, 3, 3), device)?,
                     bias: Tensor::zeros(spec.c_out, candle_core::DType::F32, device)?,
                     c_in: spec.c_in,
@@ -355,7 +349,6 @@ impl Vgg {
                 &layer.weight,
                 step.input_dims,
                 CONV_RELU,
-                Some(&layer.prepared),
             )?);
         }
         // Through the input normalisation: pixels · mul + add.

@@ -97,14 +97,6 @@ impl ConvShape {
     }
 }
 
-/// Winograd-transformed weights that a caller keeps between calls (a fixed network such as
-/// the VGG), for the forward pass and for the input gradient.
-#[derive(Debug, Default)]
-pub struct PreparedWeights {
-    pub forward: std::sync::OnceLock<WinogradWeights>,
-    pub backward: std::sync::OnceLock<WinogradWeights>,
-}
-
 /// One convolution over a built input: how to build it and what to run on it.
 struct Plan<'a> {
     rows: AxisPlan,
@@ -120,32 +112,21 @@ struct Plan<'a> {
     winograd: Option<&'a WinogradWeights>,
 }
 
-/// `y = act(conv(build(x), w) + bias)`, NCHW. `prepared` caches the Winograd weights.
+/// `y = act(conv(build(x), w) + bias)`, NCHW.
 pub fn forward(
     x: &[f32],
     weight: &[f32],
     bias: Option<&[f32]>,
     s: &ConvShape,
     p: &ConvParams,
-    prepared: Option<&PreparedWeights>,
 ) -> Vec<f32> {
     assert_eq!(x.len(), s.in_len(), "conv forward: input size");
     assert_eq!(weight.len(), s.weight_len(), "conv forward: weight size");
     let built = s.built(p);
-    let local;
-    let winograd = if s.uses_winograd(p.stride) {
-        Some(match prepared {
-            Some(cache) => cache
-                .forward
-                .get_or_init(|| WinogradWeights::new(weight, s.c_out, s.c_in)),
-            None => {
-                local = WinogradWeights::new(weight, s.c_out, s.c_in);
-                &local
-            }
-        })
-    } else {
-        None
-    };
+    // Transformed on every call: it costs ~1% of the convolution and keeps no copy.
+    let winograd = s
+        .uses_winograd(p.stride)
+        .then(|| WinogradWeights::new(weight, s.c_out, s.c_in));
     let plan = Plan {
         rows: forward_axis(s.h, built.0, p),
         cols: forward_axis(s.w, built.1, p),
@@ -156,26 +137,19 @@ pub fn forward(
         kw: s.kw,
         stride: p.stride,
         weight,
-        winograd,
+        winograd: winograd.as_ref(),
     };
     run(x, s.batch, (s.h, s.w), &plan, bias, p.relu)
 }
 
 /// dL/dx given dL/dy (already multiplied by the ReLU mask when the layer has one).
-pub fn input_grad(
-    grad_y: &[f32],
-    weight: &[f32],
-    s: &ConvShape,
-    p: &ConvParams,
-    prepared: Option<&PreparedWeights>,
-) -> Vec<f32> {
+pub fn input_grad(grad_y: &[f32], weight: &[f32], s: &ConvShape, p: &ConvParams) -> Vec<f32> {
     let (ho, wo) = s.out(p);
     assert_eq!(
         grad_y.len(),
         s.batch * s.c_out * ho * wo,
         "conv input grad: size"
     );
-    let flipped = flip_transpose(weight, s);
     // The gradient is the full correlation of grad_y (zero-dilated by the stride) with the
     // flipped, transposed kernel: a convolution with in/out channels swapped.
     let grad_shape = ConvShape {
@@ -183,20 +157,15 @@ pub fn input_grad(
         c_out: s.c_in,
         ..*s
     };
-    let local;
-    let winograd = if grad_shape.uses_winograd(1) {
-        Some(match prepared {
-            Some(cache) => cache
-                .backward
-                .get_or_init(|| WinogradWeights::new(&flipped, s.c_in, s.c_out)),
-            None => {
-                local = WinogradWeights::new(&flipped, s.c_in, s.c_out);
-                &local
-            }
-        })
-    } else {
-        None
+    let winograd = grad_shape
+        .uses_winograd(1)
+        .then(|| WinogradWeights::flipped_transposed(weight, s.c_out, s.c_in));
+    // Only the im2col path reads the flipped kernel itself.
+    let flipped = match winograd {
+        Some(_) => Vec::new(),
+        None => flip_transpose(weight, s),
     };
+    let winograd = winograd.as_ref();
     let plain = p.mode == PadMode::Zero && !p.upsample && p.stride == 1;
     if plain && p.pad < s.kh && p.pad < s.kw && s.kh == s.kw {
         // Zero padding, stride 1: the gradient conv lands exactly on x's pixels.

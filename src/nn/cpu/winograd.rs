@@ -36,28 +36,66 @@ const G: [[f32; 3]; 6] = [
     [0.0, 0.0, 1.0],
 ];
 
+/// Kernels transformed per block of this many input channels, one SIMD lane each.
+const LANES: usize = 16;
+
 impl WinogradWeights {
     /// Transforms 3×3 kernels `weight` (c_out × c_in × 3 × 3): u = G g Gᵀ.
     pub fn new(weight: &[f32], c_out: usize, c_in: usize) -> Self {
         assert_eq!(weight.len(), c_out * c_in * 9, "winograd: weight size");
+        Self::transform(weight, c_out, c_in, |o, c, k| (o * c_in + c) * 9 + k)
+    }
+
+    /// The transformed kernels of the input gradient's convolution: `weight` (c_out × c_in ×
+    /// 3 × 3) flipped in both spatial axes, in and out channels swapped (c_in × c_out).
+    pub fn flipped_transposed(weight: &[f32], c_out: usize, c_in: usize) -> Self {
+        assert_eq!(weight.len(), c_out * c_in * 9, "winograd: weight size");
+        Self::transform(weight, c_in, c_out, |i, o, k| (o * c_in + i) * 9 + 8 - k)
+    }
+
+    /// u[ξ][o][c] = G g Gᵀ for the kernel g whose tap k (row-major 3×3) is `weight[at(o, c, k)]`.
+    /// Works on `LANES` input channels at once (the loops over lanes vectorise), so that the
+    /// transform costs little next to the convolution and needs no caching.
+    fn transform(
+        weight: &[f32],
+        c_out: usize,
+        c_in: usize,
+        at: impl Fn(usize, usize, usize) -> usize + Sync,
+    ) -> Self {
         let mut u = vec![0.0f32; POINTS * c_out * c_in];
         let shared = SharedMut::new(&mut u);
         (0..c_out).into_par_iter().for_each(|o| {
-            for c in 0..c_in {
-                let g = &weight[(o * c_in + c) * 9..][..9];
-                // t = G g (6×3), then u = t Gᵀ (6×6).
-                let mut t = [[0f32; 3]; 6];
-                for (a, t_row) in t.iter_mut().enumerate() {
+            for c0 in (0..c_in).step_by(LANES) {
+                let lanes = LANES.min(c_in - c0);
+                let mut g = [[0f32; LANES]; 9];
+                for (l, c) in (c0..c0 + lanes).enumerate() {
+                    for (k, g_k) in g.iter_mut().enumerate() {
+                        g_k[l] = weight[at(o, c, k)];
+                    }
+                }
+                // t = G g (6×3), then u = t Gᵀ (6×6), lane by lane.
+                let mut t = [[[0f32; LANES]; 3]; 6];
+                for (t_row, g_row) in t.iter_mut().zip(G.iter()) {
                     for (j, t_aj) in t_row.iter_mut().enumerate() {
-                        *t_aj = (0..3).map(|k| G[a][k] * g[k * 3 + j]).sum();
+                        for (k, coef) in g_row.iter().enumerate() {
+                            for (v, x) in t_aj.iter_mut().zip(g[k * 3 + j].iter()) {
+                                *v += coef * x;
+                            }
+                        }
                     }
                 }
                 for (a, t_row) in t.iter().enumerate() {
                     for (b, g_row) in G.iter().enumerate() {
-                        let v: f32 = (0..3).map(|j| t_row[j] * g_row[j]).sum();
+                        let mut v = [0f32; LANES];
+                        for (t_aj, coef) in t_row.iter().zip(g_row.iter()) {
+                            for (v, x) in v.iter_mut().zip(t_aj.iter()) {
+                                *v += coef * x;
+                            }
+                        }
                         let xi = a * 6 + b;
-                        // SAFETY: (xi, o, c) is written by this `o` only.
-                        unsafe { shared.slice((xi * c_out + o) * c_in + c, 1)[0] = v };
+                        // SAFETY: (xi, o, c0..c0 + lanes) is written by this `o` only.
+                        let dst = unsafe { shared.slice((xi * c_out + o) * c_in + c0, lanes) };
+                        dst.copy_from_slice(&v[..lanes]);
                     }
                 }
             }
@@ -297,4 +335,31 @@ fn with_scratch_s<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         f(&mut buf[..len])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::cpu::conv::{flip_transpose, ConvShape};
+
+    #[test]
+    fn flipped_transposed_is_the_transform_of_the_flipped_kernel() {
+        let (c_out, c_in) = (5, 19);
+        let weight: Vec<f32> = (0..c_out * c_in * 9)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+            .collect();
+        let shape = ConvShape {
+            batch: 1,
+            c_in,
+            h: 8,
+            w: 8,
+            c_out,
+            kh: 3,
+            kw: 3,
+        };
+        let direct = WinogradWeights::flipped_transposed(&weight, c_out, c_in);
+        let reference = WinogradWeights::new(&flip_transpose(&weight, &shape), c_in, c_out);
+        assert_eq!((direct.c_out, direct.c_in), (c_in, c_out));
+        assert_eq!(direct.u, reference.u);
+    }
 }
