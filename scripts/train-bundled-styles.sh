@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ITERATIONS=${ITERATIONS:-2000}
+ITERATIONS=${ITERATIONS:-1000}
 BIN=${BIN:-target/release/atelier}
 DATA=../shared/data
 

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Compares the bundled styles' networks with the Gatys method on held-out photos: for each
+# style it paints the photos both ways at --size, scores both with `atelier score` (the Gatys
+# losses: the network's style loss relative to the Gatys result's, which minimised it directly)
+# and, when ImageMagick is installed, writes a montage (photo | network | Gatys) per style.
+# Usage: scripts/compare-with-gatys.sh [style...]   (env: OUT, SIZE, STEPS, PHOTOS, BIN)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-target/release/atelier}
+OUT=${OUT:-out/compare}
+SIZE=${SIZE:-256}
+STEPS=${STEPS:-150}
+PHOTOS=${PHOTOS:-"tubingen golden-gate lion sailboat chicago"}
+DATA=../shared/data
+mkdir -p "$OUT"
+
+styles=("$@")
+if [[ ${#styles[@]} -eq 0 ]]; then
+  for dir in styles/*/; do
+    [[ -f $dir/model.safetensors ]] && styles+=("$(basename "$dir")")
+  done
+fi
+
+echo "| style | photo | network style loss | Gatys style loss | ratio | network content | Gatys content |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+for style in "${styles[@]}"; do
+  # The painting it was trained on: the first of [training] style_images, in the shared data.
+  work=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["training"]["style_images"][0])' \
+    "styles/$style/style.toml")
+  painting=$DATA/styles/$work
+  tiles=()
+  for photo in $PHOTOS; do
+    src=$DATA/content/$photo.jpg
+    net=$OUT/$style-$photo-network.png
+    gatys=$OUT/$style-$photo-gatys.png
+    [[ -f $net ]] || "$BIN" stylize "$src" --method network --style "styles/$style" --size "$SIZE" -o "$net" >/dev/null
+    [[ -f $gatys ]] || "$BIN" stylize "$src" --style "$painting" --size "$SIZE" --steps "$STEPS" -o "$gatys" >/dev/null
+    "$BIN" score "$net" "$gatys" --photo "$src" --style "$painting" --size "$SIZE" --json |
+      python3 -c '
+import json, sys
+net, gatys = (json.loads(line) for line in sys.stdin)
+ratio = net["style_loss"] / gatys["style_loss"]
+print(f"| {sys.argv[1]} | {sys.argv[2]} | {net[\"style_loss\"]:.4f} | {gatys[\"style_loss\"]:.4f} | {ratio:.2f} | {net[\"content_loss\"]:.4f} | {gatys[\"content_loss\"]:.4f} |")
+' "$style" "$photo"
+    tiles+=("$src" "$net" "$gatys")
+  done
+  if command -v montage >/dev/null; then
+    montage "${tiles[@]}" -resize "${SIZE}x${SIZE}" -tile 3x -geometry +2+2 "$OUT/$style-montage.jpg"
+  fi
+done
