@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compares the bundled styles' networks with the Gatys method on held-out photos: for each
 # style it paints the photos both ways at --size, scores both with `atelier score` (the Gatys
-# losses: the network's style loss relative to the Gatys result's, which minimised it directly)
+# losses: the network's style loss relative to the Gatys result's, which minimised it directly,
+# with the unstyled photo's for scale)
 # and, when ImageMagick is installed, writes a montage (photo | network | Gatys) per style.
 # Usage: scripts/compare-with-gatys.sh [style...]   (env: OUT, SIZE, STEPS, PHOTOS, BIN)
 set -euo pipefail
@@ -22,8 +23,8 @@ if [[ ${#styles[@]} -eq 0 ]]; then
   done
 fi
 
-echo "| style | photo | network style loss | Gatys style loss | ratio | network content | Gatys content |"
-echo "|---|---|---:|---:|---:|---:|---:|"
+echo "| style | photo | photo's style loss | network style loss | Gatys style loss | network / Gatys | network content | Gatys content |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for style in "${styles[@]}"; do
   # The painting it was trained on: the first of [training] style_images, in the shared data.
   work=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["training"]["style_images"][0])' \
@@ -34,14 +35,17 @@ for style in "${styles[@]}"; do
     src=$DATA/content/$photo.jpg
     net=$OUT/$style-$photo-network.png
     gatys=$OUT/$style-$photo-gatys.png
-    [[ -f $net ]] || "$BIN" stylize "$src" --method network --style "styles/$style" --size "$SIZE" -o "$net" >/dev/null
-    [[ -f $gatys ]] || "$BIN" stylize "$src" --style "$painting" --size "$SIZE" --steps "$STEPS" -o "$gatys" >/dev/null
-    "$BIN" score "$net" "$gatys" --photo "$src" --style "$painting" --size "$SIZE" --json |
+    [[ -f $net ]] || "$BIN" stylize "$src" --method network --style "styles/$style" --size "$SIZE" --quiet -o "$net" >/dev/null
+    [[ -f $gatys ]] || "$BIN" stylize "$src" --style "$painting" --size "$SIZE" --steps "$STEPS" --quiet -o "$gatys" >/dev/null
+    "$BIN" score "$src" "$net" "$gatys" --photo "$src" --style "$painting" --size "$SIZE" --json |
       python3 -c '
 import json, sys
-net, gatys = (json.loads(line) for line in sys.stdin)
+photo_row, net, gatys = (json.loads(line) for line in sys.stdin)
+style, photo = sys.argv[1:3]
 ratio = net["style_loss"] / gatys["style_loss"]
-print(f"| {sys.argv[1]} | {sys.argv[2]} | {net[\"style_loss\"]:.4f} | {gatys[\"style_loss\"]:.4f} | {ratio:.2f} | {net[\"content_loss\"]:.4f} | {gatys[\"content_loss\"]:.4f} |")
+cells = [photo_row["style_loss"], net["style_loss"], gatys["style_loss"], ratio,
+         net["content_loss"], gatys["content_loss"]]
+print(f"| {style} | {photo} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
 ' "$style" "$photo"
     tiles+=("$src" "$net" "$gatys")
   done

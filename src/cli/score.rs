@@ -1,6 +1,7 @@
 //! `atelier score`: the Gatys losses of finished images (from any method) against a photo and a
 //! style, so results of different methods can be compared on one scale.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -50,8 +51,13 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     };
     let mut cache = FeatureCache::default();
     let problem = StyleProblem::new(&vgg, &photo, &[style], &config, &mut cache, &device)?;
+    // Written, not println!: a closed pipe (`| head`) is an error to report, not a panic.
+    let mut out = std::io::stdout().lock();
     if !args.json {
-        println!("| image | content | style | tv |\n|---|---:|---:|---:|");
+        writeln!(
+            out,
+            "| image | content | style | tv |\n|---|---:|---:|---:|"
+        )?;
     }
     for path in &args.images {
         let image = imaging::load_rgb(path)?;
@@ -66,15 +72,16 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 "style_loss": losses.style,
                 "tv_loss": losses.tv,
             });
-            println!("{row}");
+            writeln!(out, "{row}")?;
         } else {
-            println!(
+            writeln!(
+                out,
                 "| {} | {:.4} | {:.4} | {:.4} |",
                 path.display(),
                 losses.content,
                 losses.style,
                 losses.tv
-            );
+            )?;
         }
     }
     Ok(())
