@@ -386,12 +386,27 @@ pub fn load_bundled(dir: &Path) -> (Vec<StyleEntry>, Vec<StyleError>) {
     (entries, problems)
 }
 
-/// The bundled styles folder: `$ATELIER_STYLES`, else `styles/` beside the executable's working
-/// directory (the repository root in development).
+/// The bundled styles folder: `$ATELIER_STYLES`, else the first `styles/` found in the working
+/// directory, beside the executable, two levels up from it (`target/release/` in a checkout), or
+/// in the source tree the binary was built from; `styles` when there is none (an empty gallery).
 pub fn default_styles_dir() -> PathBuf {
-    std::env::var_os("ATELIER_STYLES")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
+    if let Some(dir) = std::env::var_os("ATELIER_STYLES").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    let mut candidates = vec![PathBuf::from("styles")];
+    if let Some(dir) = exe_dir {
+        candidates.push(dir.join("styles"));
+        if let Some(up) = dir.parent().and_then(Path::parent) {
+            candidates.push(up.join("styles"));
+        }
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("styles"));
+    candidates
+        .into_iter()
+        .find(|dir| dir.is_dir())
         .unwrap_or_else(|| PathBuf::from("styles"))
 }
 
