@@ -167,15 +167,12 @@ impl Gallery {
             .and_then(|t| self.thumbnails.get(t));
         match thumbnail {
             Some(Thumbnail::Ready(texture)) => {
-                // Fill the square, cropping the longer side.
-                let [w, h] = texture.size().map(|s| s as f32);
-                let (u, v) = if w > h {
-                    ((1.0 - h / w) / 2.0, 0.0)
-                } else {
-                    (0.0, (1.0 - w / h) / 2.0)
-                };
-                let uv = Rect::from_min_max(egui::pos2(u, v), egui::pos2(1.0 - u, 1.0 - v));
-                painter.image(texture.id(), image_rect, uv, Color32::WHITE);
+                painter.image(
+                    texture.id(),
+                    image_rect,
+                    cover_uv(texture.size()),
+                    Color32::WHITE,
+                );
             }
             Some(Thumbnail::Loading) => {
                 painter.text(
@@ -248,6 +245,18 @@ impl Gallery {
         tip.push_str("\nClick to use it; Ctrl+click to blend it with the selected styles.");
         response.on_hover_text(tip)
     }
+}
+
+/// The texture coordinates that fill a square with an image of `size`, cropping its longer side
+/// equally at both ends.
+pub fn cover_uv(size: [usize; 2]) -> Rect {
+    let [w, h] = size.map(|s| s as f32);
+    let (u, v) = if w > h {
+        ((1.0 - h / w) / 2.0, 0.0)
+    } else {
+        (0.0, (1.0 - w / h) / 2.0)
+    };
+    Rect::from_min_max(egui::pos2(u, v), egui::pos2(1.0 - u, 1.0 - v))
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {

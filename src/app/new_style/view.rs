@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use eframe::egui::{self, Color32, Rect, Vec2};
+use eframe::egui::{self, Color32, Vec2};
 
 use super::folder::FolderState;
 use super::settings::{NewStyleSettings, CROP_SIZES, ITERATIONS};
@@ -316,13 +316,7 @@ Click to remove it.",
             }
             match self.thumbnails.get(work) {
                 Some(Thumbnail::Ready(texture)) => {
-                    let [w, h] = texture.size().map(|s| s as f32);
-                    let (u, v) = if w > h {
-                        ((1.0 - h / w) / 2.0, 0.0)
-                    } else {
-                        (0.0, (1.0 - w / h) / 2.0)
-                    };
-                    let uv = Rect::from_min_max(egui::pos2(u, v), egui::pos2(1.0 - u, 1.0 - v));
+                    let uv = crate::app::gallery::cover_uv(texture.size());
                     painter.image(texture.id(), rect, uv, Color32::WHITE);
                 }
                 Some(Thumbnail::Failed) => {
