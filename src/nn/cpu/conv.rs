@@ -499,8 +499,9 @@ fn scatter_conv(
     });
 }
 
-/// Target size of one tile's expanded rows, in floats (about half of a 2 MiB L2 cache).
-const EXPANDED_TILE_FLOATS: usize = 256 * 1024;
+/// Target size of one tile's expanded rows, in floats: 512 KiB, half of a core's 1 MiB L2
+/// cache, so the GEMM's packed operands and output rows fit beside them.
+const EXPANDED_TILE_FLOATS: usize = 128 * 1024;
 
 /// im2col by rows: for built-input row r, the *expanded row* holds, for every input channel c
 /// and kernel column j, the pixels `built[c][r][stride·x + j]` of the output columns x. The
@@ -578,29 +579,34 @@ impl RowGeometry<'_> {
         let col_start = self.stride * tile.cols.start;
         let s = self.stride;
         let span = s * (wc - 1) + self.kw;
-        // Strided layers split the row into its s phases (every s-th pixel) once, so each
-        // kernel column is a plain copy from one phase.
-        let phase_len = span.div_ceil(s);
-        with_row_buffer(span + s * phase_len, |buf| {
-            let (row, phases) = buf.split_at_mut(span);
-            let mut out = dst.chunks_exact_mut(wc);
-            for r in first..first + self.input_rows(tile) {
-                for c in 0..self.c_in {
-                    self.input.row_range(c, r, col_start, row);
-                    if s > 1 {
-                        for (p, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
-                            for (v, x) in phase.iter_mut().zip(row[p..].iter().step_by(s)) {
-                                *v = *x;
-                            }
-                        }
-                    }
-                    for j in 0..self.kw {
-                        let Some(d) = out.next() else { return };
+        let rows = self.input_rows(tile);
+        // One spare column, so a stride-2 gather can read whole pairs.
+        with_row_buffer(span + 1, |buf| {
+            buf[span] = 0.0;
+            // Channel by channel, so the stored rows are read in memory order and the
+            // next one can be prefetched while this one is copied.
+            for c in 0..self.c_in {
+                for r in first..first + rows {
+                    self.input.prefetch_row(c, r + 1);
+                    self.input.row_range(c, r, col_start, &mut buf[..span]);
+                    let base = ((r - first) * self.c_in + c) * self.kw * wc;
+                    for (j, d) in dst[base..base + self.kw * wc]
+                        .chunks_exact_mut(wc)
+                        .enumerate()
+                    {
+                        // Kernel column j reads built columns j, j + s, j + 2s, ...
+                        let src = &buf[j..j + s * (wc - 1) + 1];
                         if s == 1 {
-                            d.copy_from_slice(&row[j..j + wc]);
+                            d.copy_from_slice(src);
+                        } else if s == 2 {
+                            let pairs = buf[j..j + 2 * wc].chunks_exact(2);
+                            for (v, pair) in d.iter_mut().zip(pairs) {
+                                *v = pair[0];
+                            }
                         } else {
-                            let phase = &phases[(j % s) * phase_len..][..phase_len];
-                            d.copy_from_slice(&phase[j / s..j / s + wc]);
+                            for (x, v) in d.iter_mut().enumerate() {
+                                *v = src[s * x];
+                            }
                         }
                     }
                 }
@@ -673,6 +679,7 @@ fn gemm_conv(
 ) {
     let k = g.k();
     let plane = g.ho * g.wo;
+    let streaming = g.k() <= SMALL_K && out.len() >= STREAMING_MIN_FLOATS;
     let shared = SharedMut::new(out);
     let tiles = g.tiles();
     tiles.par_iter().for_each(|tile| {
@@ -718,16 +725,73 @@ fn gemm_conv(
                         // SAFETY: this tile alone writes these pixels of every output plane.
                         let dst =
                             unsafe { shared.slice(o * plane + y * g.wo + tile.cols.start, wc) };
-                        store_row(dst, &r[i * wc..][..wc], bias.map_or(0.0, |b| b[o]), relu);
+                        let b = bias.map_or(0.0, |b| b[o]);
+                        let src = &r[i * wc..][..wc];
+                        if streaming {
+                            store_row_streaming(dst, src, b, relu);
+                        } else {
+                            store_row(dst, src, b, relu);
+                        }
                     }
                 }
             }
         });
+        if streaming {
+            streaming_done();
+        }
     });
 }
 
 /// Column heights (c_in·kh·kw) up to which several output rows share one GEMM.
 const SMALL_K: usize = 64;
+
+/// Outputs at least this large (floats per sample, 16 MiB) are written with streaming stores:
+/// they cannot stay in the caches anyway, and bypassing them halves the memory traffic (no
+/// read-for-ownership of every line before it is overwritten).
+const STREAMING_MIN_FLOATS: usize = 4 << 20;
+
+/// [`store_row`] with non-temporal stores where the destination is 16-byte aligned. Call
+/// [`streaming_done`] on the same thread before another thread reads the output.
+#[inline]
+fn store_row_streaming(dst: &mut [f32], src: &[f32], bias: f32, relu: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_add_ps, _mm_loadu_ps, _mm_max_ps, _mm_set1_ps};
+        use std::arch::x86_64::{_mm_setzero_ps, _mm_stream_ps};
+        let n = dst.len().min(src.len());
+        let head = dst.as_ptr().align_offset(16).min(n);
+        let body = (n - head) / 4 * 4;
+        store_row(&mut dst[..head], &src[..head], bias, relu);
+        // SAFETY: SSE is part of baseline x86-64.
+        let (b, zero) = unsafe { (_mm_set1_ps(bias), _mm_setzero_ps()) };
+        for (d, s) in dst[head..head + body]
+            .chunks_exact_mut(4)
+            .zip(src[head..head + body].chunks_exact(4))
+        {
+            // SAFETY: `s` holds 4 floats; `d` holds 4 floats and is 16-byte aligned (the head
+            // above brought it to that alignment and every chunk advances 16 bytes).
+            unsafe {
+                let v = _mm_add_ps(_mm_loadu_ps(s.as_ptr()), b);
+                let v = if relu { _mm_max_ps(v, zero) } else { v };
+                _mm_stream_ps(d.as_mut_ptr(), v);
+            }
+        }
+        store_row(&mut dst[head + body..n], &src[head + body..n], bias, relu);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    store_row(dst, src, bias, relu);
+}
+
+/// Orders this thread's streaming stores before whatever it does next (such as telling rayon
+/// its block is done), so other threads see them.
+#[inline]
+fn streaming_done() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a store fence has no preconditions.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
 
 /// `dst = act(src + bias)`.
 #[inline]
