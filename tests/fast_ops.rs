@@ -169,6 +169,50 @@ fn winograd_3x3_matches_candle() {
     }
 }
 
+/// The fused conv + max-pool (inference, Winograd layers) against candle's conv and a 2×2
+/// max-pool from stock ops, on even and odd sizes (odd: the last row/column is dropped).
+#[test]
+fn conv_maxpool_matches_candle() {
+    let cases = [
+        ([1, 16, 8, 8], 16, params(1, PadMode::Zero, 1, false, true)),
+        (
+            [2, 16, 13, 10],
+            24,
+            params(1, PadMode::Zero, 1, false, true),
+        ),
+        (
+            [1, 20, 7, 9],
+            16,
+            params(1, PadMode::Reflect, 1, false, false),
+        ),
+        ([1, 16, 2, 5], 16, params(1, PadMode::Zero, 1, false, true)),
+        (
+            [1, 32, 22, 18],
+            16,
+            params(1, PadMode::Reflect, 1, true, true),
+        ),
+    ];
+    for (seed, (shape, c_out, p)) in cases.into_iter().enumerate() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed as u64);
+        let x = random(&mut rng, &shape, 1.0);
+        let w = random(&mut rng, &[c_out, shape[1], 3, 3], 0.3);
+        let b = random(&mut rng, &[c_out], 0.3);
+        let ours = ops::conv2d_fused_maxpool(&x, &w, &b, p).unwrap();
+        let y = reference_conv(&x, &w, &b, p);
+        let (n, c, h, wd) = y.dims4().unwrap();
+        let y = y
+            .narrow(2, 0, h / 2 * 2)
+            .unwrap()
+            .narrow(3, 0, wd / 2 * 2)
+            .unwrap()
+            .reshape((n, c, h / 2, 2, wd / 2, 2))
+            .unwrap();
+        let reference = y.max(5).unwrap().max(3).unwrap();
+        let e = rel_err(&ours, &reference);
+        assert!(e < 2e-5, "{shape:?} -> {c_out}, {p:?}: error {e}");
+    }
+}
+
 #[test]
 fn gemm_path_matches_candle() {
     let cases = [

@@ -97,6 +97,47 @@ pub fn conv2d_fused(
         .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)
 }
 
+/// `max_pool2x2(conv2d_fused(x, w, bias, params))` for inference. Where the Winograd kernel
+/// runs, each block pools its own output rows, so the full-size activation (64 MB for a VGG's
+/// conv1_2 at 512²) is never stored. Inputs that need a gradient, other devices and other
+/// layer shapes take the two ops.
+pub fn conv2d_fused_maxpool(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    params: ConvParams,
+) -> Result<Tensor> {
+    let two_ops = || max_pool2x2(&conv2d_fused(x, w, Some(bias), params, false)?);
+    if x.track_op() || !(custom_kernels_apply(x) && w.dtype() == DType::F32) {
+        return two_ops();
+    }
+    let (batch, c_in, h, wd) = x.dims4()?;
+    let (c_out, w_in, kh, kw) = w.dims4()?;
+    let shape = ConvShape {
+        batch,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        kh,
+        kw,
+    };
+    // Anything unusual (and every error message) goes through the two ops.
+    if w_in != c_in
+        || bias.dims() != [c_out]
+        || params.stride == 0
+        || shape.validate(&params).is_err()
+        || !conv_kernel::can_pool(&shape, &params)
+    {
+        return two_ops();
+    }
+    x.contiguous()?.apply_op3_no_bwd(
+        &w.detach().contiguous()?,
+        &bias.detach().to_dtype(DType::F32)?.contiguous()?,
+        &FusedConvPool { shape, params },
+    )
+}
+
 /// The same computation from candle's own ops (GPU builds, other dtypes).
 fn conv2d_stock(
     x: &Tensor,
@@ -269,6 +310,36 @@ fn max_pool2x2_stock(x: &Tensor) -> Result<Tensor> {
 struct FusedConv {
     shape: ConvShape,
     params: ConvParams,
+}
+
+/// [`FusedConv`] followed by a 2×2 max-pool, forward only (see [`conv2d_fused_maxpool`]).
+struct FusedConvPool {
+    shape: ConvShape,
+    params: ConvParams,
+}
+
+impl CustomOp3 for FusedConvPool {
+    fn name(&self) -> &'static str {
+        "atelier-conv2d-maxpool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+        b: &CpuStorage,
+        b_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(x, x_layout, self.name())?;
+        let w = contiguous_f32(w, w_layout, self.name())?;
+        let b = contiguous_f32(b, b_layout, self.name())?;
+        let y = conv_kernel::forward_pooled(x, w, Some(b), &self.shape, &self.params);
+        let (ho, wo) = self.shape.out(&self.params);
+        let shape = Shape::from((self.shape.batch, self.shape.c_out, ho / 2, wo / 2));
+        Ok((CpuStorage::F32(y), shape))
+    }
 }
 
 impl CustomOp3 for FusedConv {

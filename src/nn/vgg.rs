@@ -99,6 +99,16 @@ impl ConvLayer {
             false,
         )?)
     }
+
+    /// conv + bias + ReLU + 2×2 max-pool, without keeping the full-size activation.
+    fn forward_pooled(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(ops::conv2d_fused_maxpool(
+            x,
+            &self.weight,
+            &self.bias,
+            CONV_RELU,
+        )?)
+    }
 }
 
 /// What one forward pass of [`Vgg::forward_tape`] keeps for its backward pass.
@@ -178,7 +188,10 @@ impl Vgg {
     /// Loads VGG16 or VGG19 conv weights (`.safetensors` or PyTorch `.pth`), detecting the
     /// architecture and layout from the tensor names.
     pub fn load(path: &Path, device: &Device) -> Result<Vgg> {
-        let file = WeightFile::load(path, device)?;
+        // Only the convolutions: torchvision/timm files also hold a ~470 MB classifier.
+        let file = WeightFile::load_only(path, device, |name| {
+            name.starts_with("conv") || name.starts_with("features.")
+        })?;
         let (layout, arch) = detect_layout(&file)?;
         let defaults = match layout {
             Layout::Atelier => Normalization::CAFFE,
@@ -280,8 +293,14 @@ impl Vgg {
         let mut x = self.normalize(pixels)?;
         let mut out = HashMap::new();
         for (index, layer) in self.layers.iter().enumerate().take(deepest + 1) {
+            let wanted = layers.contains(&layer.relu_name);
+            if index < deepest && layer.pool_after && !wanted {
+                // Only the pooled activation goes on: never store the full-size one.
+                x = layer.forward_pooled(&x)?;
+                continue;
+            }
             x = layer.forward(&x)?;
-            if layers.contains(&layer.relu_name) {
+            if wanted {
                 out.insert(layer.relu_name.clone(), x.clone());
             }
             if index < deepest && layer.pool_after {
@@ -475,7 +494,7 @@ fn detect_layout(file: &WeightFile) -> Result<(Layout, VggArch)> {
             "this does not look like a VGG16/VGG19 file: it has `features.0.weight` but neither `features.16.weight` (VGG19) nor `features.17.weight` (VGG16)",
         ));
     }
-    let mut names: Vec<&str> = file.tensors.keys().map(String::as_str).collect();
+    let mut names: Vec<&str> = file.names().collect();
     names.sort_unstable();
     let shown = names.iter().take(5).copied().collect::<Vec<_>>().join(", ");
     let found = if names.is_empty() {

@@ -9,12 +9,15 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use crate::error::{Error, Result};
 use crate::imaging;
 
-/// All tensors of a weights file plus the safetensors metadata (empty for `.pth`).
+/// The tensors of a weights file plus the safetensors metadata (empty for `.pth`).
 #[derive(Debug)]
 pub struct WeightFile {
     pub path: PathBuf,
+    /// The loaded tensors (see [`WeightFile::load_only`]).
     pub tensors: HashMap<String, Tensor>,
     pub metadata: HashMap<String, String>,
+    /// The name of every tensor in the file, loaded or not.
+    names: Vec<String>,
 }
 
 /// The container format, told by the file's first bytes rather than its extension.
@@ -44,9 +47,21 @@ fn sniff(path: &Path) -> Result<Format> {
 impl WeightFile {
     /// Loads every tensor as f32 on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let (tensors, metadata) = match sniff(path)? {
-            Format::Safetensors => load_safetensors(path)?,
-            Format::Zip => (load_pth(path)?, HashMap::new()),
+        Self::load_only(path, device, |_| true)
+    }
+
+    /// Loads the tensors whose names pass `keep` as f32 on `device`; the others are listed but
+    /// not read. A `.safetensors` file is read one kept tensor at a time, so a VGG19 file with
+    /// its 470 MB classifier costs only the conv weights' memory.
+    pub fn load_only(path: &Path, device: &Device, keep: impl Fn(&str) -> bool) -> Result<Self> {
+        let (tensors, metadata, names) = match sniff(path)? {
+            Format::Safetensors => load_safetensors(path, &keep)?,
+            Format::Zip => {
+                let all = load_pth(path)?;
+                let names = all.keys().cloned().collect();
+                let kept = all.into_iter().filter(|(name, _)| keep(name)).collect();
+                (kept, HashMap::new(), names)
+            }
         };
         let tensors = tensors
             .into_iter()
@@ -62,6 +77,7 @@ impl WeightFile {
             path: path.to_path_buf(),
             tensors,
             metadata,
+            names,
         })
     }
 
@@ -84,21 +100,118 @@ impl WeightFile {
         Ok(t.clone())
     }
 
+    /// Whether the file has a tensor `name` (loaded or not).
     pub fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.names.iter().any(|n| n == name)
+    }
+
+    /// Every tensor name in the file, loaded or not.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
     }
 }
 
-type Loaded = (HashMap<String, Tensor>, HashMap<String, String>);
+/// Loaded tensors, the safetensors metadata, and every tensor name.
+type Loaded = (
+    HashMap<String, Tensor>,
+    HashMap<String, String>,
+    Vec<String>,
+);
 
-fn load_safetensors(path: &Path) -> Result<Loaded> {
-    let bytes = std::fs::read(path).map_err(|e| Error::weights(path, e))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::weights(path, format!("corrupt safetensors header: {e}")))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| Error::weights(path, format!("corrupt safetensors data: {e}")))?;
-    Ok((tensors, metadata))
+/// Headers larger than this are refused (VGG19's is ~3 KB, safetensors' own limit is 100 MB).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// One tensor's entry in a safetensors header.
+#[derive(serde::Deserialize)]
+struct TensorEntry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: (u64, u64),
+}
+
+/// Reads the header, then only the kept tensors' bytes, each straight into its own buffer:
+/// the whole file is never held in memory.
+fn load_safetensors(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Loaded> {
+    let corrupt = |what: String| Error::weights(path, format!("corrupt safetensors file: {what}"));
+    let mut file = std::fs::File::open(path).map_err(|e| Error::weights(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::weights(path, e))?.len();
+    let mut len_bytes = [0u8; 8];
+    file.read_exact(&mut len_bytes)
+        .map_err(|e| corrupt(format!("header length: {e}")))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
+        return Err(corrupt(format!(
+            "header of {header_len} bytes in a file of {file_len}"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| corrupt(format!("header: {e}")))?;
+    let mut entries: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("header: {e}")))?;
+    let metadata: HashMap<String, String> = match entries.remove("__metadata__") {
+        Some(value) => {
+            serde_json::from_value(value).map_err(|e| corrupt(format!("metadata: {e}")))?
+        }
+        None => HashMap::new(),
+    };
+    let data_start = 8 + header_len;
+    let mut names = Vec::with_capacity(entries.len());
+    let mut tensors = HashMap::new();
+    for (name, value) in entries {
+        if keep(&name) {
+            let entry: TensorEntry = serde_json::from_value(value)
+                .map_err(|e| corrupt(format!("entry of `{name}`: {e}")))?;
+            let tensor = read_tensor(&mut file, data_start, file_len, &entry)
+                .map_err(|what| corrupt(format!("tensor `{name}`: {what}")))?;
+            tensors.insert(name.clone(), tensor);
+        }
+        names.push(name);
+    }
+    Ok((tensors, metadata, names))
+}
+
+/// Reads one tensor's bytes; the error says what is wrong with its entry or data.
+fn read_tensor(
+    file: &mut std::fs::File,
+    data_start: u64,
+    file_len: u64,
+    entry: &TensorEntry,
+) -> std::result::Result<Tensor, String> {
+    use std::io::{Seek, SeekFrom};
+    let dtype = match entry.dtype.as_str() {
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "F64" => DType::F64,
+        other => {
+            return Err(format!(
+                "unsupported dtype {other} (expected F32, F16 or BF16)"
+            ))
+        }
+    };
+    let (start, end) = entry.data_offsets;
+    let len = end
+        .checked_sub(start)
+        .ok_or_else(|| format!("data offsets {start}..{end} are reversed"))?;
+    let elements: usize = entry.shape.iter().product();
+    if len != (elements * dtype.size_in_bytes()) as u64 {
+        return Err(format!(
+            "{len} bytes of data for shape {:?} in {}",
+            entry.shape, entry.dtype
+        ));
+    }
+    if data_start + end > file_len {
+        return Err(format!(
+            "data ends at byte {} but the file has {file_len} (truncated?)",
+            data_start + end
+        ));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(data_start + start))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| format!("reading data: {e}"))?;
+    Tensor::from_raw_buffer(&bytes, dtype, &entry.shape, &Device::Cpu).map_err(|e| e.to_string())
 }
 
 fn load_pth(path: &Path) -> Result<HashMap<String, Tensor>> {

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use super::gemm::{sgemm, MatRef};
 use super::pad::{fold, AxisMap, AxisPlan, BuiltInput, PadMode};
 use super::winograd::{self, WinogradWeights};
-use super::{with_scratch, SharedMut};
+use super::{Scratch, SharedMut};
 
 /// Winograd pays off only when both channel counts feed a reasonably wide GEMM.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
@@ -110,6 +110,8 @@ struct Plan<'a> {
     stride: usize,
     weight: &'a [f32],
     winograd: Option<&'a WinogradWeights>,
+    /// 2×2 max-pool the output (Winograd only).
+    pool: bool,
 }
 
 /// `y = act(conv(build(x), w) + bias)`, NCHW.
@@ -119,6 +121,36 @@ pub fn forward(
     bias: Option<&[f32]>,
     s: &ConvShape,
     p: &ConvParams,
+) -> Vec<f32> {
+    forward_maybe_pooled(x, weight, bias, s, p, false)
+}
+
+/// Whether [`forward_pooled`] can run this convolution.
+pub fn can_pool(s: &ConvShape, p: &ConvParams) -> bool {
+    let (ho, wo) = s.out(p);
+    s.uses_winograd(p.stride) && ho >= 2 && wo >= 2
+}
+
+/// `maxpool2x2(forward(...))` without storing the full-size output (a VGG block's last
+/// layer: 64 MB at 512², pooled to 16 MB). Only where [`can_pool`] says so.
+pub fn forward_pooled(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    p: &ConvParams,
+) -> Vec<f32> {
+    assert!(can_pool(s, p), "conv forward_pooled: not a Winograd layer");
+    forward_maybe_pooled(x, weight, bias, s, p, true)
+}
+
+fn forward_maybe_pooled(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    s: &ConvShape,
+    p: &ConvParams,
+    pool: bool,
 ) -> Vec<f32> {
     assert_eq!(x.len(), s.in_len(), "conv forward: input size");
     assert_eq!(weight.len(), s.weight_len(), "conv forward: weight size");
@@ -138,6 +170,7 @@ pub fn forward(
         stride: p.stride,
         weight,
         winograd: winograd.as_ref(),
+        pool,
     };
     run(x, s.batch, (s.h, s.w), &plan, bias, p.relu)
 }
@@ -189,6 +222,7 @@ pub fn input_grad(grad_y: &[f32], weight: &[f32], s: &ConvShape, p: &ConvParams)
             stride: 1,
             weight: &flipped,
             winograd,
+            pool: false,
         };
         return run(grad_y, s.batch, (ho, wo), &plan, None, false);
     }
@@ -214,6 +248,7 @@ pub fn input_grad(grad_y: &[f32], weight: &[f32], s: &ConvShape, p: &ConvParams)
         weight: &flipped,
         // Stride 1 on the zero-dilated gradient: Winograd applies whatever the forward stride.
         winograd,
+        pool: false,
     };
     let grad_built = run(grad_y, s.batch, (ho, wo), &plan, None, false);
     let rows = AxisMap::new(forward_axis(s.h, bh, p));
@@ -254,6 +289,7 @@ pub fn weight_grad(
     let k = s.c_in * s.kh * s.kw;
     // Accumulated in the (kh, c_in, kw) column order of the expanded rows, permuted at the end.
     let mut grad_w = vec![0.0f32; s.c_out * k];
+    let scratch = Scratch::default();
     for n in 0..s.batch {
         let x_n = &x[n * s.c_in * s.h * s.w..][..s.c_in * s.h * s.w];
         let g_n = &grad_y[n * s.c_out * out_plane..][..s.c_out * out_plane];
@@ -272,7 +308,7 @@ pub fn weight_grad(
             .fold(
                 || vec![0.0f32; s.c_out * k],
                 |mut acc, tile| {
-                    with_scratch(geometry.expanded_len(tile), |expanded| {
+                    scratch.with(geometry.expanded_len(tile), |expanded| {
                         geometry.expand(tile, expanded);
                         for y in tile.rows.clone() {
                             // acc (c_out × k) += grad_y row (c_out × wc) · B(y)ᵀ (wc × k)
@@ -355,7 +391,10 @@ fn run(
         ..plan.cols
     });
     let in_sample = plan.c_in * stored.0 * stored.1;
-    let out_sample = plan.c_out * ho * wo;
+    let out_sample = match plan.pool {
+        true => plan.c_out * (ho / 2) * (wo / 2),
+        false => plan.c_out * ho * wo,
+    };
     let mut out = vec![0.0f32; batch * out_sample];
     let method = if plan.winograd.is_some() {
         Method::Winograd
@@ -376,7 +415,7 @@ fn run(
         let input = BuiltInput::new(x_n, stored, &rows, &cols);
         match (method, plan.winograd) {
             (Method::Winograd, Some(u)) => {
-                winograd::forward(&input, u, bias, relu, out_n, (ho, wo))
+                winograd::forward(&input, u, bias, relu, plan.pool, out_n, (ho, wo))
             }
             (Method::Scatter, _) => scatter_conv(
                 &input,
@@ -456,10 +495,11 @@ fn scatter_conv(
     let band = ho.div_ceil(2 * threads).max(1);
     let shared = SharedMut::new(out);
     let bands: Vec<usize> = (0..ho).step_by(band).collect();
+    let scratch = Scratch::default();
     bands.par_iter().for_each(|&y0| {
         let y1 = (y0 + band).min(ho);
         let (rows_len, z_len, acc_len) = (c_in * bw, c_out * taps * bw, c_out * (y1 - y0) * wo);
-        with_scratch(rows_len + z_len + acc_len, |buf| {
+        scratch.with(rows_len + z_len + acc_len, |buf| {
             let (rows, rest) = buf.split_at_mut(rows_len);
             let (z, acc) = rest.split_at_mut(z_len);
             acc.fill(0.0);
@@ -682,6 +722,7 @@ fn gemm_conv(
     let streaming = g.k() <= SMALL_K && out.len() >= STREAMING_MIN_FLOATS;
     let shared = SharedMut::new(out);
     let tiles = g.tiles();
+    let scratch = Scratch::default();
     tiles.par_iter().for_each(|tile| {
         let wc = tile.cols.len();
         let expanded_len = g.expanded_len(tile);
@@ -694,7 +735,7 @@ fn gemm_conv(
             1
         };
         let col_len = if group > 1 { k * group * wc } else { 0 };
-        with_scratch(expanded_len + col_len + c_out * group * wc, |buf| {
+        scratch.with(expanded_len + col_len + c_out * group * wc, |buf| {
             let (expanded, rest) = buf.split_at_mut(expanded_len);
             let (col, res) = rest.split_at_mut(col_len);
             g.expand(tile, expanded);

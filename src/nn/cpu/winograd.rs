@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, MatRef};
 use super::pad::BuiltInput;
-use super::{with_scratch, SharedMut};
+use super::{Scratch, SharedMut};
 
 /// Transformed-domain points per tile (6 × 6).
 const POINTS: usize = 36;
@@ -106,11 +106,16 @@ impl WinogradWeights {
 
 /// `out` (c_out × ho × wo) = act(conv3x3(input) + bias), where the built `input` is c_in
 /// planes of (4·⌈ho/4⌉ + 2) × (4·⌈wo/4⌉ + 2), zero beyond the real input.
+///
+/// With `pool`, `out` (c_out × ⌊ho/2⌋ × ⌊wo/2⌋) receives the 2×2 max-pool of that instead:
+/// each block pools its own rows (always an even number from an even start), so the
+/// full-size activation is never stored.
 pub fn forward(
     input: &BuiltInput,
     u: &WinogradWeights,
     bias: Option<&[f32]>,
     relu: bool,
+    pool: bool,
     out: &mut [f32],
     (ho, wo): (usize, usize),
 ) {
@@ -118,22 +123,28 @@ pub fn forward(
     let (th, tw) = (ho.div_ceil(4), wo.div_ceil(4));
     let ext = (input.height(), input.width());
     assert_eq!(ext, (4 * th + 2, 4 * tw + 2), "winograd: built size");
-    assert_eq!(out.len(), c_out * ho * wo, "winograd: output size");
+    let (hp, wp) = (ho / 2, wo / 2);
+    let out_plane = if pool { hp * wp } else { ho * wo };
+    assert_eq!(out.len(), c_out * out_plane, "winograd: output size");
     let threads = rayon::current_num_threads().max(1);
     let mut rows_per_block = TARGET_BLOCK_TILES.div_ceil(tw).max(1);
     // Keep every thread busy on small images.
     rows_per_block = rows_per_block.min(th.div_ceil(2 * threads)).max(1);
     let blocks = th.div_ceil(rows_per_block);
     let shared = SharedMut::new(out);
+    let scratch = Scratch::default();
     (0..blocks).into_par_iter().for_each(|b| {
         let ty0 = b * rows_per_block;
         let ty1 = (ty0 + rows_per_block).min(th);
         let tiles = (ty1 - ty0) * tw;
         let v_len = POINTS * c_in * tiles;
         let m_len = POINTS * c_out * tiles;
-        with_scratch(v_len + m_len + POINTS * tw, |buf| {
+        // One channel's full-size rows of the block, pooled from there.
+        let full_len = if pool { 4 * (ty1 - ty0) * wo } else { 0 };
+        scratch.with(v_len + m_len + POINTS * tw + full_len, |buf| {
             let (v, rest) = buf.split_at_mut(v_len);
-            let (m, tmp) = rest.split_at_mut(m_len);
+            let (m, rest) = rest.split_at_mut(m_len);
+            let (tmp, full) = rest.split_at_mut(POINTS * tw);
             for c in 0..c_in {
                 for ty in ty0..ty1 {
                     let t0 = (ty - ty0) * tw;
@@ -155,9 +166,19 @@ pub fn forward(
             }
             let y0 = 4 * ty0;
             let y1 = (4 * ty1).min(ho);
+            // Pooled rows y0/2..p1 (y0 is a multiple of 4; an odd last row is dropped).
+            let p1 = (y1 / 2).min(hp);
             for o in 0..c_out {
-                // SAFETY: block b alone writes output rows y0..y1 of every plane.
-                let dst = unsafe { shared.slice((o * ho + y0) * wo, (y1 - y0) * wo) };
+                // SAFETY: block b alone writes output rows y0..y1 (pooled: y0/2..p1) of every
+                // plane.
+                let dst = unsafe {
+                    if pool {
+                        shared.slice((o * hp + y0 / 2) * wp, (p1 - y0 / 2) * wp)
+                    } else {
+                        shared.slice((o * ho + y0) * wo, (y1 - y0) * wo)
+                    }
+                };
+                let rows_out = if pool { &mut *full } else { &mut *dst };
                 let bias = bias.map_or(0.0, |b| b[o]);
                 for ty in ty0..ty1 {
                     let t0 = (ty - ty0) * tw;
@@ -165,8 +186,11 @@ pub fn forward(
                         let src = &m[(xi * c_out + o) * tiles + t0..][..tw];
                         tmp[xi * tw..][..tw].copy_from_slice(src);
                     }
-                    let rows = &mut dst[(4 * ty - y0) * wo..];
+                    let rows = &mut rows_out[(4 * ty - y0) * wo..];
                     output_tile_row(tmp, tw, rows, wo, (ho - 4 * ty).min(4), bias, relu);
+                }
+                if pool {
+                    max_pool_rows(full, wo, dst, wp);
                 }
             }
         });
@@ -314,6 +338,20 @@ fn output_tile_row(
             apply_bias(row, bias, relu);
         }
     });
+}
+
+/// `dst` (rows of `wp`) = 2×2 maxima of the row pairs of `src` (rows of `w`).
+fn max_pool_rows(src: &[f32], w: usize, dst: &mut [f32], wp: usize) {
+    for (pooled, pair) in dst.chunks_exact_mut(wp).zip(src.chunks_exact(2 * w)) {
+        let (upper, lower) = pair.split_at(w);
+        for ((d, a), b) in pooled
+            .iter_mut()
+            .zip(upper.chunks_exact(2))
+            .zip(lower.chunks_exact(2))
+        {
+            *d = a[0].max(a[1]).max(b[0].max(b[1]));
+        }
+    }
 }
 
 fn apply_bias(row: &mut [f32], bias: f32, relu: bool) {
