@@ -468,3 +468,42 @@ fn tape_backward_matches_autograd() {
         "diff {diff} (scale {scale})"
     );
 }
+
+/// The loader reads tensors one at a time and only those asked for: a timm/torchvision file's
+/// classifier is listed but never read, f16 data arrives as f32, and a file cut short names
+/// the tensor whose data is missing.
+#[test]
+fn weight_files_are_read_tensor_by_tensor() {
+    use atelier::nn::weights::WeightFile;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = vgg_weights(VggArch::Vgg16, Naming::Torchvision, 5);
+    tensors.push(("head.fc.weight".into(), vec![10, 4], vec![0.5; 40]));
+    let path = temp_file(&dir, "with-classifier.safetensors");
+    write_safetensors(&path, &tensors, &[]);
+    let file = WeightFile::load_only(&path, &Device::Cpu, |n| n.starts_with("features.")).unwrap();
+    assert!(file.contains("head.fc.weight"));
+    assert!(!file.tensors.contains_key("head.fc.weight"));
+    assert_eq!(file.tensors.len(), tensors.len() - 1);
+    Vgg::load(&path, &Device::Cpu).unwrap();
+
+    let half = temp_file(&dir, "half.safetensors");
+    // IEEE half-precision bit patterns of 0.5, -2.0 and 1.25.
+    let values = [0.5f32, -2.0, 1.25];
+    let bytes: Vec<u8> = [0x3800u16, 0xC000, 0x3D00]
+        .iter()
+        .flat_map(|bits| bits.to_le_bytes())
+        .collect();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F16, vec![3], &bytes).unwrap();
+    safetensors::serialize_to_file(vec![("w", view)], None, &half).unwrap();
+    let file = WeightFile::load(&half, &Device::Cpu).unwrap();
+    let got = file.get("w", &[3]).unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(got, values);
+
+    let cut = temp_file(&dir, "cut.safetensors");
+    let full = std::fs::read(&path).unwrap();
+    // Past the classifier (last in the file) into the convolutions' data.
+    std::fs::write(&cut, &full[..full.len() - 1000]).unwrap();
+    let reason = weights_reason(Vgg::load(&cut, &Device::Cpu));
+    assert!(reason.contains("truncated"), "{reason}");
+}
