@@ -578,7 +578,9 @@ impl RowGeometry<'_> {
         let min_rows = self.kh + 3 * self.stride;
         let mut wc = self.wo;
         if min_rows * per_row * wc > EXPANDED_TILE_FLOATS {
-            wc = (EXPANDED_TILE_FLOATS / (min_rows * per_row))
+            // A multiple of 16: the GEMM runs on the transposed problem in 16-row blocks, and a
+            // ragged last block costs nearly as much as a full one.
+            wc = (EXPANDED_TILE_FLOATS / (min_rows * per_row) / 16 * 16)
                 .max(16)
                 .min(self.wo);
         }
