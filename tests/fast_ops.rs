@@ -259,6 +259,20 @@ fn gemm_path_matches_candle() {
             k: (1, 1),
             params: params(0, PadMode::Zero, 1, false, true),
         },
+        // First layers (few input channels, output channels a multiple of 8): the direct
+        // kernel, with odd widths (a partial 8-pixel block) and several bands.
+        Case {
+            x: [2, 3, 37, 21],
+            c_out: 16,
+            k: (3, 3),
+            params: params(1, PadMode::Zero, 1, false, true),
+        },
+        Case {
+            x: [1, 2, 9, 13],
+            c_out: 8,
+            k: (5, 3),
+            params: params(1, PadMode::Reflect, 1, true, false),
+        },
         Case {
             x: [1, 4, 5, 7],
             c_out: 6,

@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::direct;
 use super::gemm::{sgemm, MatRef};
 use super::pad::{fold, AxisMap, AxisPlan, BuiltInput, PadMode};
 use super::winograd::{self, WinogradWeights};
@@ -395,9 +396,14 @@ fn run(
         true => plan.c_out * (ho / 2) * (wo / 2),
         false => plan.c_out * ho * wo,
     };
-    let mut out = vec![0.0f32; batch * out_sample];
+    let mut out = output_buffer(batch * out_sample);
     let method = if plan.winograd.is_some() {
         Method::Winograd
+    } else if plan.c_in * plan.kh * plan.kw <= SMALL_K
+        && direct::applies(plan.c_out, plan.stride)
+        && direct::available()
+    {
+        Method::Direct
     } else if plan.c_out < SCATTER_MAX_OUT_CHANNELS && plan.stride == 1 {
         Method::Scatter
     } else {
@@ -407,7 +413,11 @@ fn run(
         Method::Winograd => Vec::new(),
         Method::Scatter => scatter_weight(plan.weight, plan.c_out, plan.c_in, plan.kh, plan.kw),
         Method::Rows => permute_weight(plan.weight, plan.c_out, plan.c_in, plan.kh, plan.kw),
+        Method::Direct => {
+            direct::pack_weight(plan.weight, plan.c_out, plan.c_in * plan.kh * plan.kw)
+        }
     };
+    let streaming = out.len() >= STREAMING_MIN_FLOATS;
     for (x_n, out_n) in x
         .chunks_exact(in_sample)
         .zip(out.chunks_exact_mut(out_sample))
@@ -417,6 +427,21 @@ fn run(
             (Method::Winograd, Some(u)) => {
                 winograd::forward(&input, u, bias, relu, plan.pool, out_n, (ho, wo))
             }
+            (Method::Direct, _) => direct::forward(
+                &input,
+                &permuted,
+                (plan.c_in, plan.c_out, plan.kh, plan.kw),
+                (ho, wo),
+                bias,
+                relu,
+                out_n,
+                if streaming {
+                    store_row_streaming
+                } else {
+                    store_row
+                },
+                if streaming { streaming_done } else { || {} },
+            ),
             (Method::Scatter, _) => scatter_conv(
                 &input,
                 &permuted,
@@ -444,7 +469,40 @@ fn run(
             ),
         }
     }
+    assert_written(&out);
     out
+}
+
+/// A buffer of `len` floats for a kernel to overwrite completely, handed out without zeroing:
+/// zeroing runs on the calling thread alone, and for a 64 MB first-layer output it cost as much
+/// as the convolution's own (parallel, streaming) writes. Debug builds fill it with a marker
+/// instead, and [`assert_written`] checks that the kernel left none behind.
+fn output_buffer(len: usize) -> Vec<f32> {
+    if cfg!(debug_assertions) {
+        return vec![f32::from_bits(UNWRITTEN); len];
+    }
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: every f32 bit pattern is a valid value, and `run` hands the buffer to a kernel
+    // that writes every element before anything reads it (each kernel covers all rows, columns
+    // and channels of its output; debug builds check this with `assert_written`).
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        out.set_len(len)
+    };
+    out
+}
+
+/// A NaN payload that arithmetic on finite inputs never produces.
+const UNWRITTEN: u32 = 0x7fc0_5eed;
+
+/// Debug builds: panics if a kernel left part of an [`output_buffer`] unwritten.
+fn assert_written(out: &[f32]) {
+    if cfg!(debug_assertions) {
+        assert!(
+            out.iter().all(|v| v.to_bits() != UNWRITTEN),
+            "convolution kernel left output elements unwritten"
+        );
+    }
 }
 
 /// Layers with fewer output channels than this (the style network's 9×9 output layer, the
@@ -456,6 +514,8 @@ const SCATTER_MAX_OUT_CHANNELS: usize = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
     Winograd,
+    /// Few input channels: [`direct`], every output written once from registers.
+    Direct,
     Rows,
     Scatter,
 }

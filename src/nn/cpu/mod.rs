@@ -7,6 +7,7 @@
 //! single-threaded GEMM (the `gemm` crate, the same kernels candle's matmul uses).
 
 pub mod conv;
+pub mod direct;
 pub mod gemm;
 pub mod norm;
 pub mod pad;
