@@ -92,7 +92,11 @@ pub fn conv2d_fused(
         }
         None => Tensor::zeros(c_out, DType::F32, x.device())?,
     };
-    let op = FusedConv { shape, params };
+    let op = FusedConv {
+        shape,
+        params,
+        pool: false,
+    };
     x.contiguous()?
         .apply_op3(&w.contiguous()?, &bias.contiguous()?, op)
 }
@@ -134,7 +138,11 @@ pub fn conv2d_fused_maxpool(
     x.contiguous()?.apply_op3_no_bwd(
         &w.detach().contiguous()?,
         &bias.detach().to_dtype(DType::F32)?.contiguous()?,
-        &FusedConvPool { shape, params },
+        &FusedConv {
+            shape,
+            params,
+            pool: true,
+        },
     )
 }
 
@@ -310,36 +318,9 @@ fn max_pool2x2_stock(x: &Tensor) -> Result<Tensor> {
 struct FusedConv {
     shape: ConvShape,
     params: ConvParams,
-}
-
-/// [`FusedConv`] followed by a 2×2 max-pool, forward only (see [`conv2d_fused_maxpool`]).
-struct FusedConvPool {
-    shape: ConvShape,
-    params: ConvParams,
-}
-
-impl CustomOp3 for FusedConvPool {
-    fn name(&self) -> &'static str {
-        "atelier-conv2d-maxpool"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        w: &CpuStorage,
-        w_layout: &Layout,
-        b: &CpuStorage,
-        b_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(x, x_layout, self.name())?;
-        let w = contiguous_f32(w, w_layout, self.name())?;
-        let b = contiguous_f32(b, b_layout, self.name())?;
-        let y = conv_kernel::forward_pooled(x, w, Some(b), &self.shape, &self.params);
-        let (ho, wo) = self.shape.out(&self.params);
-        let shape = Shape::from((self.shape.batch, self.shape.c_out, ho / 2, wo / 2));
-        Ok((CpuStorage::F32(y), shape))
-    }
+    /// Followed by a 2×2 max-pool inside the kernel: inference only, no backward pass (see
+    /// [`conv2d_fused_maxpool`]).
+    pool: bool,
 }
 
 impl CustomOp3 for FusedConv {
@@ -359,9 +340,15 @@ impl CustomOp3 for FusedConv {
         let x = contiguous_f32(x, x_layout, self.name())?;
         let w = contiguous_f32(w, w_layout, self.name())?;
         let b = contiguous_f32(b, b_layout, self.name())?;
-        let y = conv_kernel::forward(x, w, Some(b), &self.shape, &self.params);
-        let (ho, wo) = self.shape.out(&self.params);
-        let shape = Shape::from((self.shape.batch, self.shape.c_out, ho, wo));
+        let (s, p) = (&self.shape, &self.params);
+        let (ho, wo) = s.out(p);
+        let (y, shape) = if self.pool {
+            let y = conv_kernel::forward_pooled(x, w, Some(b), s, p);
+            (y, Shape::from((s.batch, s.c_out, ho / 2, wo / 2)))
+        } else {
+            let y = conv_kernel::forward(x, w, Some(b), s, p);
+            (y, Shape::from((s.batch, s.c_out, ho, wo)))
+        };
         Ok((CpuStorage::F32(y), shape))
     }
 
@@ -373,6 +360,9 @@ impl CustomOp3 for FusedConv {
         y: &Tensor,
         grad_y: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if self.pool {
+            bail!("conv2d with a fused max-pool is for inference only: it has no backward pass")
+        }
         let grad_y = grad_y.detach().contiguous()?;
         let grad_y = if self.params.relu {
             grad_y.apply_op2_no_bwd(&y.detach(), &ReluMask)?
