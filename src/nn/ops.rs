@@ -66,23 +66,8 @@ pub fn conv2d_fused(
     if !(custom_kernels_apply(x) && w.dtype() == DType::F32) {
         return conv2d_stock(x, &w, bias.as_ref(), params);
     }
-    let (batch, c_in, h, wd) = x.dims4()?;
-    let (c_out, w_in, kh, kw) = w.dims4()?;
-    if w_in != c_in {
-        bail!("conv2d: input has {c_in} channels, the kernel expects {w_in}")
-    }
-    let shape = ConvShape {
-        batch,
-        c_in,
-        h,
-        w: wd,
-        c_out,
-        kh,
-        kw,
-    };
-    shape
-        .validate(&params)
-        .map_err(|e| candle_core::Error::Msg(format!("conv2d: {e}")))?;
+    let shape = conv_shape(x, &w, &params)?;
+    let c_out = shape.c_out;
     let bias = match bias {
         Some(b) => {
             if b.dims() != [c_out] {
@@ -115,26 +100,13 @@ pub fn conv2d_fused_maxpool(
     if x.track_op() || !(custom_kernels_apply(x) && w.dtype() == DType::F32) {
         return two_ops();
     }
-    let (batch, c_in, h, wd) = x.dims4()?;
-    let (c_out, w_in, kh, kw) = w.dims4()?;
-    let shape = ConvShape {
-        batch,
-        c_in,
-        h,
-        w: wd,
-        c_out,
-        kh,
-        kw,
-    };
     // Anything unusual (and every error message) goes through the two ops.
-    if w_in != c_in
-        || bias.dims() != [c_out]
-        || params.stride == 0
-        || shape.validate(&params).is_err()
-        || !conv_kernel::can_pool(&shape, &params)
-    {
-        return two_ops();
-    }
+    let shape = match conv_shape(x, w, &params) {
+        Ok(shape) if bias.dims() == [shape.c_out] && conv_kernel::can_pool(&shape, &params) => {
+            shape
+        }
+        _ => return two_ops(),
+    };
     x.contiguous()?.apply_op3_no_bwd(
         &w.detach().contiguous()?,
         &bias.detach().to_dtype(DType::F32)?.contiguous()?,
@@ -144,6 +116,28 @@ pub fn conv2d_fused_maxpool(
             pool: true,
         },
     )
+}
+
+/// The sizes of convolving `x` (NCHW) with `w` (OIHW), checked against `params`.
+fn conv_shape(x: &Tensor, w: &Tensor, params: &ConvParams) -> Result<ConvShape> {
+    let (batch, c_in, h, wd) = x.dims4()?;
+    let (c_out, w_in, kh, kw) = w.dims4()?;
+    if w_in != c_in {
+        bail!("conv2d: input has {c_in} channels, the kernel expects {w_in}")
+    }
+    let shape = ConvShape {
+        batch,
+        c_in,
+        h,
+        w: wd,
+        c_out,
+        kh,
+        kw,
+    };
+    shape
+        .validate(params)
+        .map_err(|e| candle_core::Error::Msg(format!("conv2d: {e}")))?;
+    Ok(shape)
 }
 
 /// The same computation from candle's own ops (GPU builds, other dtypes).

@@ -781,7 +781,7 @@ fn gemm_conv(
 ) {
     let k = g.k();
     let plane = g.ho * g.wo;
-    let streaming = g.k() <= SMALL_K && out.len() >= STREAMING_MIN_FLOATS;
+    let streaming = k <= SMALL_K && out.len() >= STREAMING_MIN_FLOATS;
     let shared = SharedMut::new(out);
     let tiles = g.tiles();
     let scratch = Scratch::default();
