@@ -4,7 +4,7 @@
 # losses: the network's style loss relative to the Gatys result's, which minimised it directly,
 # with the unstyled photo's for scale)
 # and, when ImageMagick is installed, writes a montage (photo | network | Gatys) per style.
-# Usage: scripts/compare-with-gatys.sh [style...]   (env: OUT, SIZE, STEPS, PHOTOS, BIN)
+# Usage: scripts/compare-with-gatys.sh [style...]   (env: OUT, SIZE, STEPS, PHOTOS, BIN, VGG)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ SIZE=${SIZE:-256}
 STEPS=${STEPS:-150}
 PHOTOS=${PHOTOS:-"tubingen golden-gate lion sailboat chicago"}
 DATA=../shared/data
+# The development VGG, passed explicitly: the program never looks in ../shared by itself.
+VGG=${VGG:-../shared/models/vgg16-features.safetensors}
 mkdir -p "$OUT"
 
 styles=("$@")
@@ -36,8 +38,8 @@ for style in "${styles[@]}"; do
     net=$OUT/$style-$photo-network.png
     gatys=$OUT/$style-$photo-gatys.png
     [[ -f $net ]] || "$BIN" stylize "$src" --method network --style "styles/$style" --size "$SIZE" --quiet -o "$net" >/dev/null
-    [[ -f $gatys ]] || "$BIN" stylize "$src" --style "$painting" --size "$SIZE" --steps "$STEPS" --quiet -o "$gatys" >/dev/null
-    "$BIN" score "$src" "$net" "$gatys" --photo "$src" --style "$painting" --size "$SIZE" --json |
+    [[ -f $gatys ]] || "$BIN" stylize "$src" --style "$painting" --size "$SIZE" --steps "$STEPS" --vgg "$VGG" --quiet -o "$gatys" >/dev/null
+    "$BIN" score "$src" "$net" "$gatys" --photo "$src" --style "$painting" --size "$SIZE" --vgg "$VGG" --json |
       python3 -c '
 import json, sys
 photo_row, net, gatys = (json.loads(line) for line in sys.stdin)

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 ITERATIONS=${ITERATIONS:-}
 BIN=${BIN:-target/release/atelier}
 DATA=../shared/data
+# The development VGG, passed explicitly: the program never looks in ../shared by itself.
+VGG=${VGG:-../shared/models/vgg16-features.safetensors}
 
 # name | file | artist | title | year | iterations | further options
 # The Great Wave is seen smaller (320 px) with more smoothing: at 512 px its spray of white dots
@@ -36,7 +38,7 @@ for entry in "${STYLES[@]}"; do
   resume=()
   [[ -f $out/checkpoint.safetensors ]] && resume=(--resume)
   echo "== $name"
-  "$BIN" train --style "$DATA/styles/$file" --data "$DATA/train" -o "$out" \
+  "$BIN" train --style "$DATA/styles/$file" --data "$DATA/train" -o "$out" --vgg "$VGG" \
     --iterations "${ITERATIONS:-$iterations}" "${extra[@]}" --preview-every 250 --checkpoint-every 50 \
     --name "$title" --artist "$artist" --title "$title" --year "$year" \
     --licence "public domain" "${resume[@]}" \

@@ -6,6 +6,11 @@
 //! app (egui), [`styles`] its style gallery model, [`recipe`] render recipes in PNG metadata,
 //! [`train`] training custom feed-forward styles.
 
+// Errors are handled, not unwrapped: a failure reaches the user as a message (tests may
+// unwrap; see clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+#[cfg(feature = "gui")]
 pub mod app;
 pub mod bench;
 pub mod engine;

@@ -1,6 +1,10 @@
 //! Entry point: `atelier [PHOTO]` opens the desktop app; `atelier stylize`, `atelier train`,
 //! `atelier bench`, `atelier fetch-vgg` are the command line.
 
+// Errors are handled, not unwrapped: a failure reaches the user as a message (tests may
+// unwrap; see clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
 
 /// Tensors come and go by the hundred megabytes; the system allocator hands large blocks back

@@ -3,39 +3,26 @@
 //! progress and previews, stop, resume from the checkpoint, finish, and pick the new style in
 //! the gallery; closing the app while training waits for a checkpoint.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use atelier::app::controls::MethodChoice;
-use atelier::app::{AppOptions, AtelierApp};
+use atelier::app::AtelierApp;
 use atelier::styles::Origin;
-use candle_core::{Device, Tensor};
 use eframe::egui::accesskit::Role;
 use eframe::egui::{Key, Modifiers, ViewportCommand};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
+
+mod common;
+use common::fixtures::random_vgg;
+use common::harness::{has_message, step_until, Dropped};
 use image::{Rgb, RgbImage};
 
-/// A VGG16 with random weights in the Atelier layout (`conv1_1.weight`, …): the loss network
-/// only has to run, not to see.
-fn random_vgg(path: &Path) {
-    let widths = [64, 128, 256, 512, 512];
-    let convs = [2, 2, 3, 3, 3];
-    let mut tensors = HashMap::new();
-    let mut c_in = 3;
-    for (block, (&count, &c_out)) in convs.iter().zip(&widths).enumerate() {
-        for conv in 0..count {
-            let name = format!("conv{}_{}", block + 1, conv + 1);
-            let std = (2.0 / (c_in * 9) as f64).sqrt();
-            let weight = Tensor::randn(0f32, std as f32, (c_out, c_in, 3, 3), &Device::Cpu);
-            let bias = Tensor::zeros(c_out, candle_core::DType::F32, &Device::Cpu);
-            tensors.insert(format!("{name}.weight"), weight.unwrap());
-            tensors.insert(format!("{name}.bias"), bias.unwrap());
-            c_in = c_out;
-        }
-    }
-    candle_core::safetensors::save(&tensors, path).unwrap();
+fn harness(dir: &Path, vgg: PathBuf) -> Harness<'static, AtelierApp> {
+    let mut options = common::harness::options(dir, Some(vgg));
+    options.trained_styles_dir = Some(dir.join("my-styles"));
+    common::harness::harness(options)
 }
 
 /// A few different synthetic photos in `dir/photos`.
@@ -67,50 +54,6 @@ fn painting(dir: &Path) -> PathBuf {
     path
 }
 
-fn harness(dir: &Path, vgg: PathBuf) -> Harness<'static, AtelierApp> {
-    let styles = dir.join("styles");
-    std::fs::create_dir_all(&styles).unwrap();
-    let options = AppOptions {
-        photo: None,
-        styles_dir: styles,
-        trained_styles_dir: Some(dir.join("my-styles")),
-        vgg: Some(vgg),
-        debounce: Duration::from_millis(20),
-        use_storage: false,
-    };
-    Harness::builder()
-        .with_size(eframe::egui::vec2(1280.0, 800.0))
-        .build_eframe(move |cc| AtelierApp::new(cc, options))
-}
-
-/// Steps frames in real time (training runs on its own thread) until `done` or `timeout`.
-fn step_until(
-    harness: &mut Harness<'_, AtelierApp>,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&AtelierApp) -> bool,
-) {
-    let start = Instant::now();
-    while !done(harness.state()) {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out waiting for {what}; messages: {:?}; training: {:?}",
-            harness.state().messages(),
-            harness.state().new_style_panel().status()
-        );
-        harness.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn has_message(harness: &Harness<'_, AtelierApp>, needle: &str) -> bool {
-    harness
-        .state()
-        .messages()
-        .iter()
-        .any(|(_, m)| m.contains(needle))
-}
-
 /// Drops `path` on the middle of the "New style" window.
 fn drop_on_panel(harness: &mut Harness<'_, AtelierApp>, path: &Path) {
     let rect = harness
@@ -125,19 +68,6 @@ fn drop_on_panel(harness: &mut Harness<'_, AtelierApp>, path: &Path) {
         .dropped_files
         .push(std::sync::Arc::new(Dropped(path.to_path_buf())));
     harness.step();
-}
-
-#[derive(Debug)]
-struct Dropped(PathBuf);
-
-impl eframe::egui::DroppedFile for Dropped {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|e| e.to_string())
-    }
 }
 
 #[test]

@@ -2,23 +2,20 @@
 //! move the strength slider, receive previews, save; and checks the UI thread never waits on the
 //! engine (every frame's `ui` returns quickly while a job runs).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use atelier::app::{AppOptions, AtelierApp};
-use atelier::nn::transformer::TransformerNet;
-use candle_core::{DType, Device};
+use atelier::app::AtelierApp;
 use eframe::egui::accesskit::Role;
 use eframe::egui::{Key, Modifiers};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use image::{Rgb, RgbImage};
 
-// Included by path so this test does not depend on a shared tests/common/mod.rs.
-#[path = "common/png.rs"]
-mod png_fixture;
-use png_fixture::png_header_only;
+mod common;
+use common::fixtures::{chroma_gap, random_model};
+use common::harness::{harness, options, step_until, Dropped};
+use common::png::png_header_only;
 
 const VGG: &str = "../shared/models/vgg16-features.safetensors";
 
@@ -42,73 +39,8 @@ fn style_image(dir: &Path) -> PathBuf {
     path
 }
 
-fn random_model(path: &Path, seed: u64) {
-    TransformerNet::random(&Device::Cpu, seed)
-        .unwrap()
-        .save_safetensors(path, DType::F32, HashMap::new())
-        .unwrap();
-}
-
 fn status(harness: &Harness<'_, AtelierApp>) -> String {
     harness.state().status_line().1
-}
-
-/// Mean YIQ chroma distance between two images of the same size.
-fn chroma_gap(a: &RgbImage, b: &RgbImage) -> f32 {
-    let iq = |p: &Rgb<u8>| {
-        let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
-        (
-            0.596 * r - 0.274 * g - 0.322 * b,
-            0.211 * r - 0.523 * g + 0.312 * b,
-        )
-    };
-    let total: f32 = a
-        .pixels()
-        .zip(b.pixels())
-        .map(|(p, q)| {
-            let ((ip, qp), (iq_, qq)) = (iq(p), iq(q));
-            (ip - iq_).abs() + (qp - qq).abs()
-        })
-        .sum();
-    total / (a.width() * a.height()) as f32
-}
-
-fn harness(options: AppOptions) -> Harness<'static, AtelierApp> {
-    Harness::builder()
-        .with_size(eframe::egui::vec2(1280.0, 800.0))
-        .build_eframe(move |cc| AtelierApp::new(cc, options))
-}
-
-fn options(dir: &Path, vgg: Option<PathBuf>) -> AppOptions {
-    let styles = dir.join("styles");
-    std::fs::create_dir_all(&styles).unwrap();
-    AppOptions {
-        photo: None,
-        styles_dir: styles,
-        trained_styles_dir: Some(dir.join("trained")),
-        vgg,
-        debounce: Duration::from_millis(20),
-        use_storage: false,
-    }
-}
-
-/// Steps frames (in real time, the engine runs on its own thread) until `done` or `timeout`.
-fn step_until(
-    harness: &mut Harness<'_, AtelierApp>,
-    timeout: Duration,
-    what: &str,
-    done: impl Fn(&AtelierApp) -> bool,
-) {
-    let start = Instant::now();
-    while !done(harness.state()) {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out waiting for {what}; messages: {:?}",
-            harness.state().messages()
-        );
-        harness.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn strength_slider_to(harness: &mut Harness<'_, AtelierApp>, value: f64) {
@@ -287,6 +219,54 @@ fn network_style_previews_blends_and_saves_without_blocking_frames() {
         .any(|(_, m)| m.contains("refusing to overwrite")));
 }
 
+/// What you see is what you save: a network preview of a photo larger than the preview size
+/// runs on the whole photo (the network's strokes have a fixed size in pixels, so a small render
+/// stretched over the canvas would show them too large), and Save writes those very pixels.
+#[test]
+fn network_preview_is_the_full_size_render_that_save_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("wide.png");
+    RgbImage::from_fn(480, 300, |x, y| {
+        Rgb([(x / 2) as u8, (y * 3 / 4) as u8, ((x + y) % 256) as u8])
+    })
+    .save(&photo)
+    .unwrap();
+    let model = dir.path().join("random-style.safetensors");
+    random_model(&model, 11);
+    let mut harness = harness(options(dir.path(), None));
+    harness.state_mut().open_photo(photo.clone());
+    step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
+        app.has_photo()
+    });
+    harness.state_mut().add_user_styles(vec![model]);
+    step_until(
+        &mut harness,
+        Duration::from_secs(120),
+        "the network preview",
+        |app| app.finished_jobs() >= 1 && !app.is_busy(),
+    );
+    assert!(harness.state().controls().preview_size < 480);
+    let shown = harness.state().shown_image().expect("a preview");
+    assert_eq!(
+        shown.dimensions(),
+        (480, 300),
+        "the preview is the full photo"
+    );
+    assert!(
+        status(&harness).contains("full size, as Save writes it"),
+        "{}",
+        status(&harness)
+    );
+    let out = dir.path().join("saved.png");
+    harness.state_mut().save_to(out.clone());
+    step_until(&mut harness, Duration::from_secs(60), "the save", |app| {
+        !app.is_busy()
+    });
+    let saved = image::open(&out).unwrap().to_rgb8();
+    assert_eq!(saved, shown, "Save writes exactly the previewed pixels");
+    assert_eq!(harness.state().shown_image().unwrap(), saved);
+}
+
 /// Every control in the panels shows a tooltip when hovered, enabled or not (disabled ones say
 /// why they are disabled).
 #[test]
@@ -354,20 +334,6 @@ fn every_control_has_a_tooltip() {
         harness.run_steps(2);
     }
     assert!(missing.is_empty(), "no tooltip on: {missing:?}");
-}
-
-/// A file dropped on the window, as the windowing integration would report it.
-#[derive(Debug)]
-struct Dropped(PathBuf);
-
-impl eframe::egui::DroppedFile for Dropped {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|e| e.to_string())
-    }
 }
 
 /// Bad input never crashes or loses work: a readable message, and the open photo stays.

@@ -340,3 +340,83 @@ fn score_ranks_a_photo_against_its_stylisation() {
     assert!(!r.status.success());
     assert!(stderr(&r).contains("missing.png"), "{}", stderr(&r));
 }
+
+#[test]
+fn batch_writes_every_good_photo_and_fails_the_corrupt_one_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for (i, name) in ["a.png", "b.jpg", "c.png", "d.png"].iter().enumerate() {
+        write_photo(&photos, name, 30 + i as u32 * 3, 24);
+    }
+    // A file named like a photo that is not one, and a photo given apart from the folder.
+    std::fs::write(
+        photos.join("broken.jpg"),
+        b"\xff\xd8\xff\xe0 not really a jpeg",
+    )
+    .unwrap();
+    let extra = write_photo(dir.path(), "extra.png", 26, 20);
+    let model = dir.path().join("model.safetensors");
+    atelier::nn::transformer::TransformerNet::random(&candle_core::Device::Cpu, 2)
+        .unwrap()
+        .save_safetensors(&model, candle_core::DType::F16, Default::default())
+        .unwrap();
+    let out = dir.path().join("out");
+    let r = atelier(&[
+        "stylize",
+        s(&photos),
+        s(&extra),
+        "--method",
+        "network",
+        "--style",
+        s(&model),
+        "--json",
+        "--quiet",
+        "-o",
+        s(&out),
+    ]);
+    let err = stderr(&r);
+    assert!(
+        !r.status.success(),
+        "a failed photo makes the run fail: {err}"
+    );
+    // One line for the broken photo, one summary.
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 2, "{err}");
+    assert!(error_lines[0].contains("broken.jpg"), "{err}");
+    assert!(err.contains("1 of 6 photos failed"), "{err}");
+    for name in ["a", "b", "c", "d", "extra"] {
+        let written = out.join(format!("{name}.png"));
+        assert!(written.is_file(), "{} missing", written.display());
+    }
+    assert!(!out.join("broken.png").exists());
+    // --json: one object per photo, the failed one with its error.
+    let objects: Vec<serde_json::Value> = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 6);
+    let failed: Vec<&serde_json::Value> = objects
+        .iter()
+        .filter(|o| o.get("error").is_some())
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0]["input"].as_str().unwrap().ends_with("broken.jpg"));
+    assert_eq!(
+        objects.iter().filter(|o| o["method"] == "network").count(),
+        5
+    );
+
+    // Several photos need a folder, not a file name.
+    let r = atelier(&[
+        "stylize",
+        s(&photos),
+        "--method",
+        "network",
+        "--style",
+        s(&model),
+        "-o",
+        s(&dir.path().join("one.png")),
+    ]);
+    assert_fails(&r, "output folder", &dir.path().join("one.png"));
+}

@@ -456,7 +456,7 @@ fn check_rejects_truncated_and_foreign_files() {
 }
 
 #[test]
-fn search_order_explicit_env_cache_dev() {
+fn search_order_explicit_env_cache_and_no_working_directory_paths() {
     let dir = tempfile::tempdir().unwrap();
     let touch = |name: &str| {
         let path = dir.path().join(name);
@@ -467,11 +467,9 @@ fn search_order_explicit_env_cache_dev() {
     let explicit = touch("explicit.pth");
     let from_env = touch("env.safetensors");
     let cache = dir.path().join("cache");
-    let dev = touch("shared/models/vgg16-features.safetensors");
     let mut search = VggSearch {
         env_path: Some(from_env.clone()),
         cache_dir: Some(cache.clone()),
-        dev_path: Some(dev.clone()),
     };
 
     assert_eq!(search.resolve(Some(&explicit)).unwrap(), explicit);
@@ -488,7 +486,15 @@ fn search_order_explicit_env_cache_dev() {
     assert!(err.to_string().contains("ATELIER_VGG"), "{err}");
 
     search.env_path = None;
-    assert_eq!(search.resolve(None).unwrap(), dev);
+    // A development copy beside the working directory is not a product path.
+    assert!(matches!(
+        search.resolve(None).unwrap_err(),
+        Error::MissingVgg { .. }
+    ));
+    assert!(!search
+        .candidates()
+        .iter()
+        .any(|p| p.to_string_lossy().contains("shared")));
     let cached16 = touch("cache/vgg16-features.safetensors");
     assert_eq!(search.resolve(None).unwrap(), cached16);
     let cached19 = touch("cache/vgg19.safetensors");
@@ -497,10 +503,18 @@ fn search_order_explicit_env_cache_dev() {
     let empty = VggSearch {
         env_path: None,
         cache_dir: Some(dir.path().join("nothing")),
-        dev_path: Some(dir.path().join("nothing/dev.safetensors")),
     };
     let err = empty.resolve(None).unwrap_err();
-    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    match &err {
+        Error::MissingVgg { searched } => assert_eq!(
+            searched,
+            &vec![
+                dir.path().join("nothing/vgg19.safetensors"),
+                dir.path().join("nothing/vgg16-features.safetensors")
+            ]
+        ),
+        other => panic!("expected MissingVgg, got {other:?}"),
+    }
     let message = err.to_string();
     for expected in [
         "atelier fetch-vgg",
@@ -560,10 +574,6 @@ fn environment_configures_cache_vgg_and_endpoint() {
     let search = VggSearch::from_env();
     assert_eq!(search.env_path, Some(from_env.clone()));
     assert_eq!(search.cache_dir, Some(cache.clone()));
-    assert_eq!(
-        search.dev_path,
-        Some(PathBuf::from("../shared/models/vgg16-features.safetensors"))
-    );
     std::env::remove_var("ATELIER_VGG");
 
     // download_vgg19 with no endpoint: HF_ENDPOINT picks the server, ATELIER_CACHE the place.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor, Var};
 use image::{Rgb, RgbImage};
 
+use atelier::engine::{Engine, EventBody, Failure, JobKind};
 use atelier::nn::transformer::TransformerNet;
 use atelier::nn::vgg::{Vgg, VggArch};
 use atelier::styles;
@@ -17,7 +18,9 @@ use atelier::stylize::adam::AdamConfig;
 use atelier::train::discriminator::Discriminator;
 use atelier::train::export::VGG16_CREDIT;
 use atelier::train::params::ParameterSet;
-use atelier::train::{TrainConfig, TrainEvent, TrainRecipe, Trainer, TrainingSession};
+use atelier::train::{TrainConfig, TrainRecipe, Trainer};
+
+mod common;
 
 type TestResult = anyhow::Result<()>;
 
@@ -168,35 +171,47 @@ fn resuming_continues_exactly_where_it_stopped() -> TestResult {
     Ok(())
 }
 
+/// Training is an engine job: cancelling it stops it with a checkpoint, and a resumed job
+/// continues from there to an exported style.
 #[test]
-fn a_session_stops_with_a_checkpoint_and_resumes_to_an_exported_style() -> TestResult {
+fn a_training_job_stops_with_a_checkpoint_and_resumes_to_an_exported_style() -> TestResult {
     let dir = tempfile::tempdir()?;
     let data = photos(dir.path(), 3, 20, 20);
     let style = painting(dir.path(), "style.png", 0);
     let output = dir.path().join("styles").join("stripes");
-    let vgg = vgg();
+    let vgg_file = dir.path().join("vgg16.safetensors");
+    common::fixtures::random_vgg(&vgg_file);
+    let recipe = || TrainRecipe {
+        vgg: vgg_file.clone(),
+        ..recipe(&data, &style)
+    };
+    let engine = Engine::cpu()?;
 
-    let mut long = config(recipe(&data, &style), &output, 1000);
+    let mut long = config(recipe(), &output, 1000);
     long.preview_every = 1;
-    let session = TrainingSession::start_with_vgg(long, Device::Cpu, vgg.clone())?;
+    let job = engine.train(long)?;
     let mut stopped_at = None;
     let mut previews = 0;
-    for event in session.events().iter() {
-        match event {
-            TrainEvent::Progress(p) => {
+    for event in engine.events().iter() {
+        assert_eq!((event.job, event.kind), (job, JobKind::Training));
+        match event.body {
+            EventBody::Training(p) => {
                 assert!(p.images_per_second > 0.0);
-                session.stop();
+                engine.cancel(job);
             }
-            TrainEvent::Preview { image, path, .. } => {
+            EventBody::Preview { saved, .. } => {
+                let frame = engine
+                    .take_preview(JobKind::Training)
+                    .expect("preview image");
                 assert_eq!(
-                    image.dimensions(),
+                    frame.image.dimensions(),
                     (32, 16),
                     "two 16 px previews side by side"
                 );
-                assert!(path.is_file());
+                assert!(saved.is_some_and(|path| path.is_file()));
                 previews += 1;
             }
-            TrainEvent::Stopped {
+            EventBody::Stopped {
                 iteration,
                 checkpoint,
             } => {
@@ -204,38 +219,54 @@ fn a_session_stops_with_a_checkpoint_and_resumes_to_an_exported_style() -> TestR
                 stopped_at = Some(iteration);
                 break;
             }
-            TrainEvent::Failed { message } => panic!("training failed: {message}"),
+            EventBody::Failed(failure) => panic!("training failed: {failure}"),
             _ => {}
         }
     }
-    session.join();
     let stopped_at = stopped_at.expect("a Stopped event");
     assert!(stopped_at >= 1 && previews >= 1);
+    assert!(!engine.cancel(job), "the stopped job has ended");
 
-    let mut resume = config(recipe(&data, &style), &output, stopped_at + 2);
+    let mut resume = config(recipe(), &output, stopped_at + 2);
     resume.resume = true;
-    let session = TrainingSession::start_with_vgg(resume, Device::Cpu, vgg)?;
+    let job = engine.train(resume)?;
     let mut started_from = None;
     let mut finished = None;
-    for event in session.events().iter() {
-        match event {
-            TrainEvent::Started {
+    for event in engine.events().iter() {
+        if event.job != job {
+            continue;
+        }
+        match event.body {
+            EventBody::TrainingStarted {
                 first_iteration, ..
             } => started_from = Some(first_iteration),
-            TrainEvent::Finished {
-                iteration, style, ..
-            } => {
-                finished = Some((iteration, style));
+            EventBody::Trained(trained) => {
+                finished = Some(trained);
                 break;
             }
-            TrainEvent::Failed { message } => panic!("resume failed: {message}"),
+            EventBody::Failed(failure) => panic!("resume failed: {failure}"),
             _ => {}
         }
     }
     assert_eq!(started_from, Some(stopped_at));
-    let (iteration, style) = finished.expect("a Finished event");
-    assert_eq!(iteration, stopped_at + 2);
+    let trained = finished.expect("a Trained event");
+    assert_eq!(trained.iteration, stopped_at + 2);
+    let style = &trained.style;
     assert!(style.model.is_file() && style.thumbnail.is_file() && style.manifest.is_file());
+
+    // A missing loss network fails the job with the typed reason, before any work.
+    let mut no_vgg = config(recipe(), &dir.path().join("other"), 5);
+    no_vgg.recipe.vgg = dir.path().join("missing-vgg.safetensors");
+    let job = engine.train(no_vgg)?;
+    for event in engine.events().iter() {
+        if event.job == job && event.is_terminal() {
+            assert!(matches!(
+                event.body,
+                EventBody::Failed(Failure::BadModel { .. })
+            ));
+            break;
+        }
+    }
     Ok(())
 }
 

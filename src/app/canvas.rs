@@ -70,6 +70,11 @@ impl Canvas {
         self.zoom_by(1.0 / ZOOM_STEP);
     }
 
+    /// Screen points per photo pixel (the zoom, or the fit when fitted).
+    pub fn scale(&self) -> f32 {
+        self.zoom.unwrap_or(self.last_fit)
+    }
+
     /// The zoom level as a percentage, for the status line.
     pub fn zoom_percent(&self) -> f32 {
         self.zoom.unwrap_or(self.last_fit) * 100.0

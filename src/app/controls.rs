@@ -3,7 +3,7 @@
 use eframe::egui;
 use serde::{Deserialize, Serialize};
 
-use crate::stylize::gatys::{GatysConfig, MAX_SIZE};
+use crate::engine::{GatysConfig, MAX_OPTIMIZE_SIDE as MAX_SIZE};
 
 /// The style layers offered in the advanced section (present in VGG16 and VGG19).
 pub const STYLE_LAYERS: [&str; 5] = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"];

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui::{self, Color32};
 
-use crate::stylize::gatys::Losses;
+use crate::engine::Losses;
 
 /// How long toasts stay up.
 const INFO_TOAST: Duration = Duration::from_secs(5);

@@ -1,15 +1,15 @@
-//! A training run started from the "New style" panel: its session, its events (forwarded so
-//! they wake the UI), and what the panel shows of it (progress, losses, time left).
+//! A training run started from the "New style" panel: a training job of the app's engine, the
+//! events the app hands it, and what the panel shows of it (progress, losses, time left).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eframe::egui;
 use image::RgbImage;
 
-use super::wake::Forwarded;
-use crate::train::{ExportedStyle, TrainConfig, TrainEvent, TrainProgress, TrainingSession};
+use crate::engine::{
+    Engine, Event, EventBody, ExportedStyle, JobId, JobKind, TrainConfig, TrainProgress,
+};
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -35,9 +35,10 @@ pub enum RunUpdate {
 }
 
 pub struct TrainingRun {
-    /// `None` once abandoned (the app quits without waiting for the checkpoint).
-    session: Option<TrainingSession>,
-    events: Forwarded<TrainEvent>,
+    engine: Arc<Engine>,
+    job: JobId,
+    /// The job's events, handed over by the app's event loop.
+    inbox: Vec<Event>,
     /// The style's name, as the user typed it.
     pub name: String,
     pub folder: PathBuf,
@@ -51,16 +52,16 @@ pub struct TrainingRun {
 }
 
 impl TrainingRun {
-    /// Starts `config` on a background thread; its events wake `ctx`.
-    pub fn start(config: TrainConfig, name: String, ctx: &egui::Context) -> Result<Self, String> {
+    /// Starts `config` as a training job of `engine` (which shares its loaded VGG with it).
+    pub fn start(config: TrainConfig, name: String, engine: Arc<Engine>) -> Result<Self, String> {
         let folder = config.output.clone();
         let batch = config.recipe.batch;
         let iterations = config.iterations;
-        let session = TrainingSession::start_in_background(config).map_err(|e| e.to_string())?;
-        let events = Forwarded::forward(session.events(), ctx);
+        let job = engine.train(config).map_err(|e| e.to_string())?;
         Ok(Self {
-            session: Some(session),
-            events,
+            engine,
+            job,
+            inbox: Vec::new(),
             name,
             folder,
             batch,
@@ -71,25 +72,33 @@ impl TrainingRun {
         })
     }
 
+    /// The engine job this run is.
+    pub fn job(&self) -> JobId {
+        self.job
+    }
+
     /// Asks the training to stop after the current iteration (it saves a checkpoint first).
     pub fn stop(&mut self) {
-        if let Some(session) = &self.session {
-            session.stop();
+        if self.engine.cancel(self.job) {
             self.stopping = true;
         }
     }
 
-    /// Events arrive without waking the UI: the caller must poll.
-    pub fn needs_polling(&self) -> bool {
-        self.events.needs_polling
+    /// Takes one of this run's events (the app routes them by job id).
+    pub fn deliver(&mut self, event: Event) {
+        if event.job == self.job {
+            self.inbox.push(event);
+        }
     }
 
-    /// Drains the events that arrived; never blocks.
+    /// Handles the events delivered since the last call; never blocks. Only the newest preview
+    /// image is taken, from the engine's slot.
     pub fn poll(&mut self) -> Vec<RunUpdate> {
         let mut updates = Vec::new();
-        while let Some(event) = self.events.try_recv() {
-            match event {
-                TrainEvent::Started {
+        let mut preview = false;
+        for event in std::mem::take(&mut self.inbox) {
+            match event.body {
+                EventBody::TrainingStarted {
                     first_iteration,
                     iterations,
                     ..
@@ -97,19 +106,36 @@ impl TrainingRun {
                     self.first_iteration = first_iteration;
                     self.iterations = iterations;
                 }
-                TrainEvent::Progress(progress) => self.progress = Some(progress),
-                TrainEvent::Preview {
-                    iteration, image, ..
-                } => updates.push(RunUpdate::Preview { iteration, image }),
-                TrainEvent::Checkpoint { .. } => {}
-                TrainEvent::Stopped { iteration, .. } => {
+                EventBody::Training(progress) => self.progress = Some(progress),
+                EventBody::Preview { .. } => preview = true,
+                EventBody::Stopped { iteration, .. } => {
                     updates.push(RunUpdate::Ended(RunEnd::Stopped { iteration }))
                 }
-                TrainEvent::Finished {
-                    iteration, style, ..
-                } => updates.push(RunUpdate::Ended(RunEnd::Finished { style, iteration })),
-                TrainEvent::Failed { message } => {
-                    updates.push(RunUpdate::Ended(RunEnd::Failed(message)))
+                EventBody::Trained(trained) => updates.push(RunUpdate::Ended(RunEnd::Finished {
+                    style: trained.style,
+                    iteration: trained.iteration,
+                })),
+                EventBody::Failed(failure) => {
+                    updates.push(RunUpdate::Ended(RunEnd::Failed(failure.to_string())))
+                }
+                EventBody::Cancelled => updates.push(RunUpdate::Ended(RunEnd::Failed(
+                    "the training was cancelled before it started".into(),
+                ))),
+                _ => {}
+            }
+        }
+        if preview {
+            if let Some(frame) = self.engine.take_preview(JobKind::Training) {
+                if frame.job == self.job {
+                    let iteration = frame.step as u64;
+                    // Before the end, so the panel shows the last picture.
+                    updates.insert(
+                        0,
+                        RunUpdate::Preview {
+                            iteration,
+                            image: frame.image,
+                        },
+                    );
                 }
             }
         }
@@ -165,11 +191,9 @@ impl TrainingRun {
     /// Leaves the training thread running without waiting for it (the app is quitting and the
     /// user would not wait for the checkpoint): the last periodic checkpoint stays valid, since
     /// checkpoints are written atomically.
-    pub fn abandon(mut self) {
-        if let Some(session) = self.session.take() {
-            session.stop();
-            std::mem::forget(session);
-        }
+    pub fn abandon(self) {
+        self.engine.detach_training();
+        self.engine.cancel(self.job);
     }
 }
 

@@ -1,7 +1,7 @@
-//! Background events that wake the UI. The engine and training sessions know nothing of egui,
-//! so a small thread moves their events into a channel the UI drains and requests a repaint for
-//! each: the UI sleeps until something happens instead of polling (every extra frame costs CPU
-//! the engine needs).
+//! Background events that wake the UI. The engine knows nothing of egui, so a small thread moves
+//! its events into a channel the UI drains and requests a repaint for each: the UI sleeps until
+//! something happens instead of polling (every extra frame costs CPU the engine needs). Events
+//! are small: preview images wait in the engine's latest-value slot.
 
 use crossbeam_channel::Receiver;
 use eframe::egui;

@@ -23,6 +23,9 @@ pub struct Cli {
     command: Option<Command>,
     /// A photo to open in the desktop app.
     photo: Option<PathBuf>,
+    /// VGG weights for the app's Optimise method (default: $ATELIER_VGG, then the user cache).
+    #[arg(long)]
+    vgg: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -45,8 +48,7 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let Some(command) = cli.command else {
-        return atelier::app::run(cli.photo)
-            .map_err(|e| anyhow::anyhow!("the desktop app could not start: {e}"));
+        return open_app(cli.photo, cli.vgg);
     };
     match command {
         Command::Stylize(args) => stylize::run(*args),
@@ -54,9 +56,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Score(args) => score::run(args),
         Command::FetchVgg { endpoint } => {
-            let path = atelier::nn::hub::download_vgg19(endpoint.as_deref(), true)?;
+            let path = atelier::engine::download_vgg19(endpoint.as_deref(), true)?;
             println!("{}", path.display());
             Ok(())
         }
     }
+}
+
+#[cfg(feature = "gui")]
+fn open_app(photo: Option<PathBuf>, vgg: Option<PathBuf>) -> anyhow::Result<()> {
+    atelier::app::run(photo, vgg)
+        .map_err(|e| anyhow::anyhow!("the desktop app could not start: {e}"))
+}
+
+#[cfg(not(feature = "gui"))]
+fn open_app(_photo: Option<PathBuf>, _vgg: Option<PathBuf>) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this build has no desktop app (built without the `gui` feature); use a subcommand \
+         such as `atelier stylize` (see `atelier --help`)"
+    )
 }

@@ -1,14 +1,18 @@
-//! `atelier stylize`: one photo, one or more styles, one output file.
+//! `atelier stylize`: photos (files or folders), one or more styles. One photo and an output
+//! file name write that file; several photos (or a folder) and `-o FOLDER` run a batch through
+//! the engine's queued render lane, with one progress bar for all of them. A photo that fails
+//! (corrupt, unreadable) fails alone: the others are written and the exit code says some failed.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use atelier::engine::{Engine, Event, Job, Method};
+use atelier::engine::{
+    self, Engine, EventBody, GatysConfig, Init, Job, JobId, JobKind, JobStats, Method,
+    OptimizerKind, StyleImage,
+};
 use atelier::imaging::{self, OutputFormat};
-use atelier::nn::hub;
-use atelier::stylize::gatys::{GatysConfig, Init, StyleImage};
-use atelier::stylize::optim::OptimizerKind;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -22,8 +26,9 @@ pub enum MethodArg {
 
 #[derive(Args)]
 pub struct StylizeArgs {
-    /// The photo to stylise.
-    pub content: PathBuf,
+    /// Photos to stylise: files, or folders whose images are all taken.
+    #[arg(required = true)]
+    pub content: Vec<PathBuf>,
     /// Style image (optimize) or model file / style folder (network); repeat to blend styles.
     #[arg(long = "style", required = true)]
     pub styles: Vec<PathBuf>,
@@ -86,13 +91,17 @@ pub struct StylizeArgs {
     /// JPEG quality for .jpg outputs.
     #[arg(long, default_value_t = 92)]
     pub quality: u8,
-    /// Print one JSON object with the result's numbers on stdout.
+    /// Print one JSON object per photo with the result's numbers on stdout.
     #[arg(long)]
     pub json: bool,
+    /// File type of a batch's outputs (in a folder given with -o).
+    #[arg(long, value_enum, default_value_t = FormatArg::Png)]
+    pub format: FormatArg,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Output image (.png or .jpg); never one of the inputs.
+    /// Output image (.png or .jpg) for one photo, or a folder for several (created if missing;
+    /// each photo's name with the --format extension). Never one of the inputs.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
 }
@@ -107,6 +116,21 @@ pub enum OptimizerArg {
 pub enum InitArg {
     Content,
     Noise,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Png,
+    Jpg,
+}
+
+impl FormatArg {
+    fn extension(self) -> &'static str {
+        match self {
+            FormatArg::Png => "png",
+            FormatArg::Jpg => "jpg",
+        }
+    }
 }
 
 /// A trained model: the file itself, or the model a style folder's `style.toml` names (else its
@@ -136,48 +160,117 @@ fn parse_style_layers(specs: &[String]) -> anyhow::Result<Vec<(String, f64)>> {
         .collect()
 }
 
-/// Fails now, not after minutes of work, when the output cannot be written.
-fn check_output(args: &StylizeArgs) -> anyhow::Result<OutputFormat> {
-    let format = OutputFormat::from_path(&args.output, args.quality)?;
-    let mut inputs: Vec<&Path> = vec![&args.content];
+/// One photo of the run and where its result goes.
+struct Item {
+    input: PathBuf,
+    output: PathBuf,
+    format: OutputFormat,
+}
+
+/// The photos the arguments name: files as given, folders expanded to their images (sorted).
+fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut photos = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let found = engine::list_images(input)?;
+            if found.is_empty() {
+                bail!("folder {} holds no images", input.display());
+            }
+            photos.extend(found);
+        } else {
+            // Missing or unreadable files fail alone, later, with the decoder's message.
+            photos.push(input.clone());
+        }
+    }
+    Ok(photos)
+}
+
+fn is_image_name(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        atelier::styles::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+    })
+}
+
+/// Pairs each photo with its output and checks, before any work, that every output can be
+/// written and none is an input.
+fn plan(args: &StylizeArgs) -> anyhow::Result<Vec<Item>> {
+    let photos = expand_inputs(&args.content)?;
+    let single_file = photos.len() == 1
+        && !args.content[0].is_dir()
+        && !args.output.is_dir()
+        && is_image_name(&args.output);
+    let mut inputs: Vec<&Path> = photos.iter().map(PathBuf::as_path).collect();
     inputs.extend(args.styles.iter().map(PathBuf::as_path));
-    imaging::ensure_not_an_input(&args.output, &inputs)?;
-    let dir = match args.output.parent() {
+    if single_file {
+        let format = OutputFormat::from_path(&args.output, args.quality)?;
+        imaging::ensure_not_an_input(&args.output, &inputs)?;
+        check_folder_writable(&args.output, parent_or_dot(&args.output))?;
+        return Ok(vec![Item {
+            input: photos[0].clone(),
+            output: args.output.clone(),
+            format,
+        }]);
+    }
+    if args.output.is_file() || (is_image_name(&args.output) && !args.output.exists()) {
+        bail!(
+            "{} photos need an output folder, not the file {} (-o FOLDER)",
+            photos.len(),
+            args.output.display()
+        );
+    }
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("cannot create the output folder {}", args.output.display()))?;
+    check_folder_writable(&args.output, args.output.clone())?;
+    let extension = args.format.extension();
+    let mut taken = HashSet::new();
+    let mut items = Vec::new();
+    for photo in &photos {
+        let stem = photo
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "photo".into());
+        // Two photos with one name (a.jpg, a.png, or the same name in two folders) get -2, -3…
+        let mut output = args.output.join(format!("{stem}.{extension}"));
+        let mut n = 2;
+        while !taken.insert(output.clone()) {
+            output = args.output.join(format!("{stem}-{n}.{extension}"));
+            n += 1;
+        }
+        imaging::ensure_not_an_input(&output, &inputs)?;
+        let format = OutputFormat::from_path(&output, args.quality)?;
+        items.push(Item {
+            input: photo.clone(),
+            output,
+            format,
+        });
+    }
+    Ok(items)
+}
+
+fn parent_or_dot(path: &Path) -> PathBuf {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
-    };
+    }
+}
+
+/// Fails now, not after minutes of work, when the output folder cannot take files.
+fn check_folder_writable(output: &Path, dir: PathBuf) -> anyhow::Result<()> {
     if !dir.is_dir() {
         bail!(
             "cannot write {}: folder {} does not exist",
-            args.output.display(),
+            output.display(),
             dir.display()
         );
     }
-    tempfile::tempfile_in(&dir).with_context(|| {
-        format!(
-            "cannot write {}: folder is not writable",
-            args.output.display()
-        )
-    })?;
-    Ok(format)
+    tempfile::tempfile_in(&dir)
+        .with_context(|| format!("cannot write {}: folder is not writable", output.display()))?;
+    Ok(())
 }
 
-pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
-    let format = check_output(&args)?;
-    if !(0.0..=1.0).contains(&args.strength) {
-        bail!("--strength must be between 0 and 1, got {}", args.strength);
-    }
-    if let Some(0) = args.size {
-        bail!("--size must be at least 16 pixels");
-    }
-    if let Some(dir) = &args.preview_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
-    }
-    let content = Arc::new(imaging::load_rgb(&args.content)?);
-    let original_size = content.dimensions();
-
-    let method = match args.method {
+/// The method for every photo of the run (style images are read once).
+fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
+    Ok(match args.method {
         MethodArg::Network => {
             if args.styles.len() != 1 {
                 bail!("--method network takes exactly one --style (a model file or style folder)");
@@ -189,7 +282,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
             }
         }
         MethodArg::Optimize => {
-            let vgg = hub::resolve_vgg(args.vgg.as_deref())?;
+            let vgg = engine::resolve_vgg(args.vgg.as_deref())?;
             let blend = if args.blend.is_empty() {
                 vec![1.0; args.styles.len()]
             } else if args.blend.len() == args.styles.len() {
@@ -255,90 +348,225 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
                 config,
             }
         }
-    };
+    })
+}
 
-    let engine = Engine::new(atelier::engine::best_device());
-    let job_id = engine.submit(Job {
-        content,
-        method,
-        strength: args.strength,
-    });
+/// Steps one photo counts for on the overall bar.
+fn steps_per_photo(method: &Method) -> u64 {
+    match method {
+        Method::Optimize { config, .. } => config.total_steps() as u64,
+        Method::Network { .. } => 1,
+    }
+}
+
+/// Photos decoded and queued ahead of the one running: enough that the engine never waits for
+/// a decode, few enough that a folder of big photos is not all in memory at once.
+const QUEUED_AHEAD: usize = 2;
+
+/// A photo submitted to the engine.
+struct Submitted {
+    job: JobId,
+    item: usize,
+    size: (u32, u32),
+}
+
+pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
+    if !(0.0..=1.0).contains(&args.strength) {
+        bail!("--strength must be between 0 and 1, got {}", args.strength);
+    }
+    if let Some(0) = args.size {
+        bail!("--size must be at least 16 pixels");
+    }
+    let items = plan(&args)?;
+    if let Some(dir) = &args.preview_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
+    }
+    let method = build_method(&args)?;
+    let per_photo = steps_per_photo(&method);
+    let batch = items.len() > 1;
+
+    let engine = Engine::new(engine::best_device())?;
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
-        let bar = ProgressBar::new(0);
+        let bar = ProgressBar::new(per_photo * items.len() as u64);
+        let template = if batch {
+            "{spinner} [{elapsed_precise}] {bar:30} {prefix} {msg}"
+        } else {
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps {msg}"
+        };
         bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
     };
-
-    for event in engine.events().iter() {
-        if event.job() != job_id {
-            continue;
+    let say = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
         }
-        match event {
-            Event::Started { total_steps, .. } => bar.set_length(total_steps as u64),
-            Event::Progress { step, losses, .. } => {
-                bar.set_position(step as u64);
-                if losses.total > 0.0 {
+    };
+
+    let mut next_item = 0;
+    let mut in_flight: Vec<Submitted> = Vec::new();
+    let mut done = 0usize;
+    let mut failed = 0usize;
+    let mut first_error: Option<String> = None;
+    let mut fail = |item: &Item, message: String, failed: &mut usize| {
+        *failed += 1;
+        let line = if batch {
+            format!("error: {}: {message}", item.input.display())
+        } else {
+            format!("error: {message}")
+        };
+        if args.json && batch {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "input": item.input.display().to_string(),
+                    "error": message,
+                })
+            );
+        }
+        if first_error.is_none() {
+            first_error = Some(message);
+        }
+        if batch {
+            say(line);
+        }
+    };
+    loop {
+        // Keep the queue fed; a photo that cannot be read fails here, alone.
+        while in_flight.len() < QUEUED_AHEAD && next_item < items.len() {
+            let item = &items[next_item];
+            match imaging::load_rgb(&item.input) {
+                Ok(photo) => {
+                    let size = photo.dimensions();
+                    let job = engine.render(Job {
+                        content: Arc::new(photo),
+                        method: method.clone(),
+                        strength: args.strength,
+                    })?;
+                    in_flight.push(Submitted {
+                        job,
+                        item: next_item,
+                        size,
+                    });
+                }
+                Err(e) => {
+                    fail(item, e.to_string(), &mut failed);
+                    done += 1;
+                    bar.inc(per_photo);
+                }
+            }
+            next_item += 1;
+        }
+        bar.set_prefix(format!("{done}/{} photos", items.len()));
+        if in_flight.is_empty() {
+            break;
+        }
+        let event = engine
+            .events()
+            .recv()
+            .context("the engine stopped unexpectedly")?;
+        let Some(index) = in_flight.iter().position(|s| s.job == event.job) else {
+            continue;
+        };
+        let running = &in_flight[index];
+        let item = &items[running.item];
+        let base = (running.item as u64) * per_photo;
+        match event.body {
+            EventBody::Progress { step, losses, .. } => {
+                bar.set_position(base + step as u64);
+                if let Some(losses) = losses {
                     bar.set_message(format!(
                         "content {:.3} style {:.3} tv {:.3}",
                         losses.content, losses.style, losses.tv
                     ));
                 }
             }
-            Event::Preview { step, image, .. } => {
-                if let Some(dir) = &args.preview_dir {
+            EventBody::Preview { step, .. } => {
+                let frame = engine.take_preview(JobKind::Render);
+                if let (Some(dir), Some(frame)) = (&args.preview_dir, frame) {
+                    let dir = if batch {
+                        let stem = item.output.file_stem().unwrap_or_default();
+                        let dir = dir.join(stem);
+                        std::fs::create_dir_all(&dir).with_context(|| {
+                            format!("cannot create preview folder {}", dir.display())
+                        })?;
+                        dir
+                    } else {
+                        dir.clone()
+                    };
                     let path = dir.join(format!("preview-{step:05}.png"));
-                    imaging::save_atomic(&image, &path, OutputFormat::Png)?;
+                    imaging::save_atomic(&frame.image, &path, OutputFormat::Png)?;
                 }
             }
-            Event::Finished { output, .. } => {
-                bar.finish_and_clear();
-                let longer = |w: u32, h: u32| w.max(h);
-                if args.size.is_none()
-                    && longer(output.stats.width, output.stats.height)
-                        < longer(original_size.0, original_size.1)
-                {
-                    eprintln!(
-                        "note: the {}x{} photo was downscaled to {}x{} to fit in memory (choose with --size)",
-                        original_size.0, original_size.1, output.stats.width, output.stats.height
-                    );
-                }
-                imaging::save_atomic(&output.image, &args.output, format)?;
-                if args.json {
-                    print_json(&output.stats, &args.output)?;
-                } else if !args.quiet {
-                    eprintln!(
-                        "wrote {} ({}x{}, {:.1} s)",
-                        args.output.display(),
+            EventBody::Finished(output) => {
+                let (w, h) = running.size;
+                if args.size.is_none() && output.stats.width.max(output.stats.height) < w.max(h) {
+                    say(format!(
+                        "note: {}: the {w}x{h} photo was downscaled to {}x{} to fit in memory \
+                         (choose with --size)",
+                        item.input.display(),
                         output.stats.width,
-                        output.stats.height,
-                        output.stats.seconds
-                    );
+                        output.stats.height
+                    ));
                 }
-                return Ok(());
+                match imaging::save_atomic(&output.image, &item.output, item.format) {
+                    Ok(()) => {
+                        if args.json {
+                            print_json(&output.stats, &item.input, &item.output)?;
+                        } else if !args.quiet {
+                            say(format!(
+                                "wrote {} ({}x{}, {:.1} s)",
+                                item.output.display(),
+                                output.stats.width,
+                                output.stats.height,
+                                output.stats.seconds
+                            ));
+                        }
+                    }
+                    Err(e) => fail(item, e.to_string(), &mut failed),
+                }
+                done += 1;
+                bar.set_position(base + per_photo);
+                in_flight.remove(index);
             }
-            Event::Failed { message, .. } => {
-                bar.abandon();
-                bail!("{message}");
+            EventBody::Failed(failure) => {
+                fail(item, failure.to_string(), &mut failed);
+                done += 1;
+                bar.set_position(base + per_photo);
+                in_flight.remove(index);
             }
-            Event::Cancelled { .. } => {
-                bar.abandon();
-                bail!("cancelled");
+            EventBody::Cancelled => {
+                fail(item, "cancelled".into(), &mut failed);
+                done += 1;
+                in_flight.remove(index);
             }
+            _ => {}
         }
     }
-    bail!("the engine stopped unexpectedly")
+    if failed == 0 {
+        bar.finish_and_clear();
+        return Ok(());
+    }
+    bar.abandon();
+    if !batch {
+        bail!("{}", first_error.unwrap_or_default());
+    }
+    bail!(
+        "{failed} of {} photos failed (the others were written)",
+        items.len()
+    )
 }
 
-fn print_json(stats: &atelier::engine::JobStats, output: &Path) -> anyhow::Result<()> {
+fn print_json(stats: &JobStats, input: &Path, output: &Path) -> anyhow::Result<()> {
     let losses = stats.losses.unwrap_or_default();
     let value = serde_json::json!({
+        "input": input.display().to_string(),
         "method": stats.method,
         "width": stats.width,
         "height": stats.height,

@@ -1,12 +1,11 @@
 //! `atelier train`: trains a feed-forward style from a painting (or a folder of works) on a
-//! folder of photos and writes a gallery style folder. Runs on the same [`TrainingSession`]
-//! the app uses.
+//! folder of photos and writes a gallery style folder. Runs as a training job of the engine, as
+//! the app's New style panel does.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use atelier::nn::hub;
-use atelier::train::{StyleCredits, TrainConfig, TrainEvent, TrainRecipe, TrainingSession};
+use atelier::engine::{self, Engine, EventBody, JobKind, StyleCredits, TrainConfig, TrainRecipe};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -101,7 +100,7 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let vgg = hub::resolve_vgg(args.vgg.as_deref())?;
+    let vgg = engine::resolve_vgg(args.vgg.as_deref())?;
     let defaults = TrainRecipe::default();
     let recipe = TrainRecipe {
         style: args.styles.iter().map(|p| absolute(p)).collect(),
@@ -139,8 +138,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.thumbnail_photo = args.thumbnail_photo.clone();
     config.validate()?;
 
-    let session = TrainingSession::start(config, atelier::engine::best_device())
-        .context("cannot start training")?;
+    let engine = Engine::new(engine::best_device()).context("cannot start training")?;
+    let job = engine.train(config).context("cannot start training")?;
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -159,9 +158,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         (false, true) => eprintln!("{line}"),
         (false, false) => bar.println(line),
     };
-    for event in session.events().iter() {
-        match event {
-            TrainEvent::Started {
+    for event in engine.events().iter() {
+        if event.job != job {
+            continue;
+        }
+        match event.body {
+            EventBody::TrainingStarted {
                 first_iteration,
                 photos,
                 ..
@@ -173,7 +175,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 }
                 bar.set_message(format!("{photos} photos"));
             }
-            TrainEvent::Progress(p) => {
+            EventBody::Training(p) => {
                 bar.set_position(p.iteration);
                 let l = p.losses;
                 let mut message = format!(
@@ -193,35 +195,42 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 }
                 bar.set_message(message);
             }
-            TrainEvent::Preview { path, .. } => {
-                say(format!("preview {}", path.display()));
+            EventBody::Preview { saved, step } => {
+                // The image itself waits in the engine's slot; the CLI only names the file.
+                let _ = engine.take_preview(JobKind::Training);
+                match saved {
+                    Some(path) => say(format!("preview {}", path.display())),
+                    None => say(format!("preview at iteration {step}")),
+                }
             }
-            TrainEvent::Checkpoint { .. } => {}
-            TrainEvent::Stopped { checkpoint, .. } => {
+            EventBody::Stopped { checkpoint, .. } => {
                 bar.abandon();
                 bail!(
                     "training stopped; resume with --resume (checkpoint {})",
                     checkpoint.display()
                 );
             }
-            TrainEvent::Finished {
-                iteration,
-                style,
-                seconds_per_iteration,
-            } => {
+            EventBody::Trained(trained) => {
                 bar.finish_and_clear();
                 if !args.quiet {
                     eprintln!(
-                        "wrote {} after {iteration} iterations ({seconds_per_iteration:.2} s per iteration)",
-                        style.folder.display()
+                        "wrote {} after {} iterations ({:.2} s per iteration)",
+                        trained.style.folder.display(),
+                        trained.iteration,
+                        trained.seconds_per_iteration
                     );
                 }
                 return Ok(());
             }
-            TrainEvent::Failed { message } => {
+            EventBody::Failed(failure) => {
                 bar.abandon();
-                bail!("{message}");
+                bail!("{failure}");
             }
+            EventBody::Cancelled => {
+                bar.abandon();
+                bail!("training cancelled");
+            }
+            _ => {}
         }
     }
     bail!("the training thread stopped unexpectedly")

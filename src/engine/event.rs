@@ -1,68 +1,85 @@
-//! What the engine reports back, in order: `Started`, then `Progress`/`Preview` as work goes
-//! on, then exactly one of `Finished`, `Failed` or `Cancelled`.
+//! What the engine reports back. Every event names its job and lane. Per job, in order:
+//! `Started` (or `TrainingStarted`), then `Progress`/`Training`/`Preview`/`Checkpoint` as work
+//! goes on, then exactly one terminal event: `Finished`, `Trained`, `Failed`, `Cancelled` or
+//! `Stopped`. A job cancelled before it ran gets only `Cancelled`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use image::RgbImage;
 use serde::Serialize;
 
-use super::job::JobId;
+use super::failure::Failure;
+use super::job::{JobId, JobKind};
 use crate::stylize::gatys::Losses;
+use crate::train::{ExportedStyle, TrainProgress};
 
 #[derive(Clone)]
-pub enum Event {
+pub struct Event {
+    pub job: JobId,
+    pub kind: JobKind,
+    pub body: EventBody,
+}
+
+#[derive(Clone)]
+pub enum EventBody {
     Started {
-        job: JobId,
         total_steps: usize,
     },
     Progress {
-        job: JobId,
         step: usize,
         total_steps: usize,
-        losses: Losses,
+        /// The optimisation's losses (none for the network).
+        losses: Option<Losses>,
         elapsed: Duration,
     },
+    /// A preview image is waiting in the engine's slot for this lane
+    /// ([`super::Engine::take_preview`]): only the newest is kept, so a slow UI never queues
+    /// images.
     Preview {
-        job: JobId,
         step: usize,
-        image: Arc<RgbImage>,
+        /// Where the job wrote it, if it did (training keeps its previews in the style folder).
+        saved: Option<PathBuf>,
     },
-    Finished {
-        job: JobId,
-        output: JobOutput,
+    /// A training job checked its inputs; it continues after `first_iteration` iterations (more
+    /// than 0 when resuming).
+    TrainingStarted {
+        first_iteration: u64,
+        iterations: u64,
+        photos: usize,
     },
-    Failed {
-        job: JobId,
-        message: String,
+    Training(TrainProgress),
+    Checkpoint {
+        iteration: u64,
+        path: PathBuf,
     },
-    Cancelled {
-        job: JobId,
+    Finished(Box<JobOutput>),
+    Trained(Box<TrainedStyle>),
+    Failed(Failure),
+    Cancelled,
+    /// A training job stopped on request after `iteration`, its checkpoint saved: resume from it.
+    Stopped {
+        iteration: u64,
+        checkpoint: PathBuf,
     },
 }
 
 impl Event {
-    pub fn job(&self) -> JobId {
-        match self {
-            Event::Started { job, .. }
-            | Event::Progress { job, .. }
-            | Event::Preview { job, .. }
-            | Event::Finished { job, .. }
-            | Event::Failed { job, .. }
-            | Event::Cancelled { job } => *job,
-        }
-    }
-
     /// Whether this is the last event of its job.
     pub fn is_terminal(&self) -> bool {
         matches!(
-            self,
-            Event::Finished { .. } | Event::Failed { .. } | Event::Cancelled { .. }
+            self.body,
+            EventBody::Finished(_)
+                | EventBody::Trained(_)
+                | EventBody::Failed(_)
+                | EventBody::Cancelled
+                | EventBody::Stopped { .. }
         )
     }
 }
 
-/// A finished job's images and numbers.
+/// A finished preview or render: its images and numbers.
 #[derive(Clone)]
 pub struct JobOutput {
     /// The result blended with the photo at the job's strength.
@@ -84,4 +101,21 @@ pub struct JobStats {
     pub seconds: f64,
     pub losses: Option<Losses>,
     pub initial_style_loss: Option<f64>,
+}
+
+/// A finished training job.
+#[derive(Clone, Debug)]
+pub struct TrainedStyle {
+    pub iteration: u64,
+    pub style: ExportedStyle,
+    /// Mean wall time of the iterations this job ran.
+    pub seconds_per_iteration: f64,
+}
+
+/// The newest preview image of a lane.
+#[derive(Clone)]
+pub struct PreviewFrame {
+    pub job: JobId,
+    pub step: usize,
+    pub image: Arc<RgbImage>,
 }

@@ -10,6 +10,29 @@ use crate::stylize::gatys::{GatysConfig, StyleImage};
 /// Identifies a submitted job; later jobs have larger ids.
 pub type JobId = u64;
 
+/// The lane a job runs in, which decides how it is scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Interactive previews: latest wins (a new preview cancels the one before it). A waiting
+    /// preview runs before waiting renders: it is what the user is looking at.
+    Preview,
+    /// Full renders (Save, batches): queued in order, each finished, failed or cancelled on its
+    /// own, by id.
+    Render,
+    /// Training a style: runs beside the other lanes on its own thread, with the engine's VGG.
+    Training,
+}
+
+impl JobKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::Preview => "preview",
+            JobKind::Render => "render",
+            JobKind::Training => "training",
+        }
+    }
+}
+
 /// How to stylise.
 #[derive(Clone)]
 pub enum Method {
@@ -38,7 +61,7 @@ impl Method {
     }
 }
 
-/// A stylisation request.
+/// A stylisation request (for the preview and render lanes).
 #[derive(Clone)]
 pub struct Job {
     pub content: Arc<RgbImage>,

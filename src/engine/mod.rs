@@ -1,94 +1,268 @@
-//! The engine: a background thread that owns the candle device and the loaded networks. Callers
-//! send [`Job`]s and receive [`Event`]s over crossbeam channels. A new job supersedes the running
-//! one (latest wins); cancellation takes effect before the next loss evaluation.
+//! The engine: the only door to the methods. A background thread owns the candle device and the
+//! loaded networks; UIs (the app, the CLI) send jobs and receive [`Event`]s over one channel.
+//!
+//! Three lanes ([`JobKind`]):
+//! - [`Engine::preview`]: latest wins; a new preview cancels the previous one, queued or running.
+//! - [`Engine::render`]: queued in submission order; each job finishes, fails or is cancelled on
+//!   its own ([`Engine::cancel`] by id).
+//! - [`Engine::train`]: a training run on its own thread, sharing the engine's loaded VGG and
+//!   device; cancelling it stops it with a checkpoint.
+//!
+//! Preview images do not travel in events: the newest of each lane waits in a slot
+//! ([`Engine::take_preview`]), so a UI that draws slowly uploads only the latest and memory
+//! stays bounded. Cancellation takes effect before the next loss evaluation (the next iteration
+//! for training). A panic in a job becomes its `Failed` event; the engine keeps running.
+//!
+//! What a UI needs of the methods (configs, limits, sizing, training settings) is re-exported
+//! here, so UIs never import `stylize`, `nn` or `train` themselves.
 
 mod event;
+mod failure;
 mod job;
-pub(crate) mod priority;
 mod worker;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use candle_core::Device;
 use crossbeam_channel::{Receiver, Sender};
 
-pub use event::{Event, JobOutput, JobStats};
-pub use job::{Job, JobId, Method};
+pub use event::{Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle};
+pub use failure::{EngineError, Failure};
+pub use job::{Job, JobId, JobKind, Method};
+
+// ---- What UIs need of the methods ----
+pub use crate::nn::device::best_device;
+pub use crate::nn::hub::{download_vgg19, resolve_vgg};
+pub use crate::stylize::gatys::{
+    GatysConfig, Init, Losses, StyleImage, MAX_SIZE as MAX_OPTIMIZE_SIDE,
+};
+pub use crate::stylize::network::{network_side, MAX_NETWORK_PIXELS};
+pub use crate::stylize::optim::OptimizerKind;
+pub use crate::train::checkpoint::{peek as peek_checkpoint, CheckpointInfo, CHECKPOINT_NAME};
+pub use crate::train::data::list_images;
+pub use crate::train::export::MODEL_NAME;
+pub use crate::train::{
+    ExportedStyle, StyleCredits, TrainConfig, TrainLosses, TrainProgress, TrainRecipe,
+    DEFAULT_WIDTH,
+};
 
 enum Command {
-    Run(JobId, Box<Job>),
+    Stylize {
+        id: JobId,
+        kind: JobKind,
+        job: Box<Job>,
+        cancel: Arc<AtomicBool>,
+    },
+    Train {
+        id: JobId,
+        config: Box<TrainConfig>,
+        cancel: Arc<AtomicBool>,
+    },
     Shutdown,
 }
 
-/// Handle to the worker thread; dropping it stops the worker.
+/// State the engine handle and its threads share.
+struct Shared {
+    /// Lane and cancel flag of each job that has not ended yet.
+    live: Mutex<HashMap<JobId, (JobKind, Arc<AtomicBool>)>>,
+    /// The newest preview image of each lane.
+    previews: [Mutex<Option<PreviewFrame>>; 3],
+    /// At shutdown, wait for training jobs to save their checkpoint (the default).
+    wait_for_training: AtomicBool,
+}
+
+/// A poisoned lock only means a panic elsewhere (already reported as a failed job); the data
+/// it guards stays consistent, so keep going.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn slot_index(kind: JobKind) -> usize {
+    match kind {
+        JobKind::Preview => 0,
+        JobKind::Render => 1,
+        JobKind::Training => 2,
+    }
+}
+
+impl Shared {
+    fn new() -> Self {
+        Self {
+            live: Mutex::new(HashMap::new()),
+            previews: Default::default(),
+            wait_for_training: AtomicBool::new(true),
+        }
+    }
+
+    fn put_preview(&self, kind: JobKind, frame: PreviewFrame) {
+        *lock(&self.previews[slot_index(kind)]) = Some(frame);
+    }
+
+    /// The job ended: it can no longer be cancelled.
+    fn forget(&self, id: JobId) {
+        lock(&self.live).remove(&id);
+    }
+}
+
+/// Handle to the engine's thread; dropping it cancels every job, waits for training jobs to save
+/// a checkpoint (unless [`Engine::detach_training`] was called) and stops the thread.
 pub struct Engine {
     commands: Sender<Command>,
     events: Receiver<Event>,
     next_id: AtomicU64,
-    /// Jobs with an id below this are cancelled (shared with the worker).
-    cancel_below: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    /// The preview that a newer one supersedes.
+    latest_preview: Mutex<Option<JobId>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Engine {
-    /// Starts the worker on `device`.
-    pub fn new(device: Device) -> Self {
+    /// Starts the engine's thread on `device`.
+    pub fn new(device: Device) -> Result<Self, EngineError> {
         Self::start(device, false)
     }
 
-    /// Like [`Engine::new`], with the worker and the compute threads it starts at a lower
-    /// scheduling priority, for interactive callers whose own threads must stay responsive.
-    pub fn new_background(device: Device) -> Self {
+    /// Like [`Engine::new`], with the engine's threads (and the compute threads they start) at
+    /// a lower scheduling priority, for interactive callers whose own threads must stay
+    /// responsive.
+    pub fn new_background(device: Device) -> Result<Self, EngineError> {
         Self::start(device, true)
     }
 
-    fn start(device: Device, background: bool) -> Self {
+    /// An engine on the CPU.
+    pub fn cpu() -> Result<Self, EngineError> {
+        Self::new(Device::Cpu)
+    }
+
+    fn start(device: Device, background: bool) -> Result<Self, EngineError> {
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
-        let cancel_below = Arc::new(AtomicU64::new(0));
-        let worker = worker::Worker::new(device, command_rx, event_tx, cancel_below.clone());
+        let shared = Arc::new(Shared::new());
+        let worker = worker::Worker::new(device, command_rx, event_tx, shared.clone());
         let thread = std::thread::Builder::new()
             .name("atelier-engine".into())
             .spawn(move || {
                 if background {
-                    priority::lower_current_thread();
+                    crate::nn::device::lower_current_thread();
                 }
                 worker.run()
             })
-            .ok();
-        if thread.is_none() {
-            tracing::error!("could not start the engine thread");
-        }
-        Self {
+            .map_err(|e| EngineError::NotStarted(e.to_string()))?;
+        Ok(Self {
             commands: command_tx,
             events: event_rx,
             next_id: AtomicU64::new(1),
-            cancel_below,
-            thread,
-        }
+            shared,
+            latest_preview: Mutex::new(None),
+            thread: Some(thread),
+        })
     }
 
-    /// An engine on the CPU.
-    pub fn cpu() -> Self {
-        Self::new(Device::Cpu)
-    }
-
-    /// Queues `job`, cancelling every earlier one; returns its id.
-    pub fn submit(&self, job: Job) -> JobId {
+    fn register(&self, kind: JobKind) -> (JobId, Arc<AtomicBool>) {
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        self.cancel_below.fetch_max(id, Ordering::SeqCst);
-        if self.commands.send(Command::Run(id, Box::new(job))).is_err() {
-            tracing::error!("engine thread is gone; job {id} dropped");
-        }
-        id
+        let cancel = Arc::new(AtomicBool::new(false));
+        lock(&self.shared.live).insert(id, (kind, cancel.clone()));
+        (id, cancel)
     }
 
-    /// Cancels the running job and any queued ones.
-    pub fn cancel(&self) {
-        let next = self.next_id.load(Ordering::SeqCst);
-        self.cancel_below.fetch_max(next, Ordering::SeqCst);
+    fn send(&self, id: JobId, command: Command) -> Result<JobId, EngineError> {
+        self.commands.send(command).map_err(|_| {
+            self.shared.forget(id);
+            EngineError::Stopped
+        })?;
+        Ok(id)
+    }
+
+    /// Queues a preview, cancelling the previous preview (latest wins); returns its id.
+    pub fn preview(&self, job: Job) -> Result<JobId, EngineError> {
+        let (id, cancel) = self.register(JobKind::Preview);
+        if let Some(previous) = lock(&self.latest_preview).replace(id) {
+            self.cancel(previous);
+        }
+        self.send(
+            id,
+            Command::Stylize {
+                id,
+                kind: JobKind::Preview,
+                job: Box::new(job),
+                cancel,
+            },
+        )
+    }
+
+    /// Queues a render behind the renders already queued; returns its id.
+    pub fn render(&self, job: Job) -> Result<JobId, EngineError> {
+        let (id, cancel) = self.register(JobKind::Render);
+        self.send(
+            id,
+            Command::Stylize {
+                id,
+                kind: JobKind::Render,
+                job: Box::new(job),
+                cancel,
+            },
+        )
+    }
+
+    /// Starts training `config` beside the other lanes (the VGG is loaded once and shared with
+    /// the optimisation); returns its id. [`Engine::cancel`] stops it with a checkpoint.
+    pub fn train(&self, config: TrainConfig) -> Result<JobId, EngineError> {
+        let (id, cancel) = self.register(JobKind::Training);
+        self.send(
+            id,
+            Command::Train {
+                id,
+                config: Box::new(config),
+                cancel,
+            },
+        )
+    }
+
+    /// Cancels job `id`, queued or running (a training job stops after its current iteration
+    /// and saves a checkpoint). Returns false when the job has already ended.
+    pub fn cancel(&self, id: JobId) -> bool {
+        match lock(&self.shared.live).get(&id) {
+            Some((_, flag)) => {
+                flag.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels every preview and render, queued or running (training goes on).
+    pub fn cancel_stylizing(&self) {
+        for (kind, flag) in lock(&self.shared.live).values() {
+            if *kind != JobKind::Training {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Jobs of `kind` that have not ended yet (queued or running).
+    pub fn live_jobs(&self, kind: JobKind) -> usize {
+        lock(&self.shared.live)
+            .values()
+            .filter(|(k, _)| *k == kind)
+            .count()
+    }
+
+    /// The newest preview image of `kind`'s lane, taken out of its slot (`None` when no new one
+    /// arrived since the last take).
+    pub fn take_preview(&self, kind: JobKind) -> Option<PreviewFrame> {
+        lock(&self.shared.previews[slot_index(kind)]).take()
+    }
+
+    /// At drop, do not wait for training jobs to save their checkpoint (they are asked to stop;
+    /// the process may end first, and the last periodic checkpoint stays valid since
+    /// checkpoints are written atomically).
+    pub fn detach_training(&self) {
+        self.shared.wait_for_training.store(false, Ordering::SeqCst);
     }
 
     /// The event stream: poll with `try_recv` from a UI loop, or block with `recv`.
@@ -99,23 +273,12 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.cancel_below.store(u64::MAX, Ordering::SeqCst);
+        for (_, flag) in lock(&self.shared.live).values() {
+            flag.store(true, Ordering::SeqCst);
+        }
         let _ = self.commands.send(Command::Shutdown);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
-}
-
-/// The best device this build supports: CUDA or Metal when compiled in and present, else CPU.
-pub fn best_device() -> Device {
-    #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
-    }
-    #[cfg(feature = "metal")]
-    if let Ok(d) = Device::new_metal(0) {
-        return d;
-    }
-    Device::Cpu
 }

@@ -1,19 +1,23 @@
-//! The engine's thread: runs one job at a time, keeps loaded networks and cached features.
+//! The engine's thread: runs previews and renders one at a time (a waiting preview first, then
+//! renders in order), starts training jobs on threads of their own, and keeps the loaded
+//! networks and cached features.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
 use candle_core::Device;
 use crossbeam_channel::{Receiver, Sender};
 use image::RgbImage;
 
-use super::event::{Event, JobOutput, JobStats};
-use super::job::{Job, JobId, Method};
-use super::Command;
+use super::event::{Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle};
+use super::failure::Failure;
+use super::job::{Job, JobId, JobKind, Method};
+use super::{Command, Shared};
 use crate::error::{Error, Result};
 use crate::imaging;
 use crate::nn::transformer::TransformerNet;
@@ -21,6 +25,7 @@ use crate::nn::vgg::Vgg;
 use crate::stylize::cache::FeatureCache;
 use crate::stylize::gatys::{self, Observer, StepUpdate};
 use crate::stylize::{color, network};
+use crate::train::{session, TrainConfig, TrainEvent};
 
 /// A loaded file, remembered with the modification time it was loaded at.
 struct Loaded<T> {
@@ -33,14 +38,57 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// A preview or render waiting for its turn.
+struct Queued {
+    id: JobId,
+    kind: JobKind,
+    job: Box<Job>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Queued {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+}
+
+/// Sends one job's events.
+#[derive(Clone)]
+struct Outbox {
+    id: JobId,
+    kind: JobKind,
+    events: Sender<Event>,
+}
+
+impl Outbox {
+    fn send(&self, body: EventBody) {
+        // The receiver may be gone (the caller exited); nothing useful to do then.
+        let _ = self.events.send(Event {
+            job: self.id,
+            kind: self.kind,
+            body,
+        });
+    }
+
+    fn failed(&self, error: Error) {
+        self.send(match Failure::from_error(error) {
+            Some(failure) => EventBody::Failed(failure),
+            None => EventBody::Cancelled,
+        });
+    }
+}
+
 pub(super) struct Worker {
     device: Device,
     commands: Receiver<Command>,
     events: Sender<Event>,
-    cancel_below: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     vgg: Option<Loaded<Vgg>>,
     networks: HashMap<PathBuf, Loaded<TransformerNet>>,
     features: FeatureCache,
+    previews: VecDeque<Queued>,
+    renders: VecDeque<Queued>,
+    trainings: Vec<JoinHandle<()>>,
 }
 
 impl Worker {
@@ -48,62 +96,154 @@ impl Worker {
         device: Device,
         commands: Receiver<Command>,
         events: Sender<Event>,
-        cancel_below: Arc<AtomicU64>,
+        shared: Arc<Shared>,
     ) -> Self {
         Self {
             device,
             commands,
             events,
-            cancel_below,
+            shared,
             vgg: None,
             networks: HashMap::new(),
             features: FeatureCache::default(),
+            previews: VecDeque::new(),
+            renders: VecDeque::new(),
+            trainings: Vec::new(),
+        }
+    }
+
+    fn outbox(&self, id: JobId, kind: JobKind) -> Outbox {
+        Outbox {
+            id,
+            kind,
+            events: self.events.clone(),
         }
     }
 
     pub(super) fn run(mut self) {
-        while let Ok(command) = self.commands.recv() {
-            let (id, job) = match command {
-                Command::Run(id, job) => (id, job),
-                Command::Shutdown => break,
-            };
-            if self.is_cancelled(id) {
-                self.send(Event::Cancelled { job: id });
-                continue;
+        let mut shutdown = false;
+        while !shutdown {
+            // Block only when nothing is waiting; then take every command that arrived, so the
+            // choice below sees the newest preview and every cancellation.
+            if self.previews.is_empty() && self.renders.is_empty() {
+                match self.commands.recv() {
+                    Ok(command) => shutdown |= self.accept(command),
+                    Err(_) => shutdown = true,
+                }
             }
-            // A panic inside candle or a kernel must not take the caller down: it becomes an event.
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.run_job(id, &job)));
-            let event = match outcome {
-                Ok(Ok(output)) => Event::Finished { job: id, output },
-                Ok(Err(Error::Cancelled)) => Event::Cancelled { job: id },
-                Ok(Err(e)) => Event::Failed {
-                    job: id,
-                    message: e.to_string(),
-                },
-                Err(panic) => Event::Failed {
-                    job: id,
-                    message: format!("internal error: {}", panic_message(&panic)),
-                },
+            while let Ok(command) = self.commands.try_recv() {
+                shutdown |= self.accept(command);
+            }
+            self.end_cancelled_in_queue();
+            if shutdown {
+                break;
+            }
+            // A waiting preview first: it is what the user is looking at, and latest-wins keeps
+            // at most one alive.
+            let next = match self.previews.pop_back() {
+                Some(preview) => Some(preview),
+                None => self.renders.pop_front(),
             };
-            // A job cancelled in its very last step still counts as cancelled.
-            let event = match event {
-                Event::Finished { .. } if self.is_cancelled(id) => Event::Cancelled { job: id },
-                other => other,
+            if let Some(queued) = next {
+                self.run_stylize(queued);
+            }
+        }
+        // Every job still waiting ends as cancelled: none is lost.
+        let waiting: Vec<Queued> = self
+            .previews
+            .drain(..)
+            .chain(self.renders.drain(..))
+            .collect();
+        for queued in waiting {
+            self.end(&queued, EventBody::Cancelled);
+        }
+        while let Ok(command) = self.commands.try_recv() {
+            let (id, kind) = match command {
+                Command::Stylize { id, kind, .. } => (id, kind),
+                Command::Train { id, .. } => (id, JobKind::Training),
+                Command::Shutdown => continue,
             };
-            self.send(event);
+            self.shared.forget(id);
+            self.outbox(id, kind).send(EventBody::Cancelled);
+        }
+        let trainings = std::mem::take(&mut self.trainings);
+        if self.shared.wait_for_training.load(Ordering::SeqCst) {
+            for training in trainings {
+                let _ = training.join();
+            }
         }
     }
 
-    fn is_cancelled(&self, id: JobId) -> bool {
-        id < self.cancel_below.load(Ordering::SeqCst)
+    /// Queues or starts `command`; true for the shutdown command.
+    fn accept(&mut self, command: Command) -> bool {
+        match command {
+            Command::Stylize {
+                id,
+                kind,
+                job,
+                cancel,
+            } => {
+                let queued = Queued {
+                    id,
+                    kind,
+                    job,
+                    cancel,
+                };
+                match kind {
+                    JobKind::Preview => self.previews.push_back(queued),
+                    _ => self.renders.push_back(queued),
+                }
+                false
+            }
+            Command::Train { id, config, cancel } => {
+                self.start_training(id, *config, cancel);
+                false
+            }
+            Command::Shutdown => true,
+        }
     }
 
-    fn send(&self, event: Event) {
-        // The receiver may be gone (caller exited); nothing useful to do then.
-        let _ = self.events.send(event);
+    /// Queued jobs that were cancelled (or superseded) end now, in submission order.
+    fn end_cancelled_in_queue(&mut self) {
+        let mut ended: Vec<Queued> = Vec::new();
+        for queue in [&mut self.previews, &mut self.renders] {
+            let (cancelled, kept): (VecDeque<Queued>, VecDeque<Queued>) =
+                queue.drain(..).partition(Queued::cancelled);
+            *queue = kept;
+            ended.extend(cancelled);
+        }
+        ended.sort_by_key(|q| q.id);
+        for queued in ended {
+            self.end(&queued, EventBody::Cancelled);
+        }
     }
 
-    fn run_job(&mut self, id: JobId, job: &Job) -> Result<JobOutput> {
+    /// Sends a job's terminal event; it can no longer be cancelled.
+    fn end(&self, queued: &Queued, body: EventBody) {
+        self.shared.forget(queued.id);
+        self.outbox(queued.id, queued.kind).send(body);
+    }
+
+    fn run_stylize(&mut self, queued: Queued) {
+        let outbox = self.outbox(queued.id, queued.kind);
+        // A panic inside candle or a kernel must not take the caller down: it becomes an event.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.run_job(&outbox, &queued.job, &queued.cancel)
+        }));
+        let body = match outcome {
+            // A job cancelled in its very last step still counts as cancelled.
+            Ok(Ok(_)) if queued.cancelled() => EventBody::Cancelled,
+            Ok(Ok(output)) => EventBody::Finished(Box::new(output)),
+            Ok(Err(e)) => match Failure::from_error(e) {
+                Some(failure) => EventBody::Failed(failure),
+                None => EventBody::Cancelled,
+            },
+            Err(panic) => EventBody::Failed(Failure::Internal(panic_message(&panic))),
+        };
+        self.end(&queued, body);
+    }
+
+    fn run_job(&mut self, outbox: &Outbox, job: &Job, cancel: &AtomicBool) -> Result<JobOutput> {
         if !(0.0..=1.0).contains(&job.strength) || job.strength.is_nan() {
             return Err(Error::invalid(format!(
                 "strength must be between 0 and 1, got {}",
@@ -118,17 +258,15 @@ impl Worker {
                 config,
             } => {
                 config.validate()?;
-                let total_steps = config.total_steps();
-                self.send(Event::Started {
-                    job: id,
-                    total_steps,
+                outbox.send(EventBody::Started {
+                    total_steps: config.total_steps(),
                 });
                 let vgg = self.load_vgg(vgg)?;
                 let mut observer = EventObserver {
-                    id,
+                    outbox,
+                    shared: &self.shared,
                     started,
-                    events: &self.events,
-                    cancel_below: &self.cancel_below,
+                    cancel,
                 };
                 let out = gatys::stylize(
                     &vgg,
@@ -162,12 +300,9 @@ impl Worker {
                 size,
                 preserve_color,
             } => {
-                self.send(Event::Started {
-                    job: id,
-                    total_steps: 1,
-                });
+                outbox.send(EventBody::Started { total_steps: 1 });
                 let net = self.load_network(model)?;
-                if self.is_cancelled(id) {
+                if cancel.load(Ordering::SeqCst) {
                     return Err(Error::Cancelled);
                 }
                 let side = network::network_side(job.content.width(), job.content.height(), *size);
@@ -182,11 +317,10 @@ impl Worker {
                     // the brightness, the photo keeps its colours.
                     stylized = color::keep_photo_colors(&stylized, &content);
                 }
-                self.send(Event::Progress {
-                    job: id,
+                outbox.send(EventBody::Progress {
                     step: 1,
                     total_steps: 1,
-                    losses: Default::default(),
+                    losses: None,
                     elapsed: started.elapsed(),
                 });
                 finish(
@@ -204,6 +338,67 @@ impl Worker {
                         initial_style_loss: None,
                     },
                 )
+            }
+        }
+    }
+
+    /// Loads the loss network (or takes the loaded one) and starts the training thread; its
+    /// events go out under `id`.
+    fn start_training(&mut self, id: JobId, config: TrainConfig, cancel: Arc<AtomicBool>) {
+        let outbox = self.outbox(id, JobKind::Training);
+        if cancel.load(Ordering::SeqCst) {
+            self.shared.forget(id);
+            outbox.send(EventBody::Cancelled);
+            return;
+        }
+        let vgg = match self.load_vgg(&config.recipe.vgg) {
+            Ok(vgg) => vgg,
+            Err(e) => {
+                self.shared.forget(id);
+                outbox.failed(e);
+                return;
+            }
+        };
+        let device = self.device.clone();
+        let shared = self.shared.clone();
+        let thread_outbox = outbox.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("atelier-train-{id}"))
+            .spawn(move || {
+                let outbox = thread_outbox;
+                let forward = |event: TrainEvent| {
+                    if let Some(body) = training_body(&shared, id, event) {
+                        if is_terminal(&body) {
+                            shared.forget(id);
+                        }
+                        outbox.send(body);
+                    }
+                };
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    session::run(config, &device, move |_| Ok(vgg), forward, &cancel)
+                }));
+                match outcome {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        shared.forget(id);
+                        outbox.failed(e);
+                    }
+                    Err(panic) => {
+                        shared.forget(id);
+                        outbox.send(EventBody::Failed(Failure::Internal(panic_message(&panic))));
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                self.trainings.retain(|t| !t.is_finished());
+                self.trainings.push(handle);
+            }
+            Err(e) => {
+                self.shared.forget(id);
+                outbox.send(EventBody::Failed(Failure::Internal(format!(
+                    "cannot start the training thread: {e}"
+                ))));
             }
         }
     }
@@ -250,6 +445,65 @@ impl Worker {
     }
 }
 
+fn is_terminal(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::Trained(_) | EventBody::Stopped { .. } | EventBody::Failed(_)
+    )
+}
+
+/// A training event as the engine reports it (preview images go to the training lane's slot).
+fn training_body(shared: &Shared, id: JobId, event: TrainEvent) -> Option<EventBody> {
+    Some(match event {
+        TrainEvent::Started {
+            first_iteration,
+            iterations,
+            photos,
+        } => EventBody::TrainingStarted {
+            first_iteration,
+            iterations,
+            photos,
+        },
+        TrainEvent::Progress(progress) => EventBody::Training(progress),
+        TrainEvent::Preview {
+            iteration,
+            image,
+            path,
+        } => {
+            let step = usize::try_from(iteration).unwrap_or(usize::MAX);
+            shared.put_preview(
+                JobKind::Training,
+                PreviewFrame {
+                    job: id,
+                    step,
+                    image,
+                },
+            );
+            EventBody::Preview {
+                step,
+                saved: Some(path),
+            }
+        }
+        TrainEvent::Checkpoint { iteration, path } => EventBody::Checkpoint { iteration, path },
+        TrainEvent::Stopped {
+            iteration,
+            checkpoint,
+        } => EventBody::Stopped {
+            iteration,
+            checkpoint,
+        },
+        TrainEvent::Finished {
+            iteration,
+            style,
+            seconds_per_iteration,
+        } => EventBody::Trained(Box::new(TrainedStyle {
+            iteration,
+            style,
+            seconds_per_iteration,
+        })),
+    })
+}
+
 fn finish(
     job: &Job,
     stylized: RgbImage,
@@ -277,28 +531,35 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Turns optimisation progress into events and answers cancellation from the shared counter.
+/// Turns optimisation progress into events (preview images into the lane's slot) and answers
+/// cancellation from the job's flag.
 struct EventObserver<'a> {
-    id: JobId,
+    outbox: &'a Outbox,
+    shared: &'a Shared,
     started: Instant,
-    events: &'a Sender<Event>,
-    cancel_below: &'a AtomicU64,
+    cancel: &'a AtomicBool,
 }
 
 impl Observer for EventObserver<'_> {
     fn on_step(&mut self, update: StepUpdate) -> Result<()> {
-        let _ = self.events.send(Event::Progress {
-            job: self.id,
+        self.outbox.send(EventBody::Progress {
             step: update.step,
             total_steps: update.total_steps,
-            losses: update.losses,
+            losses: Some(update.losses),
             elapsed: self.started.elapsed(),
         });
         if let Some(image) = update.preview {
-            let _ = self.events.send(Event::Preview {
-                job: self.id,
+            self.shared.put_preview(
+                self.outbox.kind,
+                PreviewFrame {
+                    job: self.outbox.id,
+                    step: update.step,
+                    image: Arc::new(image),
+                },
+            );
+            self.outbox.send(EventBody::Preview {
                 step: update.step,
-                image: Arc::new(image),
+                saved: None,
             });
         }
         if self.cancelled() {
@@ -308,6 +569,6 @@ impl Observer for EventObserver<'_> {
     }
 
     fn cancelled(&self) -> bool {
-        self.id < self.cancel_below.load(Ordering::SeqCst)
+        self.cancel.load(Ordering::SeqCst)
     }
 }

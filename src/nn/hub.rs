@@ -1,7 +1,9 @@
 //! Finding the VGG loss network on disk, and fetching it from the Hugging Face hub when missing.
 //!
-//! Search order ([`resolve_vgg`]): an explicit path (`--vgg`), `$ATELIER_VGG`, the files a download
-//! leaves in [`cache_dir`], then the dev/CI copy at `../shared/models/vgg16-features.safetensors`.
+//! Search order ([`resolve_vgg`]): an explicit path (`--vgg`), `$ATELIER_VGG`, then the files a
+//! download leaves in [`cache_dir`]. Nothing relative to the working directory: a folder whose
+//! parent happens to hold `shared/models/` must not change which network a user gets (the
+//! development copy is passed explicitly by tests and scripts).
 //! [`download_vgg19`] fetches torchvision's ImageNet VGG19 (`timm/vgg19.tv_in1k`, BSD-3) with the
 //! `hf-hub` crate and places it at `<cache>/vgg19.safetensors`.
 
@@ -36,8 +38,6 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 pub const VGG19_CACHE_NAME: &str = "vgg19.safetensors";
 /// A VGG16 `features` file a user may drop into the cache directory by hand.
 pub const VGG16_CACHE_NAME: &str = "vgg16-features.safetensors";
-/// The dev/CI copy, relative to the crate root (the current directory of `cargo run`/`cargo test`).
-pub const DEV_VGG_PATH: &str = "../shared/models/vgg16-features.safetensors";
 
 /// Where a safetensors header may not plausibly be larger than this (VGG19's is ~3 KB); guards the
 /// header allocation against garbage.
@@ -89,17 +89,14 @@ pub struct VggSearch {
     pub env_path: Option<PathBuf>,
     /// [`cache_dir`], searched for [`VGG19_CACHE_NAME`] then [`VGG16_CACHE_NAME`].
     pub cache_dir: Option<PathBuf>,
-    /// The dev/CI copy, [`DEV_VGG_PATH`].
-    pub dev_path: Option<PathBuf>,
 }
 
 impl VggSearch {
-    /// The search as configured by the environment and the current directory.
+    /// The search as configured by the environment.
     pub fn from_env() -> Self {
         Self {
             env_path: non_empty_env(VGG_ENV).map(PathBuf::from),
             cache_dir: cache_dir(),
-            dev_path: Some(PathBuf::from(DEV_VGG_PATH)),
         }
     }
 
@@ -111,7 +108,6 @@ impl VggSearch {
             candidates.push(cache.join(VGG19_CACHE_NAME));
             candidates.push(cache.join(VGG16_CACHE_NAME));
         }
-        candidates.extend(self.dev_path.clone());
         candidates
     }
 
@@ -127,13 +123,15 @@ impl VggSearch {
         if let Some(found) = candidates.iter().find(|path| path.is_file()) {
             return Ok(found.clone());
         }
-        Err(Error::NotFound(not_found_message(&candidates)))
+        Err(Error::MissingVgg {
+            searched: candidates,
+        })
     }
 }
 
 /// Finds the VGG loss network: `explicit` (must exist), else `$ATELIER_VGG` (must exist), else
-/// `<cache>/vgg19.safetensors`, `<cache>/vgg16-features.safetensors`, else
-/// `../shared/models/vgg16-features.safetensors`. When none is there the error says how to get one.
+/// `<cache>/vgg19.safetensors`, else `<cache>/vgg16-features.safetensors`. When none is there the
+/// error ([`Error::MissingVgg`]) lists the places and says how to get one.
 pub fn resolve_vgg(explicit: Option<&Path>) -> Result<PathBuf> {
     VggSearch::from_env().resolve(explicit)
 }
@@ -148,19 +146,6 @@ fn existing_file(path: &Path, origin: &str) -> Result<PathBuf> {
         format!("no such file ({origin}); expected a VGG16/VGG19 .safetensors or .pth file")
     };
     Err(Error::weights(path, reason))
-}
-
-fn not_found_message(searched: &[PathBuf]) -> String {
-    let searched = searched
-        .iter()
-        .map(|path| path.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "no VGG loss network found (looked in: {searched}). Get one with `atelier fetch-vgg` \
-         (downloads {VGG19_DOWNLOAD_SIZE} from the Hugging Face hub, {VGG19_REPO}), or set \
-         {VGG_ENV} or pass --vgg PATH to a VGG16/VGG19 .safetensors or .pth file"
-    )
 }
 
 /// Downloads [`VGG19_REPO`]/[`VGG19_FILE`] into [`cache_dir`] and returns

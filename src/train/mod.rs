@@ -3,13 +3,13 @@
 //! on random crops of a photo collection, optionally with a patch discriminator that learns the
 //! style from a collection of works.
 //!
-//! [`TrainingSession`] runs a [`TrainConfig`] on a background thread and reports
-//! [`TrainEvent`]s; [`Trainer`] is the same run driven step by step.
+//! [`session::run`] runs a [`TrainConfig`] to its end and reports [`TrainEvent`]s (the engine runs
+//! it as a training job); [`Trainer`] is the same run driven step by step.
 //!
 //! Modules: `config` (recipe and run settings), `data` (photos, style works, deterministic
 //! crops, background loading), `loss` (perceptual loss), `discriminator` (patch discriminator,
 //! hinge loss), `params` (variables with Adam state), `checkpoint`, `export` (the style
-//! folder), `trainer` (one run), `session` (the thread and its events).
+//! folder), `trainer` (one run), `session` (a whole run and its events).
 
 pub mod checkpoint;
 pub mod config;
@@ -23,5 +23,5 @@ pub mod trainer;
 
 pub use config::{StyleCredits, TrainConfig, TrainRecipe, DEFAULT_WIDTH};
 pub use export::ExportedStyle;
-pub use session::{TrainEvent, TrainProgress, TrainingSession};
+pub use session::{TrainEvent, TrainProgress};
 pub use trainer::{StepReport, TrainInputs, TrainLosses, Trainer};

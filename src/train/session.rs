@@ -1,26 +1,25 @@
-//! Training on a background thread, driven through channels: the command line and the desktop
-//! app start a session, receive [`TrainEvent`]s, and may stop it between iterations.
-//! Stopping saves a checkpoint; resuming is starting again with `resume` set.
+//! One training run to its end, reporting [`TrainEvent`]s and stopping between iterations when
+//! asked. The engine runs it on a thread of its own as a training job (with the VGG it already
+//! holds): the command line and the desktop app start trainings through the engine. Stopping
+//! saves a checkpoint; resuming is starting again with `resume` set.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use crossbeam_channel::{Receiver, Sender};
 use image::RgbImage;
 
 use super::config::TrainConfig;
 use super::export::ExportedStyle;
 use super::trainer::{TrainInputs, TrainLosses, Trainer};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nn::vgg::Vgg;
 
-/// What a training session reports, in order: `Started`, then `Progress` after every
-/// iteration with `Preview` and `Checkpoint` between, then exactly one of `Finished`, `Stopped`
-/// or `Failed`.
+/// What a training run reports, in order: `Started`, then `Progress` after every iteration with
+/// `Preview` and `Checkpoint` between, then `Finished` or `Stopped` (a failure is [`run`]'s
+/// error).
 #[derive(Clone)]
 pub enum TrainEvent {
     /// Inputs checked and targets computed; training starts after `first_iteration` completed
@@ -51,16 +50,13 @@ pub enum TrainEvent {
         /// Mean wall time of the iterations this session ran.
         seconds_per_iteration: f64,
     },
-    Failed {
-        message: String,
-    },
 }
 
 impl TrainEvent {
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            TrainEvent::Finished { .. } | TrainEvent::Stopped { .. } | TrainEvent::Failed { .. }
+            TrainEvent::Finished { .. } | TrainEvent::Stopped { .. }
         )
     }
 }
@@ -77,118 +73,17 @@ pub struct TrainProgress {
     pub elapsed: Duration,
 }
 
-/// A running training; dropping it stops the training (with a checkpoint) and waits for it.
-pub struct TrainingSession {
-    events: Receiver<TrainEvent>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl TrainingSession {
-    /// Starts training `config` on `device`, loading the VGG loss network from
-    /// `config.recipe.vgg`. Problems with the inputs arrive as a `Failed` event.
-    pub fn start(config: TrainConfig, device: Device) -> Result<Self> {
-        let vgg_path = config.recipe.vgg.clone();
-        Self::spawn(config, device, move |device| {
-            Ok(Arc::new(Vgg::load(&vgg_path, device)?))
-        })
-    }
-
-    /// [`Self::start`] on the best device this build supports, with the training thread (and
-    /// the threads it starts) at a lower scheduling priority, like the app's stylize engine: on
-    /// a machine with few cores the window must get the CPU the moment it draws. For the app,
-    /// which names no device types.
-    pub fn start_in_background(config: TrainConfig) -> Result<Self> {
-        let vgg_path = config.recipe.vgg.clone();
-        Self::spawn_with(config, crate::engine::best_device(), true, move |device| {
-            Ok(Arc::new(Vgg::load(&vgg_path, device)?))
-        })
-    }
-
-    /// [`Self::start`] with an already loaded loss network (e.g. one the app keeps).
-    pub fn start_with_vgg(config: TrainConfig, device: Device, vgg: Arc<Vgg>) -> Result<Self> {
-        Self::spawn(config, device, move |_| Ok(vgg))
-    }
-
-    fn spawn(
-        config: TrainConfig,
-        device: Device,
-        load_vgg: impl FnOnce(&Device) -> Result<Arc<Vgg>> + Send + 'static,
-    ) -> Result<Self> {
-        Self::spawn_with(config, device, false, load_vgg)
-    }
-
-    fn spawn_with(
-        config: TrainConfig,
-        device: Device,
-        background: bool,
-        load_vgg: impl FnOnce(&Device) -> Result<Arc<Vgg>> + Send + 'static,
-    ) -> Result<Self> {
-        let (sender, events) = crossbeam_channel::unbounded();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("atelier-train".into())
-            .spawn(move || {
-                if background {
-                    crate::engine::priority::lower_current_thread();
-                }
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run(config, &device, load_vgg, &sender, &stop_flag)
-                }));
-                let failure = match outcome {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some("internal error: the training thread panicked".to_string()),
-                };
-                if let Some(message) = failure {
-                    let _ = sender.send(TrainEvent::Failed { message });
-                }
-            })
-            .map_err(|e| Error::invalid(format!("cannot start the training thread: {e}")))?;
-        Ok(Self {
-            events,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Asks the training to stop after the current iteration; a `Stopped` event follows once
-    /// the checkpoint is saved.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-
-    /// The event stream: poll with `try_recv` from a UI loop, or block with `recv`/`iter`.
-    pub fn events(&self) -> &Receiver<TrainEvent> {
-        &self.events
-    }
-
-    /// Waits for the training thread to end.
-    pub fn join(mut self) {
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for TrainingSession {
-    fn drop(&mut self) {
-        self.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Weight of the newest iteration in the smoothed throughput.
 const THROUGHPUT_SMOOTHING: f64 = 0.2;
 
-fn run(
+/// Runs one training to its end on the calling thread: `send` receives every event; a failure is
+/// the returned error; `stop` is read between iterations. The engine runs its training jobs
+/// through this with the VGG it already holds (`load_vgg`).
+pub fn run(
     config: TrainConfig,
     device: &Device,
     load_vgg: impl FnOnce(&Device) -> Result<Arc<Vgg>>,
-    events: &Sender<TrainEvent>,
+    send: impl Fn(TrainEvent),
     stop: &AtomicBool,
 ) -> Result<()> {
     let started = Instant::now();
@@ -199,10 +94,6 @@ fn run(
     let iterations = trainer.config().iterations;
     let preview_every = trainer.config().preview_every;
     let checkpoint_every = trainer.config().checkpoint_every;
-    let send = |event: TrainEvent| {
-        // The receiver may be gone (caller exited); the training still ends cleanly.
-        let _ = events.send(event);
-    };
     let first_iteration = trainer.iteration();
     send(TrainEvent::Started {
         first_iteration,

@@ -2,9 +2,8 @@
 
 use std::path::Path;
 
+use crate::engine::{peek_checkpoint, CheckpointInfo, CHECKPOINT_NAME, MODEL_NAME};
 use crate::styles::MANIFEST_NAME;
-use crate::train::checkpoint::{self, CheckpointInfo, CHECKPOINT_NAME};
-use crate::train::export::MODEL_NAME;
 
 /// What the style's folder holds already.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +27,7 @@ pub(super) fn inspect(folder: &Path) -> FolderState {
     let checkpoint_path = folder.join(CHECKPOINT_NAME);
     let checkpoint = checkpoint_path
         .is_file()
-        .then(|| checkpoint::peek(&checkpoint_path));
+        .then(|| peek_checkpoint(&checkpoint_path));
     match (trained, checkpoint) {
         (false, None) => FolderState::Free,
         (false, Some(Ok(info))) => FolderState::Unfinished(info),

@@ -12,6 +12,7 @@ mod view;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use eframe::egui::{self, Rect};
 
@@ -20,10 +21,10 @@ pub use settings::{NewStyleSettings, DEFAULT_PHOTOS};
 use super::progress::Level;
 use super::tasks::{self, DialogPurpose};
 use super::training::{RunEnd, RunUpdate, TrainingRun};
+use crate::engine::{
+    list_images, CheckpointInfo, Engine, Event, StyleCredits, TrainConfig, TrainRecipe,
+};
 use crate::styles::{self, FileKind};
-use crate::train::checkpoint::CheckpointInfo;
-use crate::train::data::list_images;
-use crate::train::{StyleCredits, TrainConfig, TrainRecipe};
 use folder::{inspect, FolderState};
 use settings::absolute;
 
@@ -64,6 +65,8 @@ pub struct Environment<'a> {
     /// The user's styles folder (`None`: this system has no place for user data).
     pub trained_dir: Option<&'a Path>,
     pub vgg: Result<&'a Path, &'a str>,
+    /// Trainings run as jobs of the app's engine.
+    pub engine: &'a Arc<Engine>,
 }
 
 enum Thumbnail {
@@ -109,9 +112,11 @@ impl NewStylePanel {
         self.run.is_some()
     }
 
-    /// Events of the run arrive without waking the UI: the app must poll.
-    pub fn needs_polling(&self) -> bool {
-        self.run.as_ref().is_some_and(TrainingRun::needs_polling)
+    /// Hands an engine event of a training job to the run it belongs to.
+    pub fn deliver(&mut self, event: Event) {
+        if let Some(run) = &mut self.run {
+            run.deliver(event);
+        }
     }
 
     pub fn previews_received(&self) -> usize {
@@ -337,7 +342,6 @@ impl NewStylePanel {
     /// Starts training from the settings (or resumes a checkpoint with its own recipe).
     fn start(
         &mut self,
-        ctx: &egui::Context,
         settings: &mut NewStyleSettings,
         env: &Environment<'_>,
         mode: StartMode,
@@ -418,7 +422,7 @@ impl NewStylePanel {
                 .map_err(|e| format!("Cannot replace the style in {}: {e}", folder.display()))?;
             actions.push(PanelAction::ReloadGallery);
         }
-        self.run = Some(TrainingRun::start(config, name, ctx)?);
+        self.run = Some(TrainingRun::start(config, name, env.engine.clone())?);
         self.folder = None;
         self.note = None;
         Ok(actions)
@@ -427,12 +431,11 @@ impl NewStylePanel {
     /// Starts and reports a problem as a message instead of an error.
     fn start_or_report(
         &mut self,
-        ctx: &egui::Context,
         settings: &mut NewStyleSettings,
         env: &Environment<'_>,
         mode: StartMode,
     ) -> Vec<PanelAction> {
-        match self.start(ctx, settings, env, mode) {
+        match self.start(settings, env, mode) {
             Ok(actions) => actions,
             Err(message) => vec![PanelAction::Message(Level::Error, message)],
         }

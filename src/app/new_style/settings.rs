@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::train::TrainRecipe;
+use crate::engine::TrainRecipe;
 
 /// Where training photos are looked for when the user has not chosen a folder (the development
 /// setup's photo collection, relative to the working directory).

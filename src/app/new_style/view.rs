@@ -11,8 +11,8 @@ use super::{Environment, NewStylePanel, PanelAction, StartMode, Thumbnail};
 use crate::app::controls::tip;
 use crate::app::progress::Level;
 use crate::app::tasks::{self, DialogPurpose, Tasks};
+use crate::engine::TrainLosses;
 use crate::styles;
-use crate::train::TrainLosses;
 
 const THUMB: f32 = 56.0;
 const WINDOW_WIDTH: f32 = 480.0;
@@ -64,7 +64,6 @@ impl NewStylePanel {
         tasks: &Tasks,
         actions: &mut Vec<PanelAction>,
     ) {
-        let ctx = ui.ctx().clone();
         // Room for the value box and the longest label ("Adversarial weight").
         ui.spacing_mut().slider_width = (ui.available_width() - 230.0).clamp(100.0, 300.0);
         if self.run.is_some() {
@@ -79,7 +78,7 @@ impl NewStylePanel {
             ui.add_space(6.0);
             self.form(ui, settings, env, tasks, actions);
             ui.add_space(6.0);
-            self.start_section(ui, &ctx, settings, env, actions);
+            self.start_section(ui, settings, env, actions);
         }
         if let Some(preview) = &self.preview {
             ui.add_space(6.0);
@@ -414,7 +413,6 @@ Click to remove it.",
     fn start_section(
         &mut self,
         ui: &mut egui::Ui,
-        ctx: &egui::Context,
         settings: &mut NewStyleSettings,
         env: &Environment<'_>,
         actions: &mut Vec<PanelAction>,
@@ -497,7 +495,7 @@ Click to remove it.",
                 if occupied {
                     self.confirm_replace = true;
                 } else {
-                    actions.extend(self.start_or_report(ctx, settings, env, StartMode::Fresh));
+                    actions.extend(self.start_or_report(settings, env, StartMode::Fresh));
                 }
             }
             if let Some(info) = resumable {
@@ -514,12 +512,7 @@ Click to remove it.",
                     ),
                 );
                 if resume.clicked() {
-                    actions.extend(self.start_or_report(
-                        ctx,
-                        settings,
-                        env,
-                        StartMode::Resume(info),
-                    ));
+                    actions.extend(self.start_or_report(settings, env, StartMode::Resume(info)));
                 }
             }
         });
@@ -629,7 +622,7 @@ Click to remove it.",
         });
         if replace {
             self.confirm_replace = false;
-            actions.extend(self.start_or_report(ctx, settings, env, StartMode::Replace));
+            actions.extend(self.start_or_report(settings, env, StartMode::Replace));
         } else if modal.inner || modal.should_close() {
             self.confirm_replace = false;
         }

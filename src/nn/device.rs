@@ -1,6 +1,22 @@
-//! Scheduling priority of the engine's threads. The desktop app runs the engine "nice" so that on
-//! a machine with few cores the UI thread (and the window system) get the CPU the moment they
-//! need it; the engine still gets every cycle they leave idle.
+//! Where networks run: the best device this build supports, and the scheduling priority of the
+//! threads that compute on the CPU. The desktop app runs the engine "nice" so that on a machine
+//! with few cores the UI thread (and the window system) get the CPU the moment they need it; the
+//! engine still gets every cycle they leave idle.
+
+use candle_core::Device;
+
+/// The best device this build supports: CUDA or Metal when compiled in and present, else CPU.
+pub fn best_device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    #[cfg(feature = "metal")]
+    if let Ok(d) = Device::new_metal(0) {
+        return d;
+    }
+    Device::Cpu
+}
 
 /// How much lower than normal (a Linux nice value).
 const BACKGROUND_NICE: i32 = 10;

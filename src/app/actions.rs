@@ -1,0 +1,454 @@
+//! What the user asks for, applied in one place. Panels, the menu, the status bar and the
+//! keyboard return [`AppAction`]s; [`AtelierApp::apply`] carries them out. The public methods
+//! here are the same actions called from code (and the UI tests).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use eframe::egui;
+
+use super::controls::{ControlChange, Controls, MethodChoice};
+use super::gallery::SelectedStyle;
+use super::new_style::{NewStyleSettings, PanelAction};
+use super::progress;
+use super::shortcuts::{self, Shortcut};
+use super::tasks::{self, DialogPurpose, TaskResult};
+use super::{AtelierApp, Photo};
+use crate::recipe;
+use crate::styles::{self, StyleEntry};
+
+/// One thing the user asked for.
+pub enum AppAction {
+    /// A menu item, button or key that has a shortcut.
+    Shortcut(Shortcut),
+    Dialog(DialogPurpose),
+    PickStyle {
+        key: PathBuf,
+        additive: bool,
+    },
+    RemoveStyle(PathBuf),
+    /// The selection's weights changed: render again.
+    Restart,
+    Controls(ControlChange),
+    SetCompare(bool),
+    ShowHelp,
+    ToggleFrameTimes,
+}
+
+impl AtelierApp {
+    /// Carries out `actions` in order.
+    pub(super) fn apply(&mut self, actions: Vec<AppAction>) {
+        for action in actions {
+            match action {
+                AppAction::Shortcut(shortcut) => self.shortcut(shortcut),
+                AppAction::Dialog(purpose) => self.open_dialog(purpose),
+                AppAction::PickStyle { key, additive } => self.pick_style(&key, additive),
+                AppAction::RemoveStyle(key) => self.remove_style(&key),
+                AppAction::Restart => self.schedule_restart(),
+                AppAction::Controls(change) => self.apply_control_change(change),
+                AppAction::SetCompare(on) => self.canvas.compare = on,
+                AppAction::ShowHelp => self.show_help = true,
+                AppAction::ToggleFrameTimes => self.show_frame_times = !self.show_frame_times,
+            }
+        }
+    }
+
+    pub(super) fn shortcut(&mut self, shortcut: Shortcut) {
+        match shortcut {
+            Shortcut::Open => self.open_dialog(DialogPurpose::OpenPhoto),
+            Shortcut::NewStyle => self.new_style.open = true,
+            Shortcut::Save => self.save_clicked(),
+            Shortcut::SaveAs => self.open_dialog(DialogPurpose::SaveAs),
+            Shortcut::ToggleCompare => self.canvas.compare = !self.canvas.compare,
+            Shortcut::ZoomIn => self.canvas.zoom_in(),
+            Shortcut::ZoomOut => self.canvas.zoom_out(),
+            Shortcut::ZoomFit => self.canvas.fit(),
+            Shortcut::ZoomActual => self.canvas.actual_size(),
+            Shortcut::Cancel => self.cancel(),
+        }
+    }
+
+    pub(super) fn remove_style(&mut self, key: &Path) {
+        self.gallery.entries.retain(|e| e.key() != key);
+        self.persisted.user_styles.retain(|p| p != key);
+        let before = self.persisted.selection.len();
+        self.persisted.selection.retain(|s| s.key != key);
+        if self.persisted.selection.len() != before {
+            self.schedule_restart();
+        }
+    }
+
+    /// Starts decoding `path` in the background; the canvas shows it when ready.
+    pub fn open_photo(&mut self, path: PathBuf) {
+        self.outcome = None;
+        self.loading_photo = Some(path.clone());
+        self.remember_folder(&path);
+        self.tasks
+            .spawn("open-photo", move || tasks::load_photo(path));
+    }
+
+    /// Adds style images / model files to the gallery (remembered between runs) and picks the
+    /// first new one.
+    pub fn add_user_styles(&mut self, paths: Vec<PathBuf>) {
+        let mut first_new = None;
+        for path in paths {
+            match StyleEntry::from_user_file(&path) {
+                Ok(entry) => {
+                    let key = entry.key().to_path_buf();
+                    if self.gallery.entry(&key).is_none() {
+                        self.gallery.entries.push(entry);
+                        self.persisted.user_styles.push(key.clone());
+                    }
+                    first_new.get_or_insert(key);
+                }
+                Err(e) => self.toasts.error(e.to_string()),
+            }
+        }
+        if let Some(key) = first_new {
+            self.pick_style(&key, false);
+        }
+    }
+
+    /// Selects a gallery style (`additive`: add it to the blend, or take it out if already in).
+    pub fn pick_style(&mut self, key: &Path, additive: bool) {
+        let Some(entry) = self.gallery.entry(key).cloned() else {
+            self.toasts
+                .error(format!("{} is not in the gallery", key.display()));
+            return;
+        };
+        let as_network = match (&entry.model, &entry.image) {
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            _ => self.persisted.controls.method == MethodChoice::Network,
+        };
+        let selection = &mut self.persisted.selection;
+        if as_network {
+            self.persisted.controls.method = MethodChoice::Network;
+            if additive && !selection.is_empty() {
+                self.toasts
+                    .info("Trained networks cannot be blended; using the one you picked.");
+            }
+            *selection = vec![SelectedStyle {
+                key: key.to_path_buf(),
+                weight: 1.0,
+            }];
+        } else {
+            self.persisted.controls.method = MethodChoice::Optimize;
+            let gallery = &self.gallery;
+            if additive {
+                // Models cannot be part of an optimisation blend.
+                selection.retain(|s| gallery.entry(&s.key).is_some_and(|e| e.image.is_some()));
+                if let Some(index) = selection.iter().position(|s| s.key == key) {
+                    selection.remove(index);
+                } else {
+                    selection.push(SelectedStyle {
+                        key: key.to_path_buf(),
+                        weight: 1.0,
+                    });
+                }
+            } else {
+                *selection = vec![SelectedStyle {
+                    key: key.to_path_buf(),
+                    weight: 1.0,
+                }];
+            }
+        }
+        self.schedule_restart();
+    }
+
+    /// Sets the strength and re-blends the cached result (no recompute).
+    pub fn set_strength(&mut self, strength: f32) {
+        self.persisted.controls.strength = strength.clamp(0.0, 1.0);
+        self.reblend();
+    }
+
+    /// Changes controls from code; like an edit in the panel, a recompute is debounced.
+    pub fn update_controls(&mut self, edit: impl FnOnce(&mut Controls)) {
+        let before = self.persisted.controls.clone();
+        edit(&mut self.persisted.controls);
+        self.apply_control_change(self.persisted.controls.change_since(&before));
+    }
+
+    pub fn load_recipe_from(&mut self, path: PathBuf) {
+        self.tasks
+            .spawn("load-recipe", move || match recipe::load_recipe(&path) {
+                Ok(r) => TaskResult::Recipe(Box::new(r)),
+                Err(e) => TaskResult::Failed {
+                    what: "recipe",
+                    key: path,
+                    message: e.to_string(),
+                },
+            });
+    }
+
+    pub fn cancel(&mut self) {
+        if self.running.is_some() || self.pending_save.is_some() {
+            if self.running.is_none() {
+                // A Save still waiting for its style images: no engine event will say so.
+                self.outcome = Some((progress::Level::Info, "Save cancelled.".into()));
+            }
+            self.engine.cancel_stylizing();
+            self.pending_save = None;
+            self.restart_at = None;
+        }
+    }
+
+    /// Opens the "New style" panel.
+    pub fn open_new_style(&mut self) {
+        self.new_style.open = true;
+    }
+
+    /// The "New style" panel's settings (remembered between runs).
+    pub fn new_style_settings_mut(&mut self) -> &mut NewStyleSettings {
+        &mut self.persisted.new_style
+    }
+
+    /// Adds style works to the "New style" panel, as a drop on it does.
+    pub fn add_new_style_works(&mut self, paths: Vec<PathBuf>) {
+        for problem in self
+            .new_style
+            .add_works(&mut self.persisted.new_style, paths)
+        {
+            self.toasts.error(problem);
+        }
+    }
+
+    /// The window is asked to close. Returns true when the close waits for the training to
+    /// save its checkpoint (the window closes by itself once it has).
+    pub fn close_requested(&mut self) -> bool {
+        self.new_style.close_requested()
+    }
+
+    pub(super) fn reload_gallery(&mut self) {
+        let (entries, problems) = styles::build_gallery(
+            &self.options.styles_dir,
+            self.options.trained_styles_dir.as_deref(),
+            &self.persisted.user_styles,
+        );
+        for problem in problems {
+            self.toasts.error(format!("Style skipped: {problem}"));
+        }
+        // Forget user files that are gone, so they do not warn on every start.
+        self.persisted
+            .user_styles
+            .retain(|p| entries.iter().any(|e| e.key() == p.as_path()));
+        self.persisted
+            .selection
+            .retain(|s| entries.iter().any(|e| e.key() == s.key.as_path()));
+        self.gallery.entries = entries;
+    }
+
+    pub(super) fn remember_folder(&mut self, path: &Path) {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.persisted.last_folder = Some(parent.to_path_buf());
+        }
+    }
+
+    pub(super) fn open_dialog(&mut self, purpose: DialogPurpose) {
+        // One native dialog at a time: a second Ctrl+O would stack another window.
+        if self.dialog_open {
+            return;
+        }
+        self.dialog_open = true;
+        let folder = self.persisted.last_folder.clone();
+        let file_name = self
+            .default_save_path()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        self.tasks.spawn("dialog", move || {
+            tasks::run_dialog(purpose, folder, file_name)
+        });
+    }
+
+    pub(super) fn schedule_restart(&mut self) {
+        self.outcome = None;
+        if self.photo.is_some() || self.loading_photo.is_some() {
+            self.restart_at = Some(Instant::now() + self.options.debounce);
+        }
+    }
+
+    /// An error that ends what the user asked for: a toast now, and the status line until the
+    /// next action.
+    pub(super) fn fail(&mut self, message: String) {
+        self.outcome = Some((progress::Level::Error, message.clone()));
+        self.toasts.error(message);
+    }
+
+    pub(super) fn apply_control_change(&mut self, change: ControlChange) {
+        match change {
+            ControlChange::None => {}
+            ControlChange::Strength => self.reblend(),
+            ControlChange::Recompute => self.schedule_restart(),
+        }
+    }
+
+    pub(super) fn handle_tasks(&mut self, ctx: &egui::Context) {
+        for result in self.tasks.drain() {
+            match result {
+                TaskResult::Photo(loaded) => {
+                    // A newer open wins over a slower older one.
+                    if self.loading_photo.as_ref() != Some(&loaded.path) {
+                        continue;
+                    }
+                    self.loading_photo = None;
+                    let texture =
+                        ctx.load_texture("photo", loaded.display, egui::TextureOptions::LINEAR);
+                    let (w, h) = loaded.original.dimensions();
+                    tracing::info!("opened {} ({w}×{h})", loaded.path.display());
+                    self.photo = Some(Photo {
+                        path: loaded.path,
+                        original: loaded.original,
+                        working: loaded.working,
+                        texture,
+                    });
+                    self.shown = None;
+                    self.canvas.fit();
+                    if let Some(default) = self.default_save_path() {
+                        let keep_folder =
+                            self.persisted.save_path.as_ref().and_then(|p| p.parent());
+                        let path = match (keep_folder, default.file_name()) {
+                            (Some(folder), Some(name)) if folder.is_dir() => folder.join(name),
+                            _ => default,
+                        };
+                        self.save_path_text = path.display().to_string();
+                    }
+                    self.engine.cancel_stylizing();
+                    self.schedule_restart();
+                }
+                TaskResult::StyleImage { path, image } => {
+                    self.loading_styles.remove(&path);
+                    self.style_images.insert(path, image);
+                }
+                TaskResult::Thumbnail { path, image } => {
+                    // The panel's works and the gallery may show the same picture.
+                    if self.new_style.wants_thumbnail(&path) {
+                        self.new_style
+                            .thumbnail_loaded(ctx, path.clone(), image.clone());
+                    }
+                    self.gallery.thumbnail_loaded(ctx, path, image)
+                }
+                TaskResult::Saved { path } => {
+                    self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
+                    let message = format!("Saved {}", path.display());
+                    self.outcome = Some((progress::Level::Info, message.clone()));
+                    self.toasts.info(message);
+                    self.saved_files.push(path);
+                }
+                TaskResult::Recipe(recipe) => self.apply_recipe(*recipe),
+                TaskResult::Picked { purpose, paths } => {
+                    self.dialog_open = false;
+                    self.dialog_picked(purpose, paths);
+                }
+                TaskResult::Failed { what, key, message } => match what {
+                    "thumbnail" => {
+                        if self.new_style.wants_thumbnail(&key) {
+                            self.new_style.thumbnail_failed(key.clone());
+                        }
+                        self.gallery.thumbnail_failed(key)
+                    }
+                    "style image" => {
+                        self.loading_styles.remove(&key);
+                        // Drop it from the selection so the job does not wait for it forever.
+                        self.persisted.selection.retain(|s| {
+                            self.gallery
+                                .entry(&s.key)
+                                .is_none_or(|e| e.image.as_ref() != Some(&key))
+                        });
+                        self.toasts
+                            .error(format!("Cannot use this style: {message}"));
+                    }
+                    "photo" => {
+                        if self.loading_photo.as_ref() == Some(&key) {
+                            self.loading_photo = None;
+                        }
+                        self.fail(format!("Cannot open the photo: {message}"));
+                    }
+                    "save" => {
+                        self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
+                        self.fail(format!("Save failed: {message}"));
+                    }
+                    "file dialog" => {
+                        self.dialog_open = false;
+                        self.toasts.error(message);
+                    }
+                    _ => self.toasts.error(message),
+                },
+            }
+        }
+    }
+
+    pub(super) fn dialog_picked(&mut self, purpose: DialogPurpose, paths: Vec<PathBuf>) {
+        let Some(first) = paths.first().cloned() else {
+            return;
+        };
+        match purpose {
+            DialogPurpose::OpenPhoto => self.open_photo(first),
+            DialogPurpose::AddStyles => {
+                self.remember_folder(&first);
+                self.add_user_styles(paths);
+            }
+            DialogPurpose::SaveAs => {
+                // The dialog may return a name without an extension: default to PNG.
+                let path = if first.extension().is_none() {
+                    first.with_extension("png")
+                } else {
+                    first
+                };
+                self.save_to(path);
+            }
+            DialogPurpose::LoadRecipe => {
+                self.remember_folder(&first);
+                self.load_recipe_from(first);
+            }
+            DialogPurpose::StyleWorks | DialogPurpose::StyleWorksFolder => {
+                self.remember_folder(&first);
+                self.add_new_style_works(paths);
+            }
+            DialogPurpose::TrainingPhotos => {
+                self.remember_folder(&first);
+                self.new_style
+                    .set_photos(&mut self.persisted.new_style, first);
+            }
+        }
+    }
+
+    pub(super) fn panel_actions(&mut self, ctx: &egui::Context, actions: Vec<PanelAction>) {
+        for action in actions {
+            match action {
+                PanelAction::Dialog(purpose) => self.open_dialog(purpose),
+                PanelAction::Message(progress::Level::Error, text) => self.toasts.error(text),
+                PanelAction::Message(progress::Level::Info, text) => self.toasts.info(text),
+                PanelAction::ReloadGallery => self.reload_gallery(),
+                PanelAction::Finished {
+                    model,
+                    thumbnail,
+                    name,
+                } => {
+                    // A replaced style keeps its file names: drop the old thumbnail.
+                    self.gallery.forget_thumbnail(&thumbnail);
+                    self.reload_gallery();
+                    if self.gallery.entry(&model).is_some() {
+                        self.toasts.info(format!(
+                            "New style “{name}” is in the gallery: click it to use it."
+                        ));
+                    } else {
+                        self.toasts.error(format!(
+                            "“{name}” finished, but the gallery cannot list it (see the messages)."
+                        ));
+                    }
+                }
+                PanelAction::CloseNow => ctx.send_viewport_cmd(egui::ViewportCommand::Close),
+            }
+        }
+    }
+
+    pub(super) fn handle_shortcuts(&mut self, ctx: &egui::Context) {
+        let mut actions: Vec<AppAction> = shortcuts::pressed(ctx)
+            .into_iter()
+            .map(AppAction::Shortcut)
+            .collect();
+        if ctx.input(|i| i.key_pressed(egui::Key::F12)) {
+            actions.push(AppAction::ToggleFrameTimes);
+        }
+        self.apply(actions);
+    }
+}

@@ -1,0 +1,443 @@
+//! The app's side of the engine: building preview and render jobs from the photo, the selection
+//! and the controls, submitting them (debounced, latest wins), and handling their events.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use image::RgbImage;
+
+use super::controls::MethodChoice;
+use super::progress::{self, JobProgress, JobPurpose};
+use super::tasks;
+use super::{AtelierApp, Shown};
+use crate::engine::{
+    network_side, Event, EventBody, Failure, Job, JobId, JobKind, JobOutput, JobStats, Method,
+    StyleImage, MAX_NETWORK_PIXELS,
+};
+use crate::imaging;
+use crate::styles::StyleEntry;
+
+/// Network previews run on the whole photo up to this many pixels (about 1–2 s on two cores
+/// for a 16-wide network); bigger photos preview at the canvas's resolution.
+const CHEAP_NETWORK_PREVIEW_PIXELS: u64 = 3_000_000;
+
+/// Why a job cannot be submitted right now.
+pub(super) enum NotReady {
+    /// Style images are still loading; try again shortly.
+    Waiting,
+    /// No photo or no style yet: the status line already says what to do.
+    Idle(String),
+    /// Something the user must fix, in words.
+    Problem(String),
+}
+
+impl AtelierApp {
+    /// Builds the job for `purpose` from the current photo, selection and controls.
+    pub(super) fn build_job(&mut self, purpose: JobPurpose) -> Result<(Job, u32), NotReady> {
+        let Some(photo) = &self.photo else {
+            return Err(NotReady::Idle("open a photo first.".into()));
+        };
+        let controls = &self.persisted.controls;
+        let network = controls.method == MethodChoice::Network;
+        let (content, side) = match purpose {
+            // What you see is what you save: the network paints strokes of a fixed size in
+            // pixels, so a small render stretched over the canvas shows strokes several times
+            // too large. It runs on the photo itself, at full size when that is cheap.
+            JobPurpose::Preview if network => {
+                (photo.original.clone(), self.network_preview_side(photo))
+            }
+            JobPurpose::Preview => {
+                let photo_side = photo.original.width().max(photo.original.height());
+                (
+                    photo.working.clone(),
+                    controls.preview_size.min(photo_side).max(16),
+                )
+            }
+            JobPurpose::Save => (photo.original.clone(), self.save_side(photo)),
+        };
+        let entries: Vec<(StyleEntry, f64)> = self
+            .persisted
+            .selection
+            .iter()
+            .filter_map(|s| self.gallery.entry(&s.key).map(|e| (e.clone(), s.weight)))
+            .collect();
+        if entries.is_empty() {
+            return Err(NotReady::Idle("pick a style in the gallery first.".into()));
+        }
+        let method = match controls.method {
+            MethodChoice::Network => {
+                let Some(model) = entries.iter().find_map(|(e, _)| e.model.clone()) else {
+                    return Err(NotReady::Problem(
+                        "The Network method needs a trained model (.safetensors / .pth): add one \
+                         to the gallery, or switch to Optimise."
+                            .into(),
+                    ));
+                };
+                let size = match purpose {
+                    JobPurpose::Preview => Some(side),
+                    JobPurpose::Save => None,
+                };
+                Method::Network {
+                    model,
+                    size,
+                    preserve_color: controls.preserve_color,
+                }
+            }
+            MethodChoice::Optimize => {
+                let vgg = self
+                    .vgg
+                    .clone()
+                    .map_err(|failure| NotReady::Problem(describe_failure(&failure)))?;
+                let images: Vec<(PathBuf, f64)> = entries
+                    .iter()
+                    .filter_map(|(e, w)| e.image.clone().map(|p| (p, *w)))
+                    .collect();
+                if images.is_empty() {
+                    return Err(NotReady::Problem(
+                        "The Optimise method needs a style image: pick a painting in the \
+                         gallery, or switch to Network."
+                            .into(),
+                    ));
+                }
+                let total: f64 = images.iter().map(|(_, w)| w).sum();
+                let mut styles = Vec::new();
+                let mut waiting = false;
+                for (path, weight) in &images {
+                    match self.style_images.get(path) {
+                        Some(image) => styles.push(StyleImage {
+                            image: image.clone(),
+                            // Normalised so the blend does not change the overall style weight.
+                            weight: if total > 0.0 {
+                                weight / total
+                            } else {
+                                1.0 / images.len() as f64
+                            },
+                        }),
+                        None => {
+                            waiting = true;
+                            if self.loading_styles.insert(path.clone()) {
+                                let path = path.clone();
+                                self.tasks
+                                    .spawn("style-image", move || tasks::load_style_image(path));
+                            }
+                        }
+                    }
+                }
+                if waiting {
+                    return Err(NotReady::Waiting);
+                }
+                let preview_every = match purpose {
+                    JobPurpose::Preview => controls.preview_every,
+                    JobPurpose::Save => 0,
+                };
+                Method::Optimize {
+                    vgg,
+                    styles,
+                    config: controls.gatys_config(side, preview_every),
+                }
+            }
+        };
+        let job = Job {
+            content,
+            method,
+            strength: controls.strength,
+        };
+        Ok((job, side))
+    }
+
+    /// Sends `job` down the lane of `purpose`: previews latest-wins, Save renders queued.
+    pub(super) fn submit(&mut self, job: Job, purpose: JobPurpose, side: u32) -> Option<JobId> {
+        let submitted = match purpose {
+            JobPurpose::Preview => self.engine.preview(job),
+            JobPurpose::Save => self.engine.render(job),
+        };
+        match submitted {
+            Ok(id) => {
+                self.outcome = None;
+                self.preview_waiting = false;
+                self.running = Some((id, JobProgress::new(purpose, side)));
+                Some(id)
+            }
+            Err(e) => {
+                self.fail(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Starts the debounced preview job once its quiet time is over (not during a Save render).
+    pub(super) fn tick(&mut self, ctx: &egui::Context) {
+        self.try_submit_save();
+        let Some(at) = self.restart_at else {
+            return;
+        };
+        let now = Instant::now();
+        let saving = self.pending_save.is_some();
+        if now < at || saving || self.photo.is_none() {
+            ctx.request_repaint_after(
+                at.saturating_duration_since(now)
+                    .max(Duration::from_millis(20)),
+            );
+            return;
+        }
+        match self.build_job(JobPurpose::Preview) {
+            Ok((job, side)) => {
+                self.restart_at = None;
+                self.submit(job, JobPurpose::Preview, side);
+                ctx.request_repaint();
+            }
+            Err(NotReady::Waiting) => {
+                self.restart_at = Some(now + Duration::from_millis(50));
+                ctx.request_repaint_after(Duration::from_millis(50));
+            }
+            Err(NotReady::Idle(_)) => self.restart_at = None,
+            Err(NotReady::Problem(message)) => {
+                // Not a toast: it repeats on every control change until the user fixes it.
+                self.restart_at = None;
+                self.outcome = Some((progress::Level::Error, message));
+            }
+        }
+    }
+
+    /// Handles the engine's events. Training events go to the New style panel; preview images
+    /// are taken from the engine's slot once per frame, the newest only.
+    pub(super) fn drain_engine(&mut self) {
+        while let Some(event) = self.events.try_recv() {
+            if event.kind == JobKind::Training {
+                self.new_style.deliver(event);
+                continue;
+            }
+            self.job_event(event);
+        }
+        if std::mem::take(&mut self.preview_waiting) {
+            if let Some(frame) = self.engine.take_preview(JobKind::Preview) {
+                let current = self.running.as_ref().map(|(id, _)| *id);
+                if current == Some(frame.job) {
+                    self.previews_received += 1;
+                    self.show_stylized(frame.image, None, false);
+                }
+            }
+        }
+    }
+
+    pub(super) fn job_event(&mut self, event: Event) {
+        let Some((id, progress)) = &mut self.running else {
+            return;
+        };
+        // Events of superseded jobs are stale.
+        if event.job != *id {
+            return;
+        }
+        let purpose = progress.purpose;
+        match event.body {
+            EventBody::Started { total_steps } => progress.total_steps = total_steps,
+            EventBody::Progress {
+                step,
+                total_steps,
+                losses,
+                elapsed,
+            } => {
+                progress.step = step;
+                progress.total_steps = total_steps;
+                progress.elapsed = elapsed;
+                progress.losses = losses;
+            }
+            EventBody::Preview { .. } => {
+                if purpose == JobPurpose::Preview {
+                    self.preview_waiting = true;
+                }
+            }
+            EventBody::Finished(output) => {
+                self.running = None;
+                self.finished_jobs += 1;
+                self.job_finished(purpose, *output);
+            }
+            EventBody::Failed(failure) => {
+                self.running = None;
+                let what = match purpose {
+                    JobPurpose::Save => {
+                        self.pending_save = None;
+                        "Save failed"
+                    }
+                    JobPurpose::Preview => "Preview failed",
+                };
+                self.fail(format!("{what}: {}", describe_failure(&failure)));
+            }
+            EventBody::Cancelled => {
+                self.running = None;
+                if purpose == JobPurpose::Save {
+                    self.pending_save = None;
+                }
+                if self.restart_at.is_none() {
+                    self.outcome = Some((
+                        progress::Level::Info,
+                        "Cancelled. Change a control or pick a style to render again.".into(),
+                    ));
+                }
+            }
+            // Training-only events.
+            EventBody::TrainingStarted { .. }
+            | EventBody::Training(_)
+            | EventBody::Checkpoint { .. }
+            | EventBody::Trained(_)
+            | EventBody::Stopped { .. } => {}
+        }
+    }
+
+    /// Longer side of a network preview: the whole photo up to [`CHEAP_NETWORK_PREVIEW_PIXELS`]
+    /// (so it is exactly what Save writes), else the resolution the canvas shows it at.
+    pub(super) fn network_preview_side(&self, photo: &super::Photo) -> u32 {
+        let (w, h) = photo.original.dimensions();
+        let full = network_side(w, h, None);
+        if u64::from(w) * u64::from(h) <= CHEAP_NETWORK_PREVIEW_PIXELS {
+            return full;
+        }
+        let shown = w.max(h) as f32 * self.canvas.scale() * self.ctx.pixels_per_point();
+        let floor = self.persisted.controls.preview_size.min(full);
+        (shown.round() as u32).clamp(floor, full)
+    }
+
+    /// "Preview 979×734 done in 0.4 s: full size, as Save writes it."
+    pub(super) fn preview_outcome(&self, stats: &JobStats) -> String {
+        let save = self.photo.as_ref().map(|photo| {
+            let side = self.save_side(photo);
+            let (w, h) = photo.original.dimensions();
+            imaging::fit_size(w, h, side)
+        });
+        let steps = if stats.steps > 1 {
+            // The network has no steps to count.
+            format!(" ({} steps)", stats.steps)
+        } else {
+            String::new()
+        };
+        let size = match save {
+            Some(save) if save == (stats.width, stats.height) => {
+                "full size, as Save writes it.".to_string()
+            }
+            Some((w, h)) => format!("Save (Ctrl+S) renders {w}×{h}."),
+            None => String::new(),
+        };
+        format!(
+            "Preview {}×{} done in {:.1} s{steps}: {size}",
+            stats.width, stats.height, stats.seconds
+        )
+    }
+
+    pub(super) fn job_finished(&mut self, purpose: JobPurpose, output: JobOutput) {
+        let stats = &output.stats;
+        match purpose {
+            JobPurpose::Preview => {
+                self.outcome = Some((progress::Level::Info, self.preview_outcome(stats)));
+                self.show_stylized(output.stylized, Some(output.content), true);
+            }
+            JobPurpose::Save => {
+                let Some(pending) = self.pending_save.take() else {
+                    return;
+                };
+                if let Some(photo) = &self.photo {
+                    let (w, h) = photo.original.dimensions();
+                    let network = self.persisted.controls.method == MethodChoice::Network;
+                    if network && stats.width.max(stats.height) < w.max(h) {
+                        // The network caps its input for memory; say so rather than surprise.
+                        self.toasts.info(format!(
+                            "Saved at {}×{} instead of {w}×{h}: the network runs on at most \
+                             {} megapixels at once.",
+                            stats.width,
+                            stats.height,
+                            MAX_NETWORK_PIXELS / 1_000_000
+                        ));
+                    }
+                }
+                // The canvas shows what was saved.
+                self.show_stylized(output.stylized.clone(), Some(output.content.clone()), true);
+                self.write_render(
+                    output.stylized,
+                    output.content,
+                    pending.path,
+                    pending.format,
+                    pending.recipe,
+                );
+                // The render superseded an unfinished preview: start it again.
+                if !self.shown.as_ref().is_some_and(|s| s.finished) {
+                    self.restart_at = Some(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Puts a full-strength picture on the canvas; `content` is the photo at its size (computed
+    /// from the working photo when not given).
+    pub(super) fn show_stylized(
+        &mut self,
+        stylized: Arc<RgbImage>,
+        content: Option<Arc<RgbImage>>,
+        finished: bool,
+    ) {
+        let Some(photo) = &self.photo else {
+            return;
+        };
+        let (w, h) = stylized.dimensions();
+        let content = content.unwrap_or_else(|| match &self.shown {
+            Some(shown) if shown.content.dimensions() == (w, h) => shown.content.clone(),
+            _ => Arc::new(tasks::display_resize(&photo.working, w, h)),
+        });
+        let blended = imaging::blend(&stylized, &content, self.persisted.controls.strength)
+            .unwrap_or_else(|_| (*stylized).clone());
+        let color = tasks::to_color_image(&blended);
+        self.uploads += 1;
+        let texture = match self.shown.take() {
+            Some(mut shown) => {
+                shown.texture.set(color, egui::TextureOptions::LINEAR);
+                shown.texture
+            }
+            None => self
+                .ctx
+                .load_texture("result", color, egui::TextureOptions::LINEAR),
+        };
+        self.shown = Some(Shown {
+            stylized,
+            content,
+            texture,
+            finished,
+        });
+    }
+
+    pub(super) fn reblend(&mut self) {
+        if let Some(shown) = &mut self.shown {
+            if let Ok(blended) = imaging::blend(
+                &shown.stylized,
+                &shown.content,
+                self.persisted.controls.strength,
+            ) {
+                self.uploads += 1;
+                shown.texture.set(
+                    tasks::to_color_image(&blended),
+                    egui::TextureOptions::LINEAR,
+                );
+            }
+        }
+    }
+}
+
+/// A failure in words that say what to do about it.
+pub(super) fn describe_failure(failure: &Failure) -> String {
+    match failure {
+        Failure::MissingVgg { .. } => {
+            format!("{failure}. Until then the Network method works without it.")
+        }
+        Failure::BadInput { path, reason } => {
+            format!("cannot use {}: {reason}", path.display())
+        }
+        Failure::BadModel { path, reason } => format!(
+            "the model {} cannot be used: {reason}. Remove it from the gallery (right-click) or \
+             pick another style.",
+            path.display()
+        ),
+        Failure::OutOfMemory(_) => {
+            format!("{failure}. Try a smaller preview size or Save size.")
+        }
+        other => other.to_string(),
+    }
+}
