@@ -149,6 +149,13 @@ impl AtelierApp {
 
     /// Sends `job` down the lane of `purpose`: previews latest-wins, Save renders queued.
     pub(super) fn submit(&mut self, job: Job, purpose: JobPurpose, side: u32) -> Option<JobId> {
+        // The app follows one job at a time: a Save render replaces a running preview, which
+        // would otherwise keep the engine busy before the render's turn.
+        if let Some((running, progress)) = &self.running {
+            if progress.purpose == JobPurpose::Preview && purpose == JobPurpose::Save {
+                self.engine.cancel(*running);
+            }
+        }
         let submitted = match purpose {
             JobPurpose::Preview => self.engine.preview(job),
             JobPurpose::Save => self.engine.render(job),

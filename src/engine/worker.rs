@@ -38,6 +38,33 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// The loaded VGG loss network, shared by the worker (optimisation) and training threads, which
+/// load it on first use: a training job checks its photos and works before the VGG is read.
+#[derive(Default)]
+struct SharedVgg {
+    loaded: std::sync::Mutex<Option<Loaded<Vgg>>>,
+}
+
+impl SharedVgg {
+    /// The network in `path`, loaded once (again when the file changed).
+    fn get(&self, path: &Path, device: &Device) -> Result<Arc<Vgg>> {
+        let mut loaded = super::lock(&self.loaded);
+        let stamp = modified(path);
+        if let Some(current) = loaded.as_ref() {
+            if current.path == path && current.modified == stamp {
+                return Ok(current.value.clone());
+            }
+        }
+        let vgg = Arc::new(Vgg::load(path, device)?);
+        *loaded = Some(Loaded {
+            path: path.to_path_buf(),
+            modified: stamp,
+            value: vgg.clone(),
+        });
+        Ok(vgg)
+    }
+}
+
 /// A preview or render waiting for its turn.
 struct Queued {
     id: JobId,
@@ -83,7 +110,9 @@ pub(super) struct Worker {
     commands: Receiver<Command>,
     events: Sender<Event>,
     shared: Arc<Shared>,
-    vgg: Option<Loaded<Vgg>>,
+    vgg: Arc<SharedVgg>,
+    /// The network the cached features were computed with.
+    features_of: Option<Arc<Vgg>>,
     networks: HashMap<PathBuf, Loaded<TransformerNet>>,
     features: FeatureCache,
     previews: VecDeque<Queued>,
@@ -103,7 +132,8 @@ impl Worker {
             commands,
             events,
             shared,
-            vgg: None,
+            vgg: Arc::default(),
+            features_of: None,
             networks: HashMap::new(),
             features: FeatureCache::default(),
             previews: VecDeque::new(),
@@ -342,8 +372,8 @@ impl Worker {
         }
     }
 
-    /// Loads the loss network (or takes the loaded one) and starts the training thread; its
-    /// events go out under `id`.
+    /// Starts the training thread (it loads the loss network, or takes the loaded one, once its
+    /// inputs are checked); its events go out under `id`.
     fn start_training(&mut self, id: JobId, config: TrainConfig, cancel: Arc<AtomicBool>) {
         let outbox = self.outbox(id, JobKind::Training);
         if cancel.load(Ordering::SeqCst) {
@@ -351,14 +381,7 @@ impl Worker {
             outbox.send(EventBody::Cancelled);
             return;
         }
-        let vgg = match self.load_vgg(&config.recipe.vgg) {
-            Ok(vgg) => vgg,
-            Err(e) => {
-                self.shared.forget(id);
-                outbox.failed(e);
-                return;
-            }
-        };
+        let vgg = self.vgg.clone();
         let device = self.device.clone();
         let shared = self.shared.clone();
         let thread_outbox = outbox.clone();
@@ -375,7 +398,9 @@ impl Worker {
                     }
                 };
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    session::run(config, &device, move |_| Ok(vgg), forward, &cancel)
+                    let path = config.recipe.vgg.clone();
+                    let load_vgg = move |device: &Device| vgg.get(&path, device);
+                    session::run(config, &device, load_vgg, forward, &cancel)
                 }));
                 match outcome {
                     Ok(Ok(())) => {}
@@ -404,20 +429,16 @@ impl Worker {
     }
 
     fn load_vgg(&mut self, path: &Path) -> Result<Arc<Vgg>> {
-        let stamp = modified(path);
-        if let Some(loaded) = &self.vgg {
-            if loaded.path == path && loaded.modified == stamp {
-                return Ok(loaded.value.clone());
-            }
+        let vgg = self.vgg.get(path, &self.device)?;
+        if !self
+            .features_of
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(f, &vgg))
+        {
+            // Cached features belong to the previous network.
+            self.features.clear();
+            self.features_of = Some(vgg.clone());
         }
-        let vgg = Arc::new(Vgg::load(path, &self.device)?);
-        // Cached features belong to the previous network.
-        self.features.clear();
-        self.vgg = Some(Loaded {
-            path: path.to_path_buf(),
-            modified: stamp,
-            value: vgg.clone(),
-        });
         Ok(vgg)
     }
 
