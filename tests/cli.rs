@@ -7,10 +7,8 @@ use image::{Rgb, RgbImage};
 
 const VGG: &str = "../shared/models/vgg16-features.safetensors";
 
-// Included by path so this test does not depend on a shared tests/common/mod.rs.
-#[path = "common/png.rs"]
-mod png_fixture;
-use png_fixture::png_header_only;
+mod common;
+use common::png::png_header_only;
 
 fn atelier(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_atelier"))
@@ -197,22 +195,7 @@ fn network_method_writes_the_result() {
     assert!(r.status.success(), "{}", stderr(&r));
     let kept = image::open(&kept).unwrap().to_rgb8();
     let original = image::open(&photo).unwrap().to_rgb8();
-    let chroma = |p: &image::Rgb<u8>| {
-        let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
-        (
-            0.596 * r - 0.274 * g - 0.322 * b,
-            0.211 * r - 0.523 * g + 0.312 * b,
-        )
-    };
-    let gap: f32 = kept
-        .pixels()
-        .zip(original.pixels())
-        .map(|(a, b)| {
-            let ((ia, qa), (ib, qb)) = (chroma(a), chroma(b));
-            (ia - ib).abs() + (qa - qb).abs()
-        })
-        .sum::<f32>()
-        / (45.0 * 31.0);
+    let gap = common::fixtures::chroma_gap(&kept, &original);
     assert!(gap < 6.0, "mean chroma gap {gap}");
 }
 

@@ -12,10 +12,10 @@ use atelier::engine::{
     Engine, Event, EventBody, Failure, GatysConfig, Job, JobId, JobKind, Method, StyleImage,
 };
 use atelier::nn::transformer::TransformerNet;
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 
 mod common;
-use common::fixtures::{gradient_image, random_model, random_vgg, shared_vgg, stripes};
+use common::fixtures::{chroma_gap, gradient_image, random_model, random_vgg, shared_vgg, stripes};
 
 fn optimize_job(vgg: PathBuf, size: u32, steps: usize) -> Job {
     Job {
@@ -455,25 +455,7 @@ fn network_job_preserves_the_photos_colours_when_asked() {
             _ => panic!("network job did not finish"),
         }
     };
-    // Mean YIQ chroma distance to the photo.
-    let chroma_gap = |image: &RgbImage| {
-        let iq = |p: &Rgb<u8>| {
-            let (r, g, b) = (p[0] as f32, p[1] as f32, p[2] as f32);
-            (
-                0.596 * r - 0.274 * g - 0.322 * b,
-                0.211 * r - 0.523 * g + 0.312 * b,
-            )
-        };
-        let total: f32 = image
-            .pixels()
-            .zip(content.pixels())
-            .map(|(a, b)| {
-                let ((ia, qa), (ib, qb)) = (iq(a), iq(b));
-                (ia - ib).abs() + (qa - qb).abs()
-            })
-            .sum();
-        total / (image.width() * image.height()) as f32
-    };
+    let chroma_gap = |image: &RgbImage| chroma_gap(image, &content);
     let kept = run(true);
     let free = run(false);
     assert_eq!(kept.dimensions(), (33, 27));

@@ -9,20 +9,22 @@ use super::AtelierApp;
 use crate::styles::{self, FileKind};
 
 impl AtelierApp {
+    /// Whether `pointer` is over the gallery and over the New style panel.
+    fn drop_targets(&self, pointer: Option<egui::Pos2>) -> (bool, bool) {
+        let over = |rect: Option<egui::Rect>| match (rect, pointer) {
+            (Some(rect), Some(p)) => rect.contains(p),
+            _ => false,
+        };
+        (over(self.gallery.rect), over(self.new_style.rect))
+    }
+
     pub(super) fn handle_dropped_files(&mut self, ctx: &egui::Context) {
         let (dropped, pointer) =
             ctx.input(|i| (i.raw.dropped_files.clone(), i.pointer.latest_pos()));
         if dropped.is_empty() {
             return;
         }
-        let on_gallery = match (self.gallery.rect, pointer) {
-            (Some(rect), Some(p)) => rect.contains(p),
-            _ => false,
-        };
-        let on_new_style = match (self.new_style.rect, pointer) {
-            (Some(rect), Some(p)) => rect.contains(p),
-            _ => false,
-        };
+        let (on_gallery, on_new_style) = self.drop_targets(pointer);
         let paths: Vec<PathBuf> = dropped
             .into_iter()
             .map(|f| f.path().to_path_buf())
@@ -60,14 +62,7 @@ impl AtelierApp {
             return;
         }
         let pointer = ctx.input(|i| i.pointer.latest_pos());
-        let on_gallery = match (self.gallery.rect, pointer) {
-            (Some(rect), Some(p)) => rect.contains(p),
-            _ => false,
-        };
-        let on_new_style = match (self.new_style.rect, pointer) {
-            (Some(rect), Some(p)) => rect.contains(p),
-            _ => false,
-        };
+        let (on_gallery, on_new_style) = self.drop_targets(pointer);
         let text = if on_new_style {
             "Drop to use as style works"
         } else if on_gallery {
