@@ -9,32 +9,62 @@ use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageReader, RgbIm
 
 use crate::error::{Error, Result};
 
+/// How the reason of an [`Error::Image`] for a JPEG cut short (or otherwise broken in its
+/// structure) begins, so a caller can offer its way of accepting one (see [`load_rgb_with`]).
+pub const DAMAGED_JPEG: &str = "truncated or damaged JPEG";
+
 /// Larger images are refused before decoding: decoding alone would take gigabytes.
 pub const MAX_INPUT_PIXELS: u64 = 150_000_000;
 
 /// Reads an image file as 8-bit RGB, applying its EXIF orientation.
 ///
-/// Missing files, unknown formats, corrupt data, zero-size and enormous images give an
-/// [`Error::Image`] naming the file and the problem.
+/// Missing files, special files (FIFOs, devices), symbolic link loops, unknown formats,
+/// corrupt or truncated data, zero-size and enormous images give an [`Error::Image`] naming the
+/// file and the problem.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    if !path.exists() {
-        return Err(Error::image(path, "file not found"));
-    }
-    if path.is_dir() {
-        return Err(Error::image(path, "is a directory, not an image"));
-    }
+    load_rgb_with(path, false).map(|(image, _)| image)
+}
+
+/// [`load_rgb`], optionally accepting a damaged image: with `allow_damaged` a JPEG cut short
+/// decodes (its missing part painted grey, as the decoder leaves it) and the second value is a
+/// warning for the user naming the file and the damage; without it that is an error.
+pub fn load_rgb_with(path: &Path, allow_damaged: bool) -> Result<(RgbImage, Option<String>)> {
+    check_regular_file(path)?;
     let reader = ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| Error::image(path, e))?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(Error::image(
             path,
             "unsupported or unrecognised image format (use PNG, JPEG, WebP, BMP or TIFF)",
         ));
-    }
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| Error::image(path, format!("cannot decode: {e}")))?;
+    };
+    let mut warning = None;
+    let decoder = if format == image::ImageFormat::Jpeg {
+        // A truncated JPEG decodes "successfully" with its missing part grey: check its
+        // structure first. The bytes are read once and decoded from memory.
+        let bytes = std::fs::read(path).map_err(|e| Error::image(path, e))?;
+        if let Err(damage) = check_jpeg_structure(&bytes) {
+            let reason = format!("{DAMAGED_JPEG} ({damage})");
+            if !allow_damaged {
+                return Err(Error::image(path, reason));
+            }
+            warning = Some(format!(
+                "image {}: {reason}; using it anyway, the missing part may be grey",
+                path.display()
+            ));
+        }
+        let mut reader = ImageReader::new(std::io::Cursor::new(bytes));
+        reader.set_format(format);
+        reader
+            .into_decoder()
+            .map(|d| Box::new(d) as Box<dyn ImageDecoder>)
+    } else {
+        reader
+            .into_decoder()
+            .map(|d| Box::new(d) as Box<dyn ImageDecoder>)
+    };
+    let mut decoder = decoder.map_err(|e| Error::image(path, format!("cannot decode: {e}")))?;
     let (width, height) = decoder.dimensions();
     check_dimensions(path, width, height)?;
     let orientation = decoder
@@ -43,7 +73,148 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     let mut image = DynamicImage::from_decoder(decoder)
         .map_err(|e| Error::image(path, format!("corrupt or truncated image: {e}")))?;
     image.apply_orientation(orientation);
-    Ok(image.to_rgb8())
+    Ok((image.to_rgb8(), warning))
+}
+
+/// `ELOOP`, "too many levels of symbolic links", where the platform's number is known.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const ELOOP: Option<i32> = Some(40);
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+const ELOOP: Option<i32> = Some(62);
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+const ELOOP: Option<i32> = None;
+
+/// Why `error`, from reading `path`'s metadata, means the file cannot be used, in words.
+pub fn describe_metadata_error(error: &std::io::Error) -> String {
+    if ELOOP.is_some() && error.raw_os_error() == ELOOP {
+        return "symbolic link loop (the link points back to itself)".into();
+    }
+    match error.kind() {
+        std::io::ErrorKind::NotFound => "file not found".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => error.to_string(),
+    }
+}
+
+/// What kind of non-regular file `file_type` is, for messages ("a FIFO", "a device", ...).
+pub fn describe_special_file(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a FIFO";
+        }
+        if file_type.is_char_device() || file_type.is_block_device() {
+            return "a device";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    "a special file"
+}
+
+/// Checks from the metadata alone (a FIFO is never opened: that would block) that `path` is a
+/// regular file or a link to one.
+fn check_regular_file(path: &Path) -> Result<()> {
+    let metadata =
+        std::fs::metadata(path).map_err(|e| Error::image(path, describe_metadata_error(&e)))?;
+    if metadata.is_dir() {
+        return Err(Error::image(path, "is a directory, not an image"));
+    }
+    if !metadata.is_file() {
+        return Err(Error::image(
+            path,
+            format!(
+                "is not a regular file (it is {})",
+                describe_special_file(metadata.file_type())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Walks a JPEG's marker segments and entropy-coded scans up to its end-of-image marker;
+/// `Err` says what is wrong. Data after the end-of-image marker (the video of a phone's
+/// "motion photo", padding) is allowed: the image itself is complete.
+fn check_jpeg_structure(bytes: &[u8]) -> std::result::Result<(), String> {
+    let cut_short = || {
+        format!(
+            "the file ends after {} bytes, before the end-of-image marker",
+            bytes.len()
+        )
+    };
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return Err("no start-of-image marker".into());
+    }
+    let mut i = 2;
+    loop {
+        // Tolerate stray bytes between segments, as decoders do; then skip fill bytes.
+        while i < bytes.len() && bytes[i] != 0xFF {
+            i += 1;
+        }
+        while i < bytes.len() && bytes[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = bytes.get(i) else {
+            return Err(cut_short());
+        };
+        i += 1;
+        match marker {
+            0xD9 => return Ok(()),
+            // Standalone markers: no length.
+            0x01 | 0xD0..=0xD8 => continue,
+            _ => {}
+        }
+        let Some(length) = bytes.get(i..i + 2) else {
+            return Err(cut_short());
+        };
+        let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
+        if length < 2 {
+            return Err(format!("a marker segment at byte {i} has a bad length"));
+        }
+        i += length;
+        if i > bytes.len() {
+            return Err(cut_short());
+        }
+        if marker == 0xDA {
+            // Start of scan: entropy-coded data up to the next marker other than a stuffed
+            // 0xFF00 or a restart marker.
+            loop {
+                let Some(&byte) = bytes.get(i) else {
+                    return Err(cut_short());
+                };
+                if byte == 0xFF {
+                    match bytes.get(i + 1) {
+                        None => return Err(cut_short()),
+                        Some(0x00) | Some(0xD0..=0xD7) => i += 2,
+                        Some(_) => break,
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
 }
 
 fn check_dimensions(path: &Path, width: u32, height: u32) -> Result<()> {
@@ -100,6 +271,8 @@ pub fn to_tensor(image: &RgbImage, device: &Device) -> Result<Tensor> {
 }
 
 /// Converts a (1, 3, H, W) or (3, H, W) tensor of pixels in 0..255 to an image (clamped, rounded).
+/// A tensor holding NaN or infinite values is refused: clamping would turn them into black or
+/// white pixels and the broken result would pass for a picture.
 pub fn from_tensor(t: &Tensor) -> Result<RgbImage> {
     let t = match t.rank() {
         4 => t.squeeze(0)?,
@@ -111,12 +284,23 @@ pub fn from_tensor(t: &Tensor) -> Result<RgbImage> {
     }
     let data: Vec<f32> = t
         .to_dtype(DType::F32)?
-        .clamp(0f32, 255f32)?
         .permute((1, 2, 0))?
         .flatten_all()?
         .to_device(&Device::Cpu)?
         .to_vec1()?;
-    let bytes: Vec<u8> = data.iter().map(|&v| v.round() as u8).collect();
+    if let Some(bad) = data.iter().position(|v| !v.is_finite()) {
+        let pixel = bad / 3;
+        return Err(Error::invalid(format!(
+            "the result holds NaN or infinite values (first at pixel {}, {}): the model or the \
+             settings are broken; nothing was written",
+            pixel % w.max(1),
+            pixel / w.max(1)
+        )));
+    }
+    let bytes: Vec<u8> = data
+        .iter()
+        .map(|&v| v.clamp(0.0, 255.0).round() as u8)
+        .collect();
     RgbImage::from_raw(w as u32, h as u32, bytes)
         .ok_or_else(|| Error::invalid("tensor size does not match the image size"))
 }
@@ -287,6 +471,46 @@ mod tests {
         std::fs::write(&ordinary, b"x").unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), mode(&ordinary));
+    }
+
+    #[test]
+    fn non_finite_tensors_are_not_images() {
+        let t = Tensor::from_vec(vec![1f32, f32::NAN, 3.0], (3, 1, 1), &Device::Cpu).unwrap();
+        let err = from_tensor(&t).unwrap_err().to_string();
+        assert!(err.contains("NaN or infinite"), "{err}");
+        let t = Tensor::from_vec(vec![f32::INFINITY, 0.0, 0.0], (3, 1, 1), &Device::Cpu).unwrap();
+        assert!(from_tensor(&t).is_err());
+    }
+
+    #[test]
+    fn jpeg_structure_finds_the_end_marker() {
+        let img = RgbImage::from_fn(40, 24, |x, y| image::Rgb([x as u8 * 6, y as u8 * 9, 50]));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut bytes, image::ImageFormat::Jpeg).unwrap();
+        let mut bytes = bytes.into_inner();
+        assert_eq!(check_jpeg_structure(&bytes), Ok(()));
+        for keep in [3, bytes.len() / 10, bytes.len() / 2, bytes.len() - 2] {
+            assert!(check_jpeg_structure(&bytes[..keep]).is_err(), "{keep}");
+        }
+        // Data after the end marker (a motion photo's video) leaves the image complete.
+        bytes.extend_from_slice(b"\xFF\xD8ftypmp42 trailing");
+        assert_eq!(check_jpeg_structure(&bytes), Ok(()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_named_without_opening_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_rgb(Path::new("/dev/null")).unwrap_err().to_string();
+        assert!(err.contains("is not a regular file"), "{err}");
+        let link = dir.path().join("loop.png");
+        std::os::unix::fs::symlink(&link, &link).unwrap();
+        let err = load_rgb(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link loop"), "{err}");
+        let err = load_rgb(&dir.path().join("missing.png"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("file not found"), "{err}");
     }
 
     #[test]

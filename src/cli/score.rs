@@ -36,14 +36,37 @@ pub struct ScoreArgs {
     pub json: bool,
 }
 
+/// Smallest longer side `--size` accepts, as `atelier stylize` does.
+const MIN_SIZE: u32 = 16;
+/// Smallest side of the photo at `--size`: the default layers (relu4_x) come after three 2×2
+/// poolings.
+const MIN_SIDE: u32 = 8;
+
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    let device = atelier::engine::best_device();
-    let vgg = Vgg::load(&hub::resolve_vgg(args.vgg.as_deref())?, &device)?;
+    if args.size < MIN_SIZE {
+        return Err(atelier::error::Error::invalid(format!(
+            "--size must be at least {MIN_SIZE} pixels, got {}",
+            args.size
+        ))
+        .into());
+    }
+    // The inputs are checked before the VGG network is loaded (seconds, and maybe missing).
     let photo = imaging::resize_longer_side(&imaging::load_rgb(&args.photo)?, args.size);
+    let (width, height) = photo.dimensions();
+    if width.min(height) < MIN_SIDE {
+        anyhow::bail!(
+            "photo {} is {width}x{height} pixels (width x height) at --size {}: too narrow to \
+             score, each side needs at least {MIN_SIDE} pixels",
+            args.photo.display(),
+            args.size
+        );
+    }
     let style = StyleImage {
         image: Arc::new(imaging::load_rgb(&args.style)?),
         weight: 1.0,
     };
+    let device = atelier::engine::best_device();
+    let vgg = Vgg::load(&hub::resolve_vgg(args.vgg.as_deref())?, &device)?;
     // The default weights and layers of `atelier stylize`: the losses it minimises.
     let config = GatysConfig {
         size: args.size,

@@ -100,6 +100,9 @@ pub struct StylizeArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Use a damaged image (a JPEG cut short) anyway, with a warning: its missing part may be grey.
+    #[arg(long)]
+    pub allow_truncated: bool,
     /// Output image (.png or .jpg) for one photo, or a folder for several (created if missing;
     /// each photo's name with the --format extension). Never one of the inputs.
     #[arg(long, short = 'o')]
@@ -142,7 +145,18 @@ fn resolve_model(path: &Path) -> anyhow::Result<PathBuf> {
     if path.is_dir() {
         return Ok(atelier::styles::model_in_folder(path)?);
     }
-    bail!("model {} not found", path.display())
+    match std::fs::metadata(path) {
+        Ok(meta) => bail!(
+            "model {} is not a regular file (it is {})",
+            path.display(),
+            imaging::describe_special_file(meta.file_type())
+        ),
+        Err(e) => bail!(
+            "model {}: {}",
+            path.display(),
+            imaging::describe_metadata_error(&e)
+        ),
+    }
 }
 
 fn parse_style_layers(specs: &[String]) -> anyhow::Result<Vec<(String, f64)>> {
@@ -185,20 +199,14 @@ fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(photos)
 }
 
-fn is_image_name(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        atelier::styles::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
-    })
-}
-
 /// Pairs each photo with its output and checks, before any work, that every output can be
 /// written and none is an input.
 fn plan(args: &StylizeArgs) -> anyhow::Result<Vec<Item>> {
     let photos = expand_inputs(&args.content)?;
-    let single_file = photos.len() == 1
-        && !args.content[0].is_dir()
-        && !args.output.is_dir()
-        && is_image_name(&args.output);
+    // A name with an extension is a file (a wrong extension is then refused by name); anything
+    // else is a folder.
+    let names_a_file = !args.output.is_dir() && args.output.extension().is_some();
+    let single_file = photos.len() == 1 && !args.content[0].is_dir() && names_a_file;
     let mut inputs: Vec<&Path> = photos.iter().map(PathBuf::as_path).collect();
     inputs.extend(args.styles.iter().map(PathBuf::as_path));
     if single_file {
@@ -211,7 +219,7 @@ fn plan(args: &StylizeArgs) -> anyhow::Result<Vec<Item>> {
             format,
         }]);
     }
-    if args.output.is_file() || (is_image_name(&args.output) && !args.output.exists()) {
+    if args.output.is_file() || names_a_file {
         bail!(
             "{} photos need an output folder, not the file {} (-o FOLDER)",
             photos.len(),
@@ -299,8 +307,12 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
                 .iter()
                 .zip(blend)
                 .map(|(path, weight)| {
+                    let (image, warning) = load_image(args, path)?;
+                    if let Some(warning) = warning {
+                        eprintln!("warning: {warning}");
+                    }
                     Ok(StyleImage {
-                        image: Arc::new(imaging::load_rgb(path)?),
+                        image: Arc::new(image),
                         weight,
                     })
                 })
@@ -359,6 +371,42 @@ fn steps_per_photo(method: &Method) -> u64 {
     }
 }
 
+/// Reads a photo or style image, a damaged one only with `--allow-truncated` (and then with a
+/// warning, the second value); the error for one says how to use it anyway.
+fn load_image(
+    args: &StylizeArgs,
+    path: &Path,
+) -> anyhow::Result<(image::RgbImage, Option<String>)> {
+    imaging::load_rgb_with(path, args.allow_truncated).map_err(|e| match e {
+        atelier::error::Error::Image { reason, .. }
+            if reason.starts_with(imaging::DAMAGED_JPEG) =>
+        {
+            anyhow::anyhow!(
+                "{}; --allow-truncated uses it anyway",
+                atelier::error::Error::image(path, reason)
+            )
+        }
+        e => e.into(),
+    })
+}
+
+/// Refuses a `--size` the network cannot run at for a `width`×`height` photo (it would be
+/// capped to fit in memory, silently).
+fn check_network_size(args: &StylizeArgs, (width, height): (u32, u32)) -> Result<(), String> {
+    let (MethodArg::Network, Some(side)) = (args.method, args.size) else {
+        return Ok(());
+    };
+    let most = engine::network_side(width, height, Some(side));
+    if most >= side {
+        return Ok(());
+    }
+    Err(format!(
+        "--size {side} is above what the network runs on ({} megapixels) for this \
+         {width}x{height} photo; choose --size {most} or less",
+        engine::MAX_NETWORK_PIXELS / 1_000_000
+    ))
+}
+
 /// Photos decoded and queued ahead of the one running: enough that the engine never waits for
 /// a decode, few enough that a folder of big photos is not all in memory at once.
 const QUEUED_AHEAD: usize = 2;
@@ -374,8 +422,14 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.strength) {
         bail!("--strength must be between 0 and 1, got {}", args.strength);
     }
-    if let Some(0) = args.size {
-        bail!("--size must be at least 16 pixels");
+    if let Some(size) = args.size.filter(|&size| size < 16) {
+        bail!("--size must be at least 16 pixels, got {size}");
+    }
+    if !(1..=100).contains(&args.quality) {
+        bail!("--quality must be between 1 and 100, got {}", args.quality);
+    }
+    if args.method == MethodArg::Network && !args.blend.is_empty() {
+        bail!("--blend needs several styles; --method network takes one");
     }
     let items = plan(&args)?;
     if let Some(dir) = &args.preview_dir {
@@ -416,7 +470,9 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
     let mut first_error: Option<String> = None;
     let mut fail = |item: &Item, message: String, failed: &mut usize| {
         *failed += 1;
-        let line = if batch {
+        // Image errors already name their file.
+        let named = message.contains(&item.input.display().to_string());
+        let line = if batch && !named {
             format!("error: {}: {message}", item.input.display())
         } else {
             format!("error: {message}")
@@ -441,7 +497,16 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
         // Keep the queue fed; a photo that cannot be read fails here, alone.
         while in_flight.len() < QUEUED_AHEAD && next_item < items.len() {
             let item = &items[next_item];
-            match imaging::load_rgb(&item.input) {
+            let loaded = load_image(&args, &item.input)
+                .map_err(|e| e.to_string())
+                .and_then(|(photo, warning)| {
+                    if let Some(warning) = warning {
+                        say(format!("warning: {warning}"));
+                    }
+                    check_network_size(&args, photo.dimensions())?;
+                    Ok(photo)
+                });
+            match loaded {
                 Ok(photo) => {
                     let size = photo.dimensions();
                     let job = engine.render(Job {
@@ -455,8 +520,8 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
                         size,
                     });
                 }
-                Err(e) => {
-                    fail(item, e.to_string(), &mut failed);
+                Err(message) => {
+                    fail(item, message, &mut failed);
                     done += 1;
                     bar.inc(per_photo);
                 }

@@ -99,7 +99,56 @@ fn absolute(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The canonical form of `path`, which may not exist yet: its deepest existing ancestor
+/// canonicalised, the rest appended.
+fn canonical_maybe_missing(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut missing = Vec::new();
+    let mut existing = path.as_path();
+    loop {
+        if let Ok(canonical) = existing.canonicalize() {
+            let mut out = canonical;
+            for part in missing.iter().rev() {
+                match part {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => out.push(other),
+                }
+            }
+            return out;
+        }
+        let Some(parent) = existing.parent() else {
+            return path.clone();
+        };
+        if let Some(last) = existing.components().next_back() {
+            missing.push(last);
+        }
+        existing = parent;
+    }
+}
+
+/// Refuses an output folder inside the photo folder: the style's files (thumbnail, previews)
+/// would be read as training photos by the next run, and a folder listing would include them.
+fn check_output_outside_data(output: &Path, data: &Path) -> anyhow::Result<()> {
+    let Ok(data_dir) = data.canonicalize() else {
+        return Ok(()); // A missing photo folder is reported by the trainer.
+    };
+    let out = canonical_maybe_missing(output);
+    if out.starts_with(&data_dir) {
+        bail!(
+            "the output folder {} is inside the photo folder {} (--data): its previews and \
+             thumbnail would become training photos; choose an output outside it",
+            output.display(),
+            data.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    check_output_outside_data(&args.output, &args.data)?;
     let vgg = engine::resolve_vgg(args.vgg.as_deref())?;
     let defaults = TrainRecipe::default();
     let recipe = TrainRecipe {

@@ -280,9 +280,21 @@ impl TransformerNet {
 
     /// Loads a state dict from `.safetensors` or a PyTorch zip `.pth` (f32, f16 or bf16; held
     /// as f32). Extra tensors such as old checkpoints' `in1.running_mean` are ignored.
+    /// A model whose weights are not all finite is refused: it would paint NaN.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let file = WeightFile::load(path, device)?;
-        Self::from_tensors(&file.tensors, path)
+        let net = Self::from_tensors(&file.tensors, path)?;
+        for (name, t) in net.tensors() {
+            let finite = all_finite(&t)
+                .map_err(|e| Error::weights(path, format!("tensor `{name}`: {e}")))?;
+            if !finite {
+                return Err(Error::weights(
+                    path,
+                    format!("tensor `{name}` holds NaN or infinite values"),
+                ));
+            }
+        }
+        Ok(net)
     }
 
     /// Builds the network from named tensors (e.g. `Var`-backed ones for training; they are
@@ -519,6 +531,16 @@ impl TransformerNet {
         }
         2.0 * macs
     }
+}
+
+/// Whether every value of `t` is finite (no NaN, no ±infinity).
+fn all_finite(t: &Tensor) -> candle_core::Result<bool> {
+    let values = t
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    Ok(values.iter().all(|v| v.is_finite()))
 }
 
 /// Decides whether names carry a `module.` prefix (checkpoints of `nn.DataParallel` models) and

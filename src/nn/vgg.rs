@@ -412,7 +412,7 @@ impl Vgg {
         let min_size = 1usize << pools_needed;
         if h < min_size || w < min_size {
             return Err(Error::invalid(format!(
-                "image of {h}x{w} pixels is too small for VGG layer {} (needs at least {min_size}x{min_size})",
+                "image of {w}x{h} pixels (width x height) is too small for VGG layer {} (needs at least {min_size}x{min_size})",
                 self.layers[deepest].relu_name
             )));
         }

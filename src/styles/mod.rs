@@ -230,36 +230,46 @@ impl StyleEntry {
         })
     }
 
-    /// The entry a bundled style folder describes.
+    /// The entry a bundled style folder describes. Style folders are untrusted (downloaded,
+    /// shared): each file the manifest names must be a regular file inside the folder (see
+    /// [`check_manifest_file`]).
     pub fn from_manifest(folder: &Path, manifest: Manifest) -> Result<Self, StyleError> {
         let description = manifest.display_description();
-        let resolve = |p: Option<PathBuf>| p.map(|p| folder.join(p));
-        let model = resolve(manifest.model);
-        let image = resolve(manifest.image);
         let manifest_path = folder.join(MANIFEST_NAME);
-        if model.is_none() && image.is_none() {
+        if manifest.model.is_none() && manifest.image.is_none() {
             return Err(StyleError::Unusable {
                 path: manifest_path,
                 reason: "names neither a `model` nor an `image`".into(),
             });
         }
-        for path in model.iter().chain(image.iter()) {
-            if !path.is_file() {
-                return Err(StyleError::Unusable {
-                    path: manifest_path,
-                    reason: format!("refers to {}, which does not exist", path.display()),
-                });
+        let unusable = |reason: String| StyleError::Unusable {
+            path: manifest_path.clone(),
+            reason,
+        };
+        let model = manifest
+            .model
+            .as_deref()
+            .map(|p| check_manifest_file(folder, "model", p).map_err(unusable))
+            .transpose()?;
+        let image = manifest
+            .image
+            .as_deref()
+            .map(|p| check_manifest_file(folder, "image", p).map_err(unusable))
+            .transpose()?;
+        // A missing thumbnail falls back to the style image; one that breaks the rules is an error.
+        let thumbnail = match manifest.thumbnail.as_deref() {
+            Some(p) if folder.join(p).symlink_metadata().is_ok() => {
+                Some(check_manifest_file(folder, "thumbnail", p).map_err(unusable)?)
             }
+            _ => None,
         }
+        .or_else(|| image.clone());
         let name = manifest.name.unwrap_or_else(|| {
             folder
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "style".into())
         });
-        let thumbnail = resolve(manifest.thumbnail)
-            .filter(|p| p.is_file())
-            .or_else(|| image.clone());
         Ok(Self {
             name,
             description,
@@ -269,6 +279,46 @@ impl StyleEntry {
             origin: Origin::Bundled,
         })
     }
+}
+
+/// `folder`/`relative` when the manifest field `field` = `relative` names a regular file inside
+/// `folder`: a relative path without `..`, which, links followed, stays inside the folder. The
+/// error (for a [`StyleError::Unusable`] on the manifest) names the field and the rule.
+pub fn check_manifest_file(folder: &Path, field: &str, relative: &Path) -> Result<PathBuf, String> {
+    use std::path::Component;
+    let shown = format!("{field} = {:?}", relative.display().to_string());
+    let inside = |why: &str| format!("{shown} must name a file inside the style folder ({why})");
+    if relative.is_absolute() || relative.has_root() {
+        return Err(inside("not an absolute path"));
+    }
+    if relative.components().any(|c| c == Component::ParentDir) {
+        return Err(inside("no `..`"));
+    }
+    if relative.as_os_str().is_empty() || relative.components().all(|c| c == Component::CurDir) {
+        return Err(format!("{shown} names no file"));
+    }
+    let path = folder.join(relative);
+    let resolved = path.canonicalize().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("{shown} refers to {}, which does not exist", path.display())
+        } else {
+            format!("{shown}: {}", crate::imaging::describe_metadata_error(&e))
+        }
+    })?;
+    let metadata = std::fs::metadata(&resolved).map_err(|e| format!("{shown}: {e}"))?;
+    if !metadata.is_file() {
+        return Err(format!(
+            "{shown} is not a regular file (it is {})",
+            crate::imaging::describe_special_file(metadata.file_type())
+        ));
+    }
+    let root = folder
+        .canonicalize()
+        .map_err(|e| format!("the style folder {}: {e}", folder.display()))?;
+    if !resolved.starts_with(&root) {
+        return Err(inside(&format!("it links to {}", resolved.display())));
+    }
+    Ok(path)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -177,3 +177,45 @@ impl Pickle {
         self.op(b'R');
     }
 }
+
+/// Writes a zip `.pth` whose `archive/data.pkl` is `pickle` as given (no tensor data), laid
+/// out as torch lays it out.
+pub fn write_raw_pickle(path: &Path, pickle: &[u8]) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut zip = zip::ZipWriter::new(file);
+    let options = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", options)?;
+    zip.write_all(pickle)?;
+    zip.start_file("archive/byteorder", options)?;
+    zip.write_all(b"little")?;
+    zip.start_file("archive/version", options)?;
+    zip.write_all(b"3\n")?;
+    zip.finish()?;
+    Ok(())
+}
+
+/// A pickle that calls `module.name("echo pwned")` when unpickled, as a malicious "model"
+/// would: with `GLOBAL` (protocol 2, what torch writes) or, with `stack_global`, protocol 4's
+/// `STACK_GLOBAL` taking the names from memoised strings.
+pub fn pickle_calling(module: &str, name: &str, stack_global: bool) -> Vec<u8> {
+    let mut pickle = Pickle::default();
+    if stack_global {
+        pickle.bytes.extend_from_slice(&[0x80, 4]);
+        for s in [module, name] {
+            pickle.op(0x8c); // SHORT_BINUNICODE
+            pickle.bytes.push(s.len() as u8);
+            pickle.bytes.extend_from_slice(s.as_bytes());
+            pickle.op(0x94); // MEMOIZE
+        }
+        pickle.op(0x93); // STACK_GLOBAL
+    } else {
+        pickle.proto();
+        pickle.global(module, name);
+    }
+    pickle.mark();
+    pickle.unicode("echo pwned");
+    pickle.op(b't');
+    pickle.op(b'R'); // REDUCE: the call
+    pickle.op(b'.');
+    pickle.bytes
+}
