@@ -435,16 +435,86 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     // file, readable like any other the user creates (0666 less the umask).
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    sweep_stale_temp_files(&dir);
     let mut tmp = builder
         .tempfile_in(&dir)
         .map_err(|e| write_error(e.to_string()))?;
+    let unfinished = UnfinishedWrite::register(tmp.path());
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
         .map_err(|e| write_error(e.to_string()))?;
     // On failure the temp file is removed when `tmp` is dropped.
     tmp.persist(path)
         .map_err(|e| write_error(e.error.to_string()))?;
+    drop(unfinished);
     Ok(())
+}
+
+/// Temporary files being written right now, so that an interrupted program (Ctrl+C, SIGTERM)
+/// removes them before it exits ([`remove_unfinished_writes`]).
+static UNFINISHED_WRITES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn unfinished_writes() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    UNFINISHED_WRITES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Keeps a temporary file on the list while it exists.
+struct UnfinishedWrite(PathBuf);
+
+impl UnfinishedWrite {
+    fn register(path: &Path) -> Self {
+        unfinished_writes().push(path.to_path_buf());
+        Self(path.to_path_buf())
+    }
+}
+
+impl Drop for UnfinishedWrite {
+    fn drop(&mut self) {
+        unfinished_writes().retain(|p| p != &self.0);
+    }
+}
+
+/// Removes the temporary files of writes still in progress (the process is about to exit on a
+/// signal); returns how many there were. The outputs they were to replace stay as they were.
+pub fn remove_unfinished_writes() -> usize {
+    let mut writes = unfinished_writes();
+    for path in writes.iter() {
+        let _ = std::fs::remove_file(path);
+    }
+    let count = writes.len();
+    writes.clear();
+    count
+}
+
+/// Temporary files older than this beside an output were left by a process that was killed
+/// (`kill -9`, a power cut) and are swept before the next write there.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes `.atelier-*.tmp` files older than [`STALE_TEMP_AGE`] in `dir`. Best effort: a file
+/// that cannot be removed is left alone.
+pub fn sweep_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(".atelier-") && name.ends_with(".tmp")) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -457,6 +527,31 @@ mod tests {
         let t = to_tensor(&img, &Device::Cpu).unwrap();
         assert_eq!(t.dims(), &[1, 3, 3, 5]);
         assert_eq!(from_tensor(&t).unwrap(), img);
+    }
+
+    #[test]
+    fn stale_temp_files_are_swept_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let stale = dir.path().join(".atelier-old123.tmp");
+        let fresh = dir.path().join(".atelier-new456.tmp");
+        let other = dir.path().join("keep.tmp");
+        for p in [&stale, &fresh, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let two_days_ago = std::time::SystemTime::now() - 2 * STALE_TEMP_AGE;
+        let file = std::fs::File::options().write(true).open(&stale).unwrap();
+        file.set_modified(two_days_ago).unwrap();
+        let old_other = std::fs::File::options().write(true).open(&other).unwrap();
+        old_other.set_modified(two_days_ago).unwrap();
+        write_bytes_atomic(&dir.path().join("out.png"), b"x").unwrap();
+        assert!(!stale.exists(), "a day-old temp file is swept");
+        assert!(fresh.exists(), "a temp file of a running write is kept");
+        assert!(other.exists(), "only our own temp files are touched");
+        assert_eq!(
+            remove_unfinished_writes(),
+            0,
+            "finished writes are off the list"
+        );
     }
 
     #[cfg(unix)]

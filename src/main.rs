@@ -43,8 +43,13 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = cli::Cli::parse();
+    cli::interrupt::install();
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cli::interrupt::Interrupted>().is_some() => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(cli::interrupt::EXIT_INTERRUPTED)
+        }
         Err(e) => {
             // One line a user can act on; the chain of causes follows on the same line.
             eprintln!("error: {e:#}");

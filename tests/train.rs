@@ -670,3 +670,65 @@ fn the_cli_trains_a_style_that_stylize_and_the_gallery_use() -> TestResult {
     assert_eq!(image::open(&result)?.to_rgb8().dimensions(), (30, 20));
     Ok(())
 }
+
+/// Ctrl+C (SIGINT) or SIGTERM during `atelier train` stops after the current iteration with a
+/// checkpoint and says how to resume; the exit status is 130.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_cli_training_saves_a_checkpoint_and_says_how_to_resume() -> TestResult {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir()?;
+    let data = photos(dir.path(), 3, 20, 20);
+    let style = painting(dir.path(), "style.png", 0);
+    let vgg = dir.path().join("vgg16.safetensors");
+    common::fixtures::random_vgg(&vgg);
+    for signal in ["-INT", "-TERM"] {
+        let output = dir.path().join("styles").join(format!("stopped{signal}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args([
+                "train",
+                "--style",
+                s(&style),
+                "--data",
+                s(&data),
+                "--vgg",
+                s(&vgg),
+                "-o",
+                s(&output),
+                "--size",
+                "16",
+                "--width",
+                "4",
+                "--batch",
+                "1",
+                "--iterations",
+                "100000",
+                "--checkpoint-every",
+                "0",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        // Without a terminal the progress is printed as lines: wait for training to run.
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut seen = String::new();
+        let mut line = String::new();
+        while !seen.contains("iteration") {
+            line.clear();
+            if stderr.read_line(&mut line)? == 0 {
+                break;
+            }
+            seen.push_str(&line);
+        }
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()?;
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest)?;
+        let status = child.wait()?;
+        assert_eq!(status.code(), Some(130), "{signal}: {seen}{rest}");
+        assert!(rest.contains("checkpoint saved"), "{signal}: {rest}");
+        assert!(rest.contains("--resume"), "{signal}: {rest}");
+        assert!(output.join("checkpoint.safetensors").is_file());
+    }
+    Ok(())
+}

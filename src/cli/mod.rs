@@ -1,6 +1,7 @@
 //! Command-line interface on top of the engine. With no subcommand it opens the desktop app.
 
 mod bench;
+pub mod interrupt;
 mod score;
 mod stylize;
 mod train;

@@ -187,8 +187,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     config.thumbnail_photo = args.thumbnail_photo.clone();
     config.validate()?;
 
-    let engine = Engine::new(engine::best_device()).context("cannot start training")?;
+    let engine =
+        std::sync::Arc::new(Engine::new(engine::best_device()).context("cannot start training")?);
     let job = engine.train(config).context("cannot start training")?;
+    // Ctrl+C or SIGTERM stops after the current iteration with a checkpoint.
+    let stoppable = std::sync::Arc::downgrade(&engine);
+    super::interrupt::set_hook(move || {
+        if let Some(engine) = stoppable.upgrade() {
+            engine.cancel(job);
+        }
+    });
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -252,8 +260,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     None => say(format!("preview at iteration {step}")),
                 }
             }
-            EventBody::Stopped { checkpoint, .. } => {
+            EventBody::Stopped {
+                checkpoint,
+                iteration,
+            } => {
                 bar.abandon();
+                super::interrupt::clear_hook();
+                if super::interrupt::interrupted() {
+                    return Err(super::interrupt::Interrupted(format!(
+                        "interrupted after iteration {iteration}: checkpoint saved in {}; run the \
+                         same command with --resume to continue",
+                        checkpoint.display()
+                    ))
+                    .into());
+                }
                 bail!(
                     "training stopped; resume with --resume (checkpoint {})",
                     checkpoint.display()
@@ -269,6 +289,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                         trained.seconds_per_iteration
                     );
                 }
+                super::interrupt::clear_hook();
                 return Ok(());
             }
             EventBody::Failed(failure) => {
