@@ -16,9 +16,13 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    /// No VGG loss network was found; `searched` lists the places looked at, in order.
-    #[error("{}", missing_vgg_message(searched))]
-    MissingVgg { searched: Vec<PathBuf> },
+    /// No VGG loss network was found; `searched` lists the places looked at, in order, and
+    /// `message` says so with how to get one.
+    #[error("{message}")]
+    MissingVgg {
+        searched: Vec<PathBuf>,
+        message: String,
+    },
 
     /// Writing an output failed; nothing was left half-written.
     #[error("cannot write {path}: {reason}")]
@@ -52,25 +56,4 @@ impl Error {
     pub fn invalid(reason: impl std::fmt::Display) -> Self {
         Error::InvalidArgument(reason.to_string())
     }
-}
-
-fn missing_vgg_message(searched: &[PathBuf]) -> String {
-    let searched = searched
-        .iter()
-        .map(|path| path.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let searched = if searched.is_empty() {
-        "nowhere: no cache directory could be told".to_string()
-    } else {
-        searched
-    };
-    format!(
-        "no VGG loss network found (looked in: {searched}). Get one with `atelier fetch-vgg` \
-         (downloads {} from the Hugging Face hub, {}), or set {} or pass --vgg PATH to a \
-         VGG16/VGG19 .safetensors or .pth file",
-        crate::nn::hub::VGG19_DOWNLOAD_SIZE,
-        crate::nn::hub::VGG19_REPO,
-        crate::nn::hub::VGG_ENV
-    )
 }

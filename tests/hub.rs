@@ -506,7 +506,7 @@ fn search_order_explicit_env_cache_and_no_working_directory_paths() {
     };
     let err = empty.resolve(None).unwrap_err();
     match &err {
-        Error::MissingVgg { searched } => assert_eq!(
+        Error::MissingVgg { searched, .. } => assert_eq!(
             searched,
             &vec![
                 dir.path().join("nothing/vgg19.safetensors"),

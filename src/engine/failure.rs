@@ -8,8 +8,11 @@ use crate::error::Error;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Failure {
     /// No VGG loss network: `searched` lists the places looked at; `atelier fetch-vgg` gets one.
-    #[error("{}", Error::MissingVgg { searched: searched.clone() })]
-    MissingVgg { searched: Vec<PathBuf> },
+    #[error("{message}")]
+    MissingVgg {
+        searched: Vec<PathBuf>,
+        message: String,
+    },
     /// A photo or style image could not be read or used.
     #[error("image {}: {reason}", path.display())]
     BadInput { path: PathBuf, reason: String },
@@ -35,7 +38,7 @@ impl Failure {
     pub fn from_error(error: Error) -> Option<Self> {
         Some(match error {
             Error::Cancelled => return None,
-            Error::MissingVgg { searched } => Failure::MissingVgg { searched },
+            Error::MissingVgg { searched, message } => Failure::MissingVgg { searched, message },
             Error::Image { path, reason } => Failure::BadInput { path, reason },
             Error::Weights { path, reason } => Failure::BadModel { path, reason },
             Error::InvalidArgument(reason) => Failure::InvalidArgument(reason),

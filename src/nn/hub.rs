@@ -124,6 +124,7 @@ impl VggSearch {
             return Ok(found.clone());
         }
         Err(Error::MissingVgg {
+            message: missing_vgg_message(&candidates),
             searched: candidates,
         })
     }
@@ -134,6 +135,23 @@ impl VggSearch {
 /// error ([`Error::MissingVgg`]) lists the places and says how to get one.
 pub fn resolve_vgg(explicit: Option<&Path>) -> Result<PathBuf> {
     VggSearch::from_env().resolve(explicit)
+}
+
+fn missing_vgg_message(searched: &[PathBuf]) -> String {
+    let searched = if searched.is_empty() {
+        "nowhere: no cache directory could be told".to_string()
+    } else {
+        searched
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "no VGG loss network found (looked in: {searched}). Get one with `atelier fetch-vgg` \
+         (downloads {VGG19_DOWNLOAD_SIZE} from the Hugging Face hub, {VGG19_REPO}), or set \
+         {VGG_ENV} or pass --vgg PATH to a VGG16/VGG19 .safetensors or .pth file"
+    )
 }
 
 fn existing_file(path: &Path, origin: &str) -> Result<PathBuf> {
