@@ -224,12 +224,17 @@ impl BenchOptions {
 }
 
 /// Names of the whole-network benchmarks (run one per process to measure peak memory).
-pub const NETWORK_BENCHES: [&str; 5] = [
+pub const NETWORK_BENCHES: [&str; 10] = [
     "VGG16 forward to relu4_3, 512x512",
     "Gatys step (loss + gradient), 512x512",
     "transformer forward, 512x512",
     "transformer forward, 1024x1024",
     "transformer training step (forward + all gradients), 4x256x256",
+    "arbitrary AdaIN (encode + transform + decode), 512x512",
+    "arbitrary AdaIN (encode + transform + decode), 1024x1024",
+    "arbitrary WCT (4-level cascade), 512x512",
+    "arbitrary WCT (4-level cascade), 1024x1024",
+    "arbitrary style statistics of a painting, 512 px",
 ];
 
 /// Runs the benchmark set. `vgg` is a loaded loss network or `None` for random VGG16 weights
@@ -362,6 +367,65 @@ pub fn run_all(
         // Forward, input gradient and weight gradient: three times the forward convolutions.
         let flops = 3.0 * batch as f64 * TransformerNet::flops(side, side);
         rows.push(row(NETWORK_BENCHES[4], ms, Some(flops)));
+    }
+    rows.extend(arbitrary_rows(device, options, iterations)?);
+    Ok(rows)
+}
+
+/// The arbitrary method with the built-in VGG16 and decoders (their real widths). A painting's
+/// statistics are computed once per painting and cached by the engine, so they have a row of
+/// their own and the stylisation rows start from them.
+fn arbitrary_rows(
+    device: &Device,
+    options: &BenchOptions,
+    iterations: usize,
+) -> Result<Vec<BenchRow>> {
+    use crate::stylize::arbitrary::{self, ArbitraryConfig, FeatureTransform};
+    let mut rows = Vec::new();
+    let names = &NETWORK_BENCHES[5..];
+    if !names.iter().any(|n| options.wants(n)) {
+        return Ok(rows);
+    }
+    let vgg = Vgg::bundled(device)?;
+    let decoders = crate::nn::decoder::bundled(device)?;
+    let painting = pattern(512);
+    let stats = arbitrary::style_stats(&vgg, std::slice::from_ref(&painting), 512, device)?;
+    if options.wants(names[4]) {
+        let ms = median_ms(iterations, || {
+            arbitrary::style_stats(&vgg, std::slice::from_ref(&painting), 512, device)?;
+            Ok(())
+        })?;
+        rows.push(row(names[4], ms, None));
+    }
+    let cases = [
+        (FeatureTransform::Adain, 512u32, names[0]),
+        (FeatureTransform::Adain, 1024, names[1]),
+        (FeatureTransform::Wct, 512, names[2]),
+        (FeatureTransform::Wct, 1024, names[3]),
+    ];
+    for (transform, side, name) in cases {
+        if !options.wants(name) {
+            continue;
+        }
+        let photo = pattern(side);
+        let config = ArbitraryConfig {
+            transform,
+            strength: 1.0,
+        };
+        let ms = median_ms(iterations, || {
+            arbitrary::stylize(&vgg, &decoders, &photo, &stats, config, device, |_, _| {
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+        let s = side as usize;
+        let mut flops = 0.0;
+        for layer in transform.levels() {
+            let decoder = decoders.get(layer)?;
+            let pools = crate::nn::decoder::layer_pools(layer)?;
+            flops += vgg.conv_flops(s, s, layer) + decoder.flops(s >> pools, s >> pools);
+        }
+        rows.push(row(name, ms, Some(flops)));
     }
     Ok(rows)
 }

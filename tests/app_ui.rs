@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use atelier::app::controls::MethodChoice;
 use atelier::app::AtelierApp;
 use eframe::egui::accesskit::Role;
 use eframe::egui::{Key, Modifiers};
@@ -463,6 +464,7 @@ fn gatys_previews_stream_while_frames_keep_coming_and_the_recipe_round_trips() {
     let style = style_image(dir.path());
     let mut harness = harness(options(dir.path(), Some(PathBuf::from(VGG))));
     harness.state_mut().update_controls(|c| {
+        c.method = MethodChoice::Optimize;
         c.preview_size = 64;
         c.steps = 3;
         c.preview_every = 1;
@@ -567,4 +569,52 @@ fn gatys_previews_stream_while_frames_keep_coming_and_the_recipe_round_trips() {
         status(&harness)
     );
     assert!(harness.state().shown_image().is_some());
+}
+
+#[test]
+fn a_painting_previews_instantly_strength_repaints_and_refine_optimises_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = photo(dir.path());
+    let style = style_image(dir.path());
+    // No VGG file: the Instant method runs on the built-in VGG16 and decoders.
+    let mut harness = harness(options(dir.path(), None));
+    harness.state_mut().update_controls(|c| {
+        c.steps = 2;
+        c.preview_size = 64;
+    });
+    harness.state_mut().open_photo(photo);
+    step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
+        app.has_photo()
+    });
+    harness.state_mut().add_user_styles(vec![style]);
+    step_until(
+        &mut harness,
+        Duration::from_secs(120),
+        "the instant preview",
+        |app| app.finished_jobs() >= 1 && !app.is_busy(),
+    );
+    assert_eq!(harness.state().controls().method, MethodChoice::Arbitrary);
+    let full = harness.state().shown_image().unwrap();
+    // Strength acts in feature space: it paints again rather than fading pixels.
+    strength_slider_to(&mut harness, 0.2);
+    step_until(
+        &mut harness,
+        Duration::from_secs(120),
+        "the repaint",
+        |app| app.finished_jobs() >= 2 && !app.is_busy(),
+    );
+    let weaker = harness.state().shown_image().unwrap();
+    assert_eq!(full.dimensions(), weaker.dimensions());
+    assert_ne!(full.as_raw(), weaker.as_raw());
+
+    harness.get_by_label("Refine with Optimise").click();
+    step_until(
+        &mut harness,
+        Duration::from_secs(300),
+        "the refined result",
+        |app| app.finished_jobs() >= 3 && !app.is_busy(),
+    );
+    assert_eq!(harness.state().controls().method, MethodChoice::Optimize);
+    assert!(harness.state().controls().steps <= 40);
+    harness.run();
 }

@@ -135,7 +135,9 @@ fn missing_vgg_explains_how_to_get_one() {
     let photo = write_photo(dir.path(), "photo.png", 40, 30);
     let out = dir.path().join("out.png");
     let r = Command::new(env!("CARGO_BIN_EXE_atelier"))
+        // The built-in VGG16 stops at relu4_3: deeper layers need a downloaded VGG.
         .args(["stylize", s(&photo), "--style", s(&photo), "-o", s(&out)])
+        .args(["--style-layers", "relu5_1"])
         .current_dir(dir.path())
         .env_remove("ATELIER_VGG")
         .env("ATELIER_CACHE", dir.path().join("empty-cache"))
@@ -402,4 +404,170 @@ fn batch_writes_every_good_photo_and_fails_the_corrupt_one_alone() {
         s(&dir.path().join("one.png")),
     ]);
     assert_fails(&r, "output folder", &dir.path().join("one.png"));
+}
+
+fn mean_gap(a: &RgbImage, b: &RgbImage) -> f64 {
+    let sum: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).abs())
+        .sum();
+    sum / a.as_raw().len() as f64
+}
+
+fn painting(dir: &Path, name: &str, seed: u32) -> PathBuf {
+    let path = dir.join(name);
+    RgbImage::from_fn(96, 80, |x, y| {
+        if ((x + seed * 3) / 6 + y / 6) % 2 == 0 {
+            Rgb([(200 + seed * 20) as u8, 40, 30])
+        } else {
+            Rgb([20, (60 + seed * 60) as u8, 200])
+        }
+    })
+    .save(&path)
+    .unwrap();
+    path
+}
+
+/// `--method arbitrary` on the built-in models, with no VGG anywhere (ATELIER_VGG unset, an
+/// empty cache): strength, blends and collections each change the picture as they say.
+#[test]
+fn arbitrary_method_works_offline_and_its_controls_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = write_photo(dir.path(), "photo.png", 64, 48);
+    let a = painting(dir.path(), "a.png", 0);
+    let b = painting(dir.path(), "b.png", 2);
+    let run = |extra: &[&str], out: &str| -> RgbImage {
+        let out = dir.path().join(out);
+        let r = Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args(["stylize", s(&photo), "--method", "arbitrary", "-o", s(&out)])
+            .args(extra)
+            .env_remove("ATELIER_VGG")
+            .env("ATELIER_CACHE", dir.path().join("empty-cache"))
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", stderr(&r));
+        image::open(&out).unwrap().to_rgb8()
+    };
+    let original = image::open(&photo).unwrap().to_rgb8();
+    let full = run(&["--style", s(&a)], "full.png");
+    assert_eq!(full.dimensions(), (64, 48));
+    let weak = run(&["--style", s(&a), "--strength", "0.1"], "weak.png");
+    assert!(
+        mean_gap(&weak, &original) < mean_gap(&full, &original),
+        "a lower strength stays nearer the photo"
+    );
+    // A blend of weights 1 and 0 is the first style alone; 0.5/0.5 is something else.
+    let only_a = run(
+        &["--style", s(&a), "--style", s(&b), "--blend", "1,0"],
+        "only-a.png",
+    );
+    assert!(
+        mean_gap(&only_a, &full) < 0.5,
+        "{}",
+        mean_gap(&only_a, &full)
+    );
+    let half = run(
+        &["--style", s(&a), "--style", s(&b), "--blend", "0.5,0.5"],
+        "half.png",
+    );
+    assert!(mean_gap(&half, &full) > 1.0);
+    // A folder is a collection: its statistics pooled.
+    let works = dir.path().join("works");
+    std::fs::create_dir(&works).unwrap();
+    std::fs::copy(&a, works.join("a.png")).unwrap();
+    std::fs::copy(&b, works.join("b.png")).unwrap();
+    let pooled = run(&["--style", s(&works)], "pooled.png");
+    assert!(mean_gap(&pooled, &full) > 1.0);
+    let wct = run(&["--style", s(&a), "--transform", "wct"], "wct.png");
+    assert!(mean_gap(&wct, &full) > 1.0);
+    let kept = run(&["--style", s(&a), "--preserve-color"], "kept.png");
+    assert!(
+        common::fixtures::chroma_gap(&kept, &original)
+            < common::fixtures::chroma_gap(&full, &original)
+    );
+
+    let out = dir.path().join("never.png");
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--method",
+        "arbitrary",
+        "--style",
+        s(&a),
+        "--vgg",
+        s(&a),
+        "-o",
+        s(&out),
+    ]);
+    assert_fails(&r, "built-in VGG16", &out);
+}
+
+/// `atelier train-decoder` trains, checkpoints, resumes to the end and writes the decoder and
+/// its report; a resume with other settings is refused.
+#[test]
+fn train_decoder_resumes_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("photos");
+    std::fs::create_dir(&data).unwrap();
+    for i in 0..3 {
+        write_photo(&data, &format!("p{i}.png"), 40 + i * 8, 36);
+    }
+    let out = dir.path().join("decoder");
+    let train = |iterations: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_atelier"))
+            .args([
+                "train-decoder",
+                "--data",
+                s(&data),
+                "--layer",
+                "relu2_1",
+                "-o",
+                s(&out),
+            ])
+            .args([
+                "--width",
+                "8",
+                "--size",
+                "16",
+                "--batch",
+                "2",
+                "--iterations",
+                iterations,
+            ])
+            .args([
+                "--checkpoint-every",
+                "2",
+                "--preview-every",
+                "0",
+                "--eval",
+                s(&data),
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let r = train("2", &[]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let r = train("4", &["--resume"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("resuming after iteration 2"),
+        "{}",
+        stderr(&r)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("training.json")).unwrap()).unwrap();
+    assert_eq!(report["iterations"], 4);
+    assert!(report["heldout_psnr_db"].as_f64().unwrap() > 0.0);
+    let decoder = atelier::nn::decoder::Decoder::load(
+        &out.join("decoder.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!((decoder.layer(), decoder.width()), ("relu2_1", 8));
+    let r = train("6", &["--resume", "--lr", "0.01"]);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("another recipe"), "{}", stderr(&r));
 }

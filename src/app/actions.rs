@@ -31,9 +31,14 @@ pub enum AppAction {
     Restart,
     Controls(ControlChange),
     SetCompare(bool),
+    /// Optimise starting from the Instant result (a few steps refine it).
+    Refine,
     ShowHelp,
     ToggleFrameTimes,
 }
+
+/// Steps of a Refine: the Instant result already holds the style, so Gatys needs few.
+const REFINE_STEPS: usize = 40;
 
 impl AtelierApp {
     /// Carries out `actions` in order.
@@ -47,6 +52,7 @@ impl AtelierApp {
                 AppAction::Restart => self.schedule_restart(),
                 AppAction::Controls(change) => self.apply_control_change(change),
                 AppAction::SetCompare(on) => self.canvas.compare = on,
+                AppAction::Refine => self.refine(),
                 AppAction::ShowHelp => self.show_help = true,
                 AppAction::ToggleFrameTimes => self.show_frame_times = !self.show_frame_times,
             }
@@ -133,7 +139,12 @@ impl AtelierApp {
                 weight: 1.0,
             }];
         } else {
-            self.persisted.controls.method = MethodChoice::Optimize;
+            // A painting previews at once with the Instant method; Optimise stays chosen when
+            // the user picked it.
+            if self.persisted.controls.method != MethodChoice::Optimize {
+                self.persisted.controls.method = MethodChoice::Arbitrary;
+            }
+            self.refine_from = None;
             let gallery = &self.gallery;
             if additive {
                 // Models cannot be part of an optimisation blend.
@@ -273,6 +284,18 @@ impl AtelierApp {
         self.toasts.error(message);
     }
 
+    /// Switches to Optimise, starting from the Instant result on the canvas.
+    fn refine(&mut self) {
+        let Some(shown) = &self.shown else {
+            return;
+        };
+        self.refine_from = Some(shown.stylized.clone());
+        let controls = &mut self.persisted.controls;
+        controls.method = MethodChoice::Optimize;
+        controls.steps = controls.steps.min(REFINE_STEPS);
+        self.schedule_restart();
+    }
+
     pub(super) fn apply_control_change(&mut self, change: ControlChange) {
         match change {
             ControlChange::None => {}
@@ -301,6 +324,7 @@ impl AtelierApp {
                         texture,
                     });
                     self.shown = None;
+                    self.refine_from = None;
                     self.canvas.fit();
                     if let Some(default) = self.default_save_path() {
                         let keep_folder =

@@ -3,7 +3,7 @@
 use eframe::egui;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{GatysConfig, MAX_OPTIMIZE_SIDE as MAX_SIZE};
+use crate::engine::{FeatureTransform, GatysConfig, MAX_OPTIMIZE_SIDE as MAX_SIZE};
 
 /// The style layers offered in the advanced section (present in VGG16 and VGG19).
 pub const STYLE_LAYERS: [&str; 5] = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"];
@@ -15,6 +15,8 @@ pub enum MethodChoice {
     Optimize,
     /// A trained feed-forward network: one style per model, instant.
     Network,
+    /// Any painting in one pass (universal style transfer with the built-in decoders).
+    Arbitrary,
 }
 
 impl MethodChoice {
@@ -22,7 +24,13 @@ impl MethodChoice {
         match self {
             MethodChoice::Optimize => "Optimise",
             MethodChoice::Network => "Network",
+            MethodChoice::Arbitrary => "Instant",
         }
+    }
+
+    /// One pass of a network (no steps): previews run on the photo itself.
+    pub fn is_one_pass(self) -> bool {
+        matches!(self, MethodChoice::Network | MethodChoice::Arbitrary)
     }
 }
 
@@ -38,6 +46,8 @@ pub struct Controls {
     /// Relative weight of each of [`STYLE_LAYERS`]; 0 leaves a layer out.
     pub layer_weights: [f64; 5],
     pub preserve_color: bool,
+    /// Feature transform of the Instant (arbitrary) method.
+    pub transform: FeatureTransform,
     /// Longer side of the live preview.
     pub preview_size: u32,
     pub steps: usize,
@@ -52,13 +62,14 @@ impl Default for Controls {
     fn default() -> Self {
         let gatys = GatysConfig::default();
         Self {
-            method: MethodChoice::Optimize,
+            method: MethodChoice::Arbitrary,
             strength: 1.0,
             content_weight: gatys.content_weight,
             style_weight: gatys.style_weight,
             tv_weight: gatys.tv_weight,
             layer_weights: DEFAULT_LAYER_WEIGHTS,
             preserve_color: false,
+            transform: FeatureTransform::Adain,
             preview_size: 320,
             steps: 100,
             preview_every: 1,
@@ -95,9 +106,21 @@ impl Controls {
         }
     }
 
+    /// The strength of the pixel blend of result and photo: the Instant method applies its
+    /// strength in feature space, so its result is shown and saved as it is.
+    pub fn pixel_strength(&self) -> f32 {
+        match self.method {
+            MethodChoice::Arbitrary => 1.0,
+            _ => self.strength,
+        }
+    }
+
     /// What changed between `before` and `self`.
     pub fn change_since(&self, before: &Controls) -> ControlChange {
-        if self.recompute_key() != before.recompute_key() {
+        let feature_strength = self.method == MethodChoice::Arbitrary;
+        if self.recompute_key() != before.recompute_key()
+            || (feature_strength && self.strength != before.strength)
+        {
             ControlChange::Recompute
         } else if self.strength != before.strength {
             ControlChange::Strength
@@ -165,6 +188,12 @@ impl Controls {
         let before = self.clone();
         ui.horizontal(|ui| {
             ui.label("Method");
+            ui.selectable_value(&mut self.method, MethodChoice::Arbitrary, "Instant")
+                .on_hover_text(
+                    "Any painting in about a second: the photo's VGG features take the \
+                     painting's statistics and trained decoders paint them (universal style \
+                     transfer). Optimise gives the best quality; Refine starts it from this.",
+                );
             ui.selectable_value(&mut self.method, MethodChoice::Optimize, "Optimise")
                 .on_hover_text(
                     "Gatys optimisation against the VGG network: works with any style image, \
@@ -183,11 +212,28 @@ impl Controls {
                  ATELIER_VGG to a VGG16/VGG19 file.",
             );
         }
+        let strength_tip = if self.method == MethodChoice::Arbitrary {
+            "How much of the style to apply: 0 is the photo, 1 the full stylisation. The \
+             Instant method blends the photo's and the painting's features (not a pixel fade), \
+             so it paints again."
+        } else {
+            "How much of the style to apply: 0 is the photo, 1 the full stylisation. \
+             Instant: it re-blends the current result."
+        };
         ui.add(egui::Slider::new(&mut self.strength, 0.0..=1.0).text("Strength"))
-            .on_hover_text(
-                "How much of the style to apply: 0 is the photo, 1 the full stylisation. \
-                 Instant: it re-blends the current result.",
-            );
+            .on_hover_text(strength_tip);
+        if self.method == MethodChoice::Arbitrary {
+            ui.horizontal(|ui| {
+                ui.label("Transform");
+                ui.selectable_value(&mut self.transform, FeatureTransform::Adain, "AdaIN")
+                    .on_hover_text("Channel means and deviations at relu4_1: fastest.");
+                ui.selectable_value(&mut self.transform, FeatureTransform::Wct, "WCT")
+                    .on_hover_text(
+                        "Whitening and colouring over four levels: the painting's full feature \
+                         covariance; slower, more of its texture.",
+                    );
+            });
+        }
         // Both methods honour it (luminance-only transfer), so it stays enabled for the network.
         ui.checkbox(&mut self.preserve_color, "Preserve colours")
             .on_hover_text(

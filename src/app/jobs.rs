@@ -13,8 +13,8 @@ use super::progress::{self, JobProgress, JobPurpose};
 use super::tasks;
 use super::{AtelierApp, Shown};
 use crate::engine::{
-    network_side, Event, EventBody, Failure, Job, JobId, JobKind, JobOutput, JobStats, Method,
-    StyleImage, MAX_NETWORK_PIXELS,
+    network_side, ArbitraryStyle, Event, EventBody, Failure, Job, JobId, JobKind, JobOutput,
+    JobStats, Method, StyleImage, MAX_NETWORK_PIXELS,
 };
 use crate::imaging;
 use crate::styles::StyleEntry;
@@ -40,7 +40,7 @@ impl AtelierApp {
             return Err(NotReady::Idle("open a photo first.".into()));
         };
         let controls = &self.persisted.controls;
-        let network = controls.method == MethodChoice::Network;
+        let network = controls.method.is_one_pass();
         let (content, side) = match purpose {
             // What you see is what you save: the network paints strokes of a fixed size in
             // pixels, so a small render stretched over the canvas shows strokes several times
@@ -85,7 +85,7 @@ impl AtelierApp {
                     preserve_color: controls.preserve_color,
                 }
             }
-            MethodChoice::Optimize => {
+            MethodChoice::Optimize | MethodChoice::Arbitrary => {
                 let vgg = self
                     .vgg
                     .clone()
@@ -128,14 +128,41 @@ impl AtelierApp {
                 if waiting {
                     return Err(NotReady::Waiting);
                 }
-                let preview_every = match purpose {
-                    JobPurpose::Preview => controls.preview_every,
-                    JobPurpose::Save => 0,
-                };
-                Method::Optimize {
-                    vgg,
-                    styles,
-                    config: controls.gatys_config(side, preview_every),
+                if controls.method == MethodChoice::Arbitrary {
+                    Method::Arbitrary {
+                        vgg: PathBuf::from(crate::engine::BUNDLED_VGG),
+                        decoders: None,
+                        styles: styles
+                            .into_iter()
+                            .map(|s| ArbitraryStyle {
+                                works: vec![s.image],
+                                weight: s.weight,
+                            })
+                            .collect(),
+                        transform: controls.transform,
+                        size: match purpose {
+                            JobPurpose::Preview => Some(side),
+                            JobPurpose::Save => None,
+                        },
+                        style_side: crate::engine::DEFAULT_STYLE_SIDE,
+                        preserve_color: controls.preserve_color,
+                    }
+                } else {
+                    let preview_every = match purpose {
+                        JobPurpose::Preview => controls.preview_every,
+                        JobPurpose::Save => 0,
+                    };
+                    let mut config = controls.gatys_config(side, preview_every);
+                    if let Some(start) = &self.refine_from {
+                        // Refine: Gatys from the Instant result, at one scale, a few steps.
+                        config.start_from = Some(start.clone());
+                        config.scales = 1;
+                    }
+                    Method::Optimize {
+                        vgg,
+                        styles,
+                        config,
+                    }
                 }
             }
         };
@@ -289,7 +316,8 @@ impl AtelierApp {
             | EventBody::Training(_)
             | EventBody::Checkpoint { .. }
             | EventBody::Trained(_)
-            | EventBody::Stopped { .. } => {}
+            | EventBody::Stopped { .. }
+            | EventBody::Decoder(_) => {}
         }
     }
 
@@ -390,8 +418,12 @@ impl AtelierApp {
             Some(shown) if shown.content.dimensions() == (w, h) => shown.content.clone(),
             _ => Arc::new(tasks::display_resize(&photo.working, w, h)),
         });
-        let blended = imaging::blend(&stylized, &content, self.persisted.controls.strength)
-            .unwrap_or_else(|_| (*stylized).clone());
+        let blended = imaging::blend(
+            &stylized,
+            &content,
+            self.persisted.controls.pixel_strength(),
+        )
+        .unwrap_or_else(|_| (*stylized).clone());
         let color = tasks::to_color_image(&blended);
         self.uploads += 1;
         let texture = match self.shown.take() {
@@ -416,7 +448,7 @@ impl AtelierApp {
             if let Ok(blended) = imaging::blend(
                 &shown.stylized,
                 &shown.content,
-                self.persisted.controls.strength,
+                self.persisted.controls.pixel_strength(),
             ) {
                 self.uploads += 1;
                 shown.texture.set(

@@ -157,6 +157,9 @@ pub(crate) struct PendingSave {
 
 pub struct AtelierApp {
     ctx: egui::Context,
+    /// The Instant result that Optimise starts from after Refine (cleared by a new photo or
+    /// style).
+    refine_from: Option<Arc<RgbImage>>,
     /// Shared with the New style panel's training run (a job of the same engine).
     engine: Arc<Engine>,
     events: wake::EngineEvents,
@@ -236,6 +239,7 @@ impl AtelierApp {
             style_images: HashMap::new(),
             loading_styles: HashSet::new(),
             shown: None,
+            refine_from: None,
             running: None,
             preview_waiting: false,
             outcome: None,
@@ -356,7 +360,7 @@ impl AtelierApp {
         imaging::blend(
             &shown.stylized,
             &shown.content,
-            self.persisted.controls.strength,
+            self.persisted.controls.pixel_strength(),
         )
         .ok()
     }

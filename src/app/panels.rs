@@ -5,6 +5,7 @@ use eframe::egui;
 
 use super::actions::AppAction;
 use super::canvas::{self, CanvasImages};
+use super::controls::MethodChoice;
 use super::gallery::{self, GalleryAction};
 use super::shortcuts::{self, Shortcut};
 use super::tasks::DialogPurpose;
@@ -35,6 +36,18 @@ impl AtelierApp {
         let vgg_missing = self.vgg.is_err();
         let change = self.persisted.controls.show(ui, vgg_missing);
         actions.push(AppAction::Controls(change));
+        if self.persisted.controls.method == MethodChoice::Arbitrary
+            && self.shown.as_ref().is_some_and(|s| s.finished)
+            && ui
+                .button("Refine with Optimise")
+                .on_hover_text(
+                    "Runs Gatys optimisation starting from this result: a few steps sharpen \
+                     the painting's texture (slower, best quality).",
+                )
+                .clicked()
+        {
+            actions.push(AppAction::Refine);
+        }
         ui.separator();
         actions.extend(self.save_section(ui));
         actions

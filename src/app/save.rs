@@ -122,8 +122,8 @@ impl AtelierApp {
         format: OutputFormat,
         mut recipe: Recipe,
     ) {
-        let strength = self.persisted.controls.strength;
-        recipe.strength = strength;
+        recipe.strength = self.persisted.controls.strength;
+        let strength = self.persisted.controls.pixel_strength();
         self.writes_in_flight += 1;
         self.tasks.spawn("save", move || {
             let written =
@@ -151,7 +151,7 @@ impl AtelierApp {
                 .min(self.persisted.controls.save_max_side)
                 .min(MAX_OPTIMIZE_SIDE),
             // The engine caps the network's input for memory.
-            MethodChoice::Network => network_side(w, h, None),
+            MethodChoice::Network | MethodChoice::Arbitrary => network_side(w, h, None),
         }
     }
 
@@ -182,7 +182,12 @@ impl AtelierApp {
             .collect();
         let network = c.method == MethodChoice::Network;
         Recipe {
-            method: if network { "network" } else { "optimize" }.into(),
+            method: match c.method {
+                MethodChoice::Network => "network",
+                MethodChoice::Optimize => "optimize",
+                MethodChoice::Arbitrary => "arbitrary",
+            }
+            .into(),
             styles: if network {
                 Vec::new()
             } else {
@@ -215,10 +220,10 @@ impl AtelierApp {
 
     pub(super) fn apply_recipe(&mut self, recipe: Recipe) {
         let mut controls = self.persisted.controls.clone();
-        controls.method = if recipe.method == "network" {
-            MethodChoice::Network
-        } else {
-            MethodChoice::Optimize
+        controls.method = match recipe.method.as_str() {
+            "network" => MethodChoice::Network,
+            "arbitrary" => MethodChoice::Arbitrary,
+            _ => MethodChoice::Optimize,
         };
         controls.content_weight = recipe.content_weight;
         controls.style_weight = recipe.style_weight;

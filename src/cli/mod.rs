@@ -5,6 +5,7 @@ pub mod interrupt;
 mod score;
 mod stylize;
 mod train;
+mod train_decoder;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,8 @@ enum Command {
     Stylize(Box<stylize::StylizeArgs>),
     /// Train a feed-forward style from a painting (or a folder of works) on a folder of photos.
     Train(Box<train::TrainArgs>),
+    /// Train a decoder that inverts the VGG16 at one layer (for `--method arbitrary`).
+    TrainDecoder(Box<train_decoder::TrainDecoderArgs>),
     /// Score finished images with the optimisation method's losses (to compare methods).
     Score(score::ScoreArgs),
     /// Measure the speed of the building blocks and print a table.
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Stylize(args) => stylize::run(*args),
         Command::Train(args) => train::run(*args),
+        Command::TrainDecoder(args) => train_decoder::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Score(args) => score::run(args),
         Command::FetchVgg { endpoint } => {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use atelier::engine::{
-    self, Engine, EventBody, GatysConfig, Init, Job, JobId, JobKind, JobStats, Method,
-    OptimizerKind, StyleImage,
+    self, ArbitraryStyle, Engine, EventBody, FeatureTransform, GatysConfig, Init, Job, JobId,
+    JobKind, JobStats, Method, OptimizerKind, StyleImage,
 };
 use atelier::imaging::{self, OutputFormat};
 use clap::{Args, ValueEnum};
@@ -22,6 +22,17 @@ pub enum MethodArg {
     Optimize,
     /// A trained feed-forward network (instant; `--style` is a model file or style folder).
     Network,
+    /// Any painting in one pass (universal style transfer: the built-in VGG16, a feature
+    /// transform, trained decoders); `--style` is a painting or a folder of works (a collection).
+    Arbitrary,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TransformArg {
+    /// Channel means and deviations at relu4_1 (fastest).
+    Adain,
+    /// Whitening and colouring over four levels, coarse to fine (the full covariance).
+    Wct,
 }
 
 #[derive(Args)]
@@ -67,11 +78,24 @@ pub struct StylizeArgs {
     /// Keep the photo's colours (luminance-only transfer).
     #[arg(long)]
     pub preserve_color: bool,
+    /// Feature transform of --method arbitrary.
+    #[arg(long, value_enum, default_value_t = TransformArg::Adain)]
+    pub transform: TransformArg,
+    /// Longer side the paintings are encoded at with --method arbitrary (smaller: bigger strokes).
+    #[arg(long, default_value_t = engine::DEFAULT_STYLE_SIDE)]
+    pub style_side: u32,
+    /// A folder of decoders for --method arbitrary (default: the built-in ones).
+    #[arg(long)]
+    pub decoders: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = OptimizerArg::Lbfgs)]
     pub optimizer: OptimizerArg,
     /// Learning rate (Adam: pixels per step; L-BFGS: step scale).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Optimise starting from this image (e.g. a --method arbitrary result: a few --steps
+    /// refine it), at one scale.
+    #[arg(long)]
+    pub start_from: Option<PathBuf>,
     /// Start from the photo or from seeded noise.
     #[arg(long, value_enum, default_value_t = InitArg::Content)]
     pub init: InitArg,
@@ -289,19 +313,59 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
                 preserve_color: args.preserve_color,
             }
         }
+        MethodArg::Arbitrary => {
+            if args.vgg.is_some() {
+                bail!(
+                    "--method arbitrary encodes with the built-in VGG16 (its decoders invert \
+                     that network); leave out --vgg"
+                );
+            }
+            if args.style_side < 64 {
+                bail!("--style-side must be at least 64, got {}", args.style_side);
+            }
+            let styles = blend_weights(args)?
+                .into_iter()
+                .zip(&args.styles)
+                .map(|(weight, path)| {
+                    // A folder is a collection: its works' statistics are pooled.
+                    let paths = if path.is_dir() {
+                        let found = engine::list_images(path)?;
+                        if found.is_empty() {
+                            bail!("style folder {} holds no images", path.display());
+                        }
+                        found
+                    } else {
+                        vec![path.clone()]
+                    };
+                    let works = paths
+                        .iter()
+                        .map(|p| {
+                            let (image, warning) = load_image(args, p)?;
+                            if let Some(warning) = warning {
+                                eprintln!("warning: {warning}");
+                            }
+                            Ok(Arc::new(image))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    Ok(ArbitraryStyle { works, weight })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Method::Arbitrary {
+                vgg: PathBuf::from(engine::BUNDLED_VGG),
+                decoders: args.decoders.clone(),
+                styles,
+                transform: match args.transform {
+                    TransformArg::Adain => FeatureTransform::Adain,
+                    TransformArg::Wct => FeatureTransform::Wct,
+                },
+                size: args.size,
+                style_side: args.style_side,
+                preserve_color: args.preserve_color,
+            }
+        }
         MethodArg::Optimize => {
             let vgg = engine::resolve_vgg(args.vgg.as_deref())?;
-            let blend = if args.blend.is_empty() {
-                vec![1.0; args.styles.len()]
-            } else if args.blend.len() == args.styles.len() {
-                args.blend.clone()
-            } else {
-                bail!(
-                    "--blend has {} weights for {} styles",
-                    args.blend.len(),
-                    args.styles.len()
-                );
-            };
+            let blend = blend_weights(args)?;
             let styles = args
                 .styles
                 .iter()
@@ -345,13 +409,22 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
                     OptimizerArg::Adam => OptimizerKind::Adam,
                 },
                 learning_rate: args.lr,
-                scales: args.scales,
+                // A start image already holds the coarse structure.
+                scales: if args.start_from.is_some() {
+                    1
+                } else {
+                    args.scales
+                },
                 preview_every: if args.preview_dir.is_some() && args.preview_every == 0 {
                     10
                 } else {
                     args.preview_every
                 },
                 style_scale: args.style_scale,
+                start_from: match &args.start_from {
+                    Some(path) => Some(Arc::new(load_image(args, path)?.0)),
+                    None => None,
+                },
             };
             config.validate()?;
             Method::Optimize {
@@ -363,11 +436,27 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
     })
 }
 
+/// The weight of each `--style` (equal unless `--blend` gives one per style).
+fn blend_weights(args: &StylizeArgs) -> anyhow::Result<Vec<f64>> {
+    if args.blend.is_empty() {
+        Ok(vec![1.0; args.styles.len()])
+    } else if args.blend.len() == args.styles.len() {
+        Ok(args.blend.clone())
+    } else {
+        bail!(
+            "--blend has {} weights for {} styles",
+            args.blend.len(),
+            args.styles.len()
+        )
+    }
+}
+
 /// Steps one photo counts for on the overall bar.
 fn steps_per_photo(method: &Method) -> u64 {
     match method {
         Method::Optimize { config, .. } => config.total_steps() as u64,
         Method::Network { .. } => 1,
+        Method::Arbitrary { transform, .. } => transform.levels().len() as u64,
     }
 }
 
@@ -393,7 +482,7 @@ fn load_image(
 /// Refuses a `--size` the network cannot run at for a `width`×`height` photo (it would be
 /// capped to fit in memory, silently).
 fn check_network_size(args: &StylizeArgs, (width, height): (u32, u32)) -> Result<(), String> {
-    let (MethodArg::Network, Some(side)) = (args.method, args.size) else {
+    let (MethodArg::Network | MethodArg::Arbitrary, Some(side)) = (args.method, args.size) else {
         return Ok(());
     };
     let most = engine::network_side(width, height, Some(side));

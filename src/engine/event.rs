@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::failure::Failure;
 use super::job::{JobId, JobKind};
 use crate::stylize::gatys::Losses;
+use crate::train::decoder::DecoderEvent;
 use crate::train::{ExportedStyle, TrainProgress};
 
 #[derive(Clone)]
@@ -56,6 +57,8 @@ pub enum EventBody {
     },
     Finished(Box<JobOutput>),
     Trained(Box<TrainedStyle>),
+    /// A decoder training's progress; `Finished` and `Stopped` end the job.
+    Decoder(DecoderEvent),
     Failed(Failure),
     Cancelled,
     /// A training job stopped on request after `iteration`, its checkpoint saved: resume from it.
@@ -75,6 +78,8 @@ impl Event {
                 | EventBody::Failed(_)
                 | EventBody::Cancelled
                 | EventBody::Stopped { .. }
+                | EventBody::Decoder(DecoderEvent::Finished(_))
+                | EventBody::Decoder(DecoderEvent::Stopped { .. })
         )
     }
 }

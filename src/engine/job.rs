@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use image::RgbImage;
 
+pub use crate::stylize::arbitrary::FeatureTransform;
 use crate::stylize::gatys::{GatysConfig, StyleImage};
 
 /// Identifies a submitted job; later jobs have larger ids.
@@ -50,6 +51,30 @@ pub enum Method {
         size: Option<u32>,
         preserve_color: bool,
     },
+    /// Any painting in one pass (universal style transfer): the VGG16 at `vgg` encodes, a
+    /// feature transform gives the photo's features the styles' statistics, trained decoders
+    /// paint. The job's `strength` blends in feature space here (not a pixel fade).
+    Arbitrary {
+        vgg: PathBuf,
+        /// A folder of decoders (`*.safetensors`, or `*/decoder.safetensors`); `None`: the ones
+        /// built into the program.
+        decoders: Option<PathBuf>,
+        styles: Vec<ArbitraryStyle>,
+        transform: FeatureTransform,
+        /// Longer side of the result (`None`: the photo's size, capped for memory).
+        size: Option<u32>,
+        /// Longer side the paintings are encoded at (their strokes' scale).
+        style_side: u32,
+        preserve_color: bool,
+    },
+}
+
+/// One style of an arbitrary stylisation: a painting, or a collection of works whose
+/// statistics are pooled, with its blend weight.
+#[derive(Clone)]
+pub struct ArbitraryStyle {
+    pub works: Vec<Arc<RgbImage>>,
+    pub weight: f64,
 }
 
 impl Method {
@@ -57,6 +82,7 @@ impl Method {
         match self {
             Method::Optimize { .. } => "optimize",
             Method::Network { .. } => "network",
+            Method::Arbitrary { .. } => "arbitrary",
         }
     }
 }

@@ -22,6 +22,7 @@ mod job;
 mod worker;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -31,11 +32,13 @@ use crossbeam_channel::{Receiver, Sender};
 
 pub use event::{Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle};
 pub use failure::{EngineError, Failure};
-pub use job::{Job, JobId, JobKind, Method};
+pub use job::{ArbitraryStyle, FeatureTransform, Job, JobId, JobKind, Method};
 
 // ---- What UIs need of the methods ----
 pub use crate::nn::device::best_device;
 pub use crate::nn::hub::{download_vgg19, resolve_vgg};
+pub use crate::nn::vgg::BUNDLED_VGG;
+pub use crate::stylize::arbitrary::DEFAULT_STYLE_SIDE;
 pub use crate::stylize::gatys::{
     GatysConfig, Init, Losses, StyleImage, MAX_SIZE as MAX_OPTIMIZE_SIDE,
 };
@@ -43,6 +46,9 @@ pub use crate::stylize::network::{network_side, MAX_NETWORK_PIXELS};
 pub use crate::stylize::optim::OptimizerKind;
 pub use crate::train::checkpoint::{peek as peek_checkpoint, CheckpointInfo, CHECKPOINT_NAME};
 pub use crate::train::data::list_images;
+pub use crate::train::decoder::{
+    DecoderEvent, DecoderRecipe, DecoderReport, DecoderTrainConfig, DECODER_FILE,
+};
 pub use crate::train::export::MODEL_NAME;
 pub use crate::train::{
     ExportedStyle, StyleCredits, TrainConfig, TrainLosses, TrainProgress, TrainRecipe,
@@ -59,6 +65,12 @@ enum Command {
     Train {
         id: JobId,
         config: Box<TrainConfig>,
+        cancel: Arc<AtomicBool>,
+    },
+    TrainDecoder {
+        id: JobId,
+        config: Box<DecoderTrainConfig>,
+        vgg: PathBuf,
         cancel: Arc<AtomicBool>,
     },
     Shutdown,
@@ -218,6 +230,26 @@ impl Engine {
             Command::Train {
                 id,
                 config: Box::new(config),
+                cancel,
+            },
+        )
+    }
+
+    /// Starts training a decoder for the `arbitrary` method with the VGG16 at `vgg` (the
+    /// encoder it learns to invert) on its own thread; its events are [`EventBody::Decoder`].
+    /// [`Engine::cancel`] stops it with a checkpoint.
+    pub fn train_decoder(
+        &self,
+        config: DecoderTrainConfig,
+        vgg: PathBuf,
+    ) -> Result<JobId, EngineError> {
+        let (id, cancel) = self.register(JobKind::Training);
+        self.send(
+            id,
+            Command::TrainDecoder {
+                id,
+                config: Box::new(config),
+                vgg,
                 cancel,
             },
         )

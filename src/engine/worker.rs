@@ -24,7 +24,8 @@ use crate::nn::transformer::TransformerNet;
 use crate::nn::vgg::Vgg;
 use crate::stylize::cache::FeatureCache;
 use crate::stylize::gatys::{self, Observer, StepUpdate};
-use crate::stylize::{color, network};
+use crate::stylize::{arbitrary, color, network};
+use crate::train::decoder::{self as decoder_training, DecoderEvent, DecoderTrainConfig};
 use crate::train::{session, TrainConfig, TrainEvent};
 
 /// A loaded file, remembered with the modification time it was loaded at.
@@ -114,6 +115,11 @@ pub(super) struct Worker {
     /// The network the cached features were computed with.
     features_of: Option<Arc<Vgg>>,
     networks: HashMap<PathBuf, Loaded<TransformerNet>>,
+    /// Decoders of the arbitrary method, by folder (`None`: the built-in ones).
+    decoders: HashMap<Option<PathBuf>, Arc<arbitrary::Decoders>>,
+    /// Style statistics of the arbitrary method, by the works' fingerprint and side: changing
+    /// strength or blend re-encodes only the photo.
+    style_stats: HashMap<(u64, u32), Arc<arbitrary::StyleStats>>,
     features: FeatureCache,
     previews: VecDeque<Queued>,
     renders: VecDeque<Queued>,
@@ -135,6 +141,8 @@ impl Worker {
             vgg: Arc::default(),
             features_of: None,
             networks: HashMap::new(),
+            decoders: HashMap::new(),
+            style_stats: HashMap::new(),
             features: FeatureCache::default(),
             previews: VecDeque::new(),
             renders: VecDeque::new(),
@@ -190,7 +198,9 @@ impl Worker {
         while let Ok(command) = self.commands.try_recv() {
             let (id, kind) = match command {
                 Command::Stylize { id, kind, .. } => (id, kind),
-                Command::Train { id, .. } => (id, JobKind::Training),
+                Command::Train { id, .. } | Command::TrainDecoder { id, .. } => {
+                    (id, JobKind::Training)
+                }
                 Command::Shutdown => continue,
             };
             self.shared.forget(id);
@@ -227,6 +237,15 @@ impl Worker {
             }
             Command::Train { id, config, cancel } => {
                 self.start_training(id, *config, cancel);
+                false
+            }
+            Command::TrainDecoder {
+                id,
+                config,
+                vgg,
+                cancel,
+            } => {
+                self.start_decoder_training(id, *config, vgg, cancel);
                 false
             }
             Command::Shutdown => true,
@@ -369,6 +388,80 @@ impl Worker {
                     },
                 )
             }
+            Method::Arbitrary {
+                vgg,
+                decoders,
+                styles,
+                transform,
+                size,
+                style_side,
+                preserve_color,
+            } => {
+                let levels = transform.levels().len();
+                outbox.send(EventBody::Started {
+                    total_steps: levels,
+                });
+                let vgg = self.load_vgg(vgg)?;
+                let decoders = self.load_decoders(decoders.as_deref())?;
+                let stats = styles
+                    .iter()
+                    .map(|style| Ok((self.style_stats(&vgg, style, *style_side)?, style.weight)))
+                    .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<(&arbitrary::StyleStats, f64)> =
+                    stats.iter().map(|(s, w)| (s.as_ref(), *w)).collect();
+                let blended = arbitrary::blend_stats(&refs)?;
+                let side = network::network_side(job.content.width(), job.content.height(), *size);
+                let content = if side == job.content.width().max(job.content.height()) {
+                    (*job.content).clone()
+                } else {
+                    imaging::resize_longer_side(&job.content, side)
+                };
+                let config = arbitrary::ArbitraryConfig {
+                    transform: *transform,
+                    strength: job.strength,
+                };
+                let mut stylized = arbitrary::stylize(
+                    &vgg,
+                    &decoders,
+                    &content,
+                    &blended,
+                    config,
+                    &self.device,
+                    |step, total_steps| {
+                        if cancel.load(Ordering::SeqCst) {
+                            return Err(Error::Cancelled);
+                        }
+                        outbox.send(EventBody::Progress {
+                            step,
+                            total_steps,
+                            losses: None,
+                            elapsed: started.elapsed(),
+                        });
+                        Ok(())
+                    },
+                )?;
+                if *preserve_color {
+                    stylized = color::keep_photo_colors(&stylized, &content);
+                }
+                let stats = JobStats {
+                    method: job.method.name(),
+                    width: stylized.width(),
+                    height: stylized.height(),
+                    steps: levels,
+                    evaluations: 1,
+                    seconds: started.elapsed().as_secs_f64(),
+                    losses: None,
+                    initial_style_loss: None,
+                };
+                // Strength already acted in feature space: no pixel fade on top.
+                let image = Arc::new(stylized);
+                Ok(JobOutput {
+                    image: image.clone(),
+                    stylized: image,
+                    content: Arc::new(content),
+                    stats,
+                })
+            }
         }
     }
 
@@ -426,6 +519,108 @@ impl Worker {
                 ))));
             }
         }
+    }
+
+    /// Starts a decoder training thread; its events go out under `id` as [`EventBody::Decoder`].
+    fn start_decoder_training(
+        &mut self,
+        id: JobId,
+        config: DecoderTrainConfig,
+        vgg_path: PathBuf,
+        cancel: Arc<AtomicBool>,
+    ) {
+        let outbox = self.outbox(id, JobKind::Training);
+        if cancel.load(Ordering::SeqCst) {
+            self.shared.forget(id);
+            outbox.send(EventBody::Cancelled);
+            return;
+        }
+        let vgg = self.vgg.clone();
+        let device = self.device.clone();
+        let shared = self.shared.clone();
+        let thread_outbox = outbox.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("atelier-train-decoder-{id}"))
+            .spawn(move || {
+                let outbox = thread_outbox;
+                let forward = |event: DecoderEvent| {
+                    let terminal = matches!(
+                        event,
+                        DecoderEvent::Finished(_) | DecoderEvent::Stopped { .. }
+                    );
+                    if terminal {
+                        shared.forget(id);
+                    }
+                    outbox.send(EventBody::Decoder(event));
+                };
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let vgg = vgg.get(&vgg_path, &device)?;
+                    decoder_training::run(config, vgg, &device, forward, &cancel)
+                }));
+                match outcome {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        shared.forget(id);
+                        outbox.failed(e);
+                    }
+                    Err(panic) => {
+                        shared.forget(id);
+                        outbox.send(EventBody::Failed(Failure::Internal(panic_message(&panic))));
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                self.trainings.retain(|t| !t.is_finished());
+                self.trainings.push(handle);
+            }
+            Err(e) => {
+                self.shared.forget(id);
+                outbox.send(EventBody::Failed(Failure::Internal(format!(
+                    "cannot start the training thread: {e}"
+                ))));
+            }
+        }
+    }
+
+    /// The decoders in `folder` (or the built-in ones), loaded once.
+    fn load_decoders(&mut self, folder: Option<&Path>) -> Result<Arc<arbitrary::Decoders>> {
+        let key = folder.map(Path::to_path_buf);
+        if let Some(loaded) = self.decoders.get(&key) {
+            return Ok(loaded.clone());
+        }
+        let decoders = Arc::new(match folder {
+            Some(dir) => crate::nn::decoder::load_folder(dir, &self.device)?,
+            None => crate::nn::decoder::bundled(&self.device)?,
+        });
+        self.decoders.insert(key, decoders.clone());
+        Ok(decoders)
+    }
+
+    /// A style's statistics at every level, computed once per set of works and side.
+    fn style_stats(
+        &mut self,
+        vgg: &Vgg,
+        style: &super::job::ArbitraryStyle,
+        side: u32,
+    ) -> Result<Arc<arbitrary::StyleStats>> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for work in &style.works {
+            imaging::fingerprint(work).hash(&mut hasher);
+        }
+        let key = (hasher.finish(), side);
+        if let Some(stats) = self.style_stats.get(&key) {
+            return Ok(stats.clone());
+        }
+        let works: Vec<RgbImage> = style.works.iter().map(|w| (**w).clone()).collect();
+        let stats = Arc::new(arbitrary::style_stats(vgg, &works, side, &self.device)?);
+        // A gallery's worth of paintings; bounded all the same (relu4_1's covariance is 2 MB).
+        if self.style_stats.len() >= 32 {
+            self.style_stats.clear();
+        }
+        self.style_stats.insert(key, stats.clone());
+        Ok(stats)
     }
 
     fn load_vgg(&mut self, path: &Path) -> Result<Arc<Vgg>> {

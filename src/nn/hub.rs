@@ -133,8 +133,15 @@ impl VggSearch {
 /// Finds the VGG loss network: `explicit` (must exist), else `$ATELIER_VGG` (must exist), else
 /// `<cache>/vgg19.safetensors`, else `<cache>/vgg16-features.safetensors`. When none is there the
 /// error ([`Error::MissingVgg`]) lists the places and says how to get one.
+///
+/// With none on disk, the VGG16 built into the program ([`crate::nn::vgg::BUNDLED_VGG`], up to
+/// relu4_3) is used: every method works offline. Layers deeper than it have are refused by the
+/// network with a message that names `fetch-vgg` and `--vgg`.
 pub fn resolve_vgg(explicit: Option<&Path>) -> Result<PathBuf> {
-    VggSearch::from_env().resolve(explicit)
+    match VggSearch::from_env().resolve(explicit) {
+        Err(Error::MissingVgg { .. }) => Ok(PathBuf::from(crate::nn::vgg::BUNDLED_VGG)),
+        other => other,
+    }
 }
 
 fn missing_vgg_message(searched: &[PathBuf]) -> String {

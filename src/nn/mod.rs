@@ -2,6 +2,7 @@
 //! custom candle ops with correct (and cheaper) gradients.
 
 pub mod cpu;
+pub mod decoder;
 pub mod device;
 pub mod hub;
 pub mod layers;

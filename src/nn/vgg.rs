@@ -144,6 +144,10 @@ pub struct Vgg {
     input_add: Tensor,
 }
 
+/// The path that names the VGG16 built into the program (see [`Vgg::bundled`]); never a file.
+pub const BUNDLED_VGG: &str = "<built-in VGG16 to relu4_3>";
+static BUNDLED_VGG16: &[u8] = include_bytes!("../../models/vgg16-relu4_3.safetensors");
+
 /// Static description of one conv layer of an architecture.
 struct LayerSpec {
     /// "1_1", "3_4", ...
@@ -188,17 +192,49 @@ impl Vgg {
     /// Loads VGG16 or VGG19 conv weights (`.safetensors` or PyTorch `.pth`), detecting the
     /// architecture and layout from the tensor names.
     pub fn load(path: &Path, device: &Device) -> Result<Vgg> {
+        if path == Path::new(BUNDLED_VGG) {
+            return Self::bundled(device);
+        }
         // Only the convolutions: torchvision/timm files also hold a ~470 MB classifier.
         let file = WeightFile::load_only(path, device, |name| {
             name.starts_with("conv") || name.starts_with("features.")
         })?;
-        let (layout, arch) = detect_layout(&file)?;
+        Self::from_weight_file(&file, device)
+    }
+
+    /// VGG16's convolutions up to relu4_3 (f16, 15 MB), built into the program: every method
+    /// works offline with no download.
+    pub fn bundled(device: &Device) -> Result<Vgg> {
+        let file = WeightFile::from_bytes(BUNDLED_VGG16, Path::new(BUNDLED_VGG), device)?;
+        Self::from_weight_file(&file, device)
+    }
+
+    fn from_weight_file(file: &WeightFile, device: &Device) -> Result<Vgg> {
+        let (layout, arch) = detect_layout(file)?;
         let defaults = match layout {
             Layout::Atelier => Normalization::CAFFE,
             Layout::Torchvision => Normalization::TORCHVISION,
         };
-        let normalization = normalization_from_metadata(&file, defaults)?;
-        let layers = layer_specs(arch)
+        let normalization = normalization_from_metadata(file, defaults)?;
+        // A file may hold the first layers only (the bundled VGG16 stops at relu4_3), when its
+        // metadata says so: a missing tensor is otherwise an error.
+        let mut specs = layer_specs(arch);
+        if let Some(last) = file.metadata.get("last_layer") {
+            let keep = specs
+                .iter()
+                .position(|s| format!("relu{}", s.suffix) == *last)
+                .ok_or_else(|| {
+                    Error::weights(
+                        &file.path,
+                        format!(
+                            "metadata `last_layer` {last:?} is not a {} layer",
+                            arch.name()
+                        ),
+                    )
+                })?;
+            specs.truncate(keep + 1);
+        }
+        let layers = specs
             .into_iter()
             .map(|spec| {
                 let prefix = match layout {
@@ -436,11 +472,28 @@ impl Vgg {
         flops
     }
 
+    /// Refuses a layer this network lacks, naming the valid ones (or, for a layer deeper than a
+    /// truncated file holds, how to get a full VGG).
+    pub fn check_layer(&self, name: &str) -> Result<()> {
+        self.layer_index(name).map(|_| ())
+    }
+
     fn layer_index(&self, name: &str) -> Result<usize> {
         self.layers
             .iter()
             .position(|l| l.relu_name == name)
             .ok_or_else(|| {
+                let deeper = layer_specs(self.arch)
+                    .iter()
+                    .any(|s| format!("relu{}", s.suffix) == name);
+                if deeper {
+                    return Error::invalid(format!(
+                        "layer `{name}` is deeper than this {} has (it stops at {}); pass --vgg \
+                         with a full VGG16/VGG19 file, or get VGG19 with `atelier fetch-vgg`",
+                        self.arch.name(),
+                        self.layer_names().last().map(String::as_str).unwrap_or("?")
+                    ));
+                }
                 Error::invalid(format!(
                     "unknown {} layer `{name}`; valid layers: {}",
                     self.arch.name(),

@@ -81,6 +81,30 @@ impl WeightFile {
         })
     }
 
+    /// A `.safetensors` file held in memory (a model built into the program), named `name` in
+    /// errors; every tensor is loaded as f32 on `device`.
+    pub fn from_bytes(bytes: &[u8], name: &Path, device: &Device) -> Result<Self> {
+        let mut reader = std::io::Cursor::new(bytes);
+        let (tensors, metadata, names) =
+            read_safetensors(&mut reader, bytes.len() as u64, name, &|_| true)?;
+        let tensors = tensors
+            .into_iter()
+            .map(|(tensor_name, t)| {
+                let t = t
+                    .to_dtype(DType::F32)
+                    .and_then(|t| t.to_device(device))
+                    .map_err(|e| Error::weights(name, format!("tensor {tensor_name}: {e}")))?;
+                Ok((tensor_name, t))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(Self {
+            path: name.to_path_buf(),
+            tensors,
+            metadata,
+            names,
+        })
+    }
+
     /// The tensor `name`, checked against the expected shape.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self
@@ -132,9 +156,20 @@ struct TensorEntry {
 /// Reads the header, then only the kept tensors' bytes, each straight into its own buffer:
 /// the whole file is never held in memory.
 fn load_safetensors(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Loaded> {
-    let corrupt = |what: String| Error::weights(path, format!("corrupt safetensors file: {what}"));
     let mut file = std::fs::File::open(path).map_err(|e| Error::weights(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::weights(path, e))?.len();
+    read_safetensors(&mut file, file_len, path, keep)
+}
+
+/// [`load_safetensors`] from any seekable reader of `file_len` bytes (a file, or a model
+/// built into the program); `path` names it in errors.
+fn read_safetensors<R: Read + std::io::Seek>(
+    file: &mut R,
+    file_len: u64,
+    path: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Loaded> {
+    let corrupt = |what: String| Error::weights(path, format!("corrupt safetensors file: {what}"));
     let mut len_bytes = [0u8; 8];
     file.read_exact(&mut len_bytes)
         .map_err(|e| corrupt(format!("header length: {e}")))?;
@@ -162,7 +197,7 @@ fn load_safetensors(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Loaded> 
         if keep(&name) {
             let entry: TensorEntry = serde_json::from_value(value)
                 .map_err(|e| corrupt(format!("entry of `{name}`: {e}")))?;
-            let tensor = read_tensor(&mut file, data_start, file_len, &entry)
+            let tensor = read_tensor(file, data_start, file_len, &entry)
                 .map_err(|what| corrupt(format!("tensor `{name}`: {what}")))?;
             tensors.insert(name.clone(), tensor);
         }
@@ -172,13 +207,13 @@ fn load_safetensors(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Loaded> 
 }
 
 /// Reads one tensor's bytes; the error says what is wrong with its entry or data.
-fn read_tensor(
-    file: &mut std::fs::File,
+fn read_tensor<R: Read + std::io::Seek>(
+    file: &mut R,
     data_start: u64,
     file_len: u64,
     entry: &TensorEntry,
 ) -> std::result::Result<Tensor, String> {
-    use std::io::{Seek, SeekFrom};
+    use std::io::SeekFrom;
     let dtype = match entry.dtype.as_str() {
         "F32" => DType::F32,
         "F16" => DType::F16,
@@ -582,4 +617,21 @@ mod tests {
         assert!(scan_pickle(b"\x80\x02").is_err(), "a pickle without STOP");
         assert!(scan_pickle(b"\x82\x01.").is_err(), "the extension registry");
     }
+}
+
+/// Refuses a tensor with NaN or infinite values, naming it: such weights would paint black or
+/// blank images without any error.
+pub fn check_finite(t: &Tensor, path: &Path, name: &str) -> Result<()> {
+    let values = t
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    if values.iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    Err(Error::weights(
+        path,
+        format!("tensor `{name}` holds NaN or infinite values (a damaged or diverged model)"),
+    ))
 }

@@ -68,6 +68,10 @@ pub struct GatysConfig {
     pub preview_every: usize,
     /// Style images are resized to this factor times the result's longer side.
     pub style_scale: f64,
+    /// Start from this image instead of [`Self::init`] (resized to each scale): refining a
+    /// one-pass result needs only a few steps.
+    #[serde(skip)]
+    pub start_from: Option<std::sync::Arc<RgbImage>>,
 }
 
 impl Default for GatysConfig {
@@ -91,6 +95,7 @@ impl Default for GatysConfig {
             scales: 0,
             preview_every: 0,
             style_scale: 1.0,
+            start_from: None,
         }
     }
 }
@@ -243,18 +248,12 @@ pub fn stylize(
             "blend weights must be non-negative and not all zero",
         ));
     }
-    let known = vgg.layer_names();
     for layer in config
         .content_layers
         .iter()
         .chain(config.style_layers.iter().map(|(l, _)| l))
     {
-        if !known.contains(layer) {
-            return Err(Error::invalid(format!(
-                "unknown VGG layer `{layer}`; this network has {}",
-                known.join(", ")
-            )));
-        }
+        vgg.check_layer(layer)?;
     }
 
     let sides = config.scale_sides();
@@ -377,6 +376,10 @@ fn render(x: &Tensor, content: &RgbImage, preserve_color: bool) -> Result<RgbIma
 }
 
 fn initial_image(config: &GatysConfig, content: &RgbImage, device: &Device) -> Result<Tensor> {
+    if let Some(start) = &config.start_from {
+        let start = imaging::resize_exact(start, content.width(), content.height());
+        return imaging::to_tensor(&start, device);
+    }
     match config.init {
         Init::Content => imaging::to_tensor(content, device),
         Init::Noise => {

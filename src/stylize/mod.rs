@@ -1,6 +1,7 @@
 //! Stylisation algorithms: Gatys optimisation and feed-forward inference.
 
 pub mod adam;
+pub mod arbitrary;
 pub mod cache;
 pub mod color;
 pub mod gatys;

@@ -77,17 +77,11 @@ impl PerceptualLoss {
         if works.is_empty() {
             return Err(Error::invalid("at least one style image is needed"));
         }
-        let known = vgg.layer_names();
         for layer in style_layers
             .iter()
             .chain(std::iter::once(&content_layer.to_string()))
         {
-            if !known.contains(layer) {
-                return Err(Error::invalid(format!(
-                    "unknown VGG layer `{layer}`; this network has {}",
-                    known.join(", ")
-                )));
-            }
+            vgg.check_layer(layer)?;
         }
         let mut sums: Vec<Option<Tensor>> = vec![None; style_layers.len()];
         for work in works {

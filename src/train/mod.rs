@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod decoder;
 pub mod discriminator;
 pub mod export;
 pub mod loss;

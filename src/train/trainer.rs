@@ -414,7 +414,7 @@ impl Trainer {
 }
 
 /// Images next to each other, top-aligned, on black.
-fn side_by_side(images: &[RgbImage]) -> RgbImage {
+pub(crate) fn side_by_side(images: &[RgbImage]) -> RgbImage {
     let width = images.iter().map(|i| i.width()).sum::<u32>().max(1);
     let height = images.iter().map(|i| i.height()).max().unwrap_or(1).max(1);
     let mut canvas = RgbImage::new(width, height);

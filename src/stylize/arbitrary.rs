@@ -1,0 +1,472 @@
+//! Any painting in one pass (universal style transfer): the photo is encoded by the VGG16, its
+//! features are given the painting's statistics by a feature transform, and a decoder trained
+//! only to invert VGG features ([`crate::nn::decoder`]) paints the result.
+//!
+//! - AdaIN (Huang & Belongie 2017): each channel gets the painting's mean and standard
+//!   deviation, at relu4_1.
+//! - WCT (Li et al. 2017): whitening (the photo's covariance removed) and colouring (the
+//!   painting's put in), from symmetric eigendecompositions, coarse to fine over relu4_1,
+//!   relu3_1, relu2_1 and relu1_1: each level decodes, and the next re-encodes that result.
+//!
+//! Strength blends the photo's and the transformed features (in feature space, not a pixel
+//! fade). Several paintings blend as a weighted mean of their statistics, and a folder of works
+//! gives statistics pooled over all of them (a personal style from a collection).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
+
+use crate::error::{Error, Result};
+use crate::imaging;
+use crate::nn::decoder::{self, Decoder};
+use crate::nn::layers::pad_end_to;
+use crate::nn::vgg::Vgg;
+
+/// The levels of the WCT cascade, coarse to fine; AdaIN uses the first.
+pub const LEVELS: [&str; 4] = ["relu4_1", "relu3_1", "relu2_1", "relu1_1"];
+/// Longer side the paintings are encoded at (their brush strokes' scale in the result).
+pub const DEFAULT_STYLE_SIDE: u32 = 512;
+/// Eigenvalues below this share of the largest are dropped when whitening and colouring: the
+/// covariance of a flat or tiny image is singular, and 1/sqrt of ~0 would blow noise up.
+const EIGEN_FLOOR: f64 = 1e-5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureTransform {
+    /// Channel means and standard deviations at relu4_1: fastest.
+    #[default]
+    Adain,
+    /// Whitening and colouring, a cascade over four levels: the painting's full covariance.
+    Wct,
+}
+
+impl FeatureTransform {
+    pub fn name(self) -> &'static str {
+        match self {
+            FeatureTransform::Adain => "adain",
+            FeatureTransform::Wct => "wct",
+        }
+    }
+
+    /// The VGG layers this transform works at, coarse to fine.
+    pub fn levels(self) -> &'static [&'static str] {
+        match self {
+            FeatureTransform::Adain => &LEVELS[..1],
+            FeatureTransform::Wct => &LEVELS,
+        }
+    }
+}
+
+/// The decoders of the cascade levels, by layer.
+#[derive(Debug, Clone, Default)]
+pub struct Decoders {
+    by_layer: HashMap<String, Arc<Decoder>>,
+}
+
+impl Decoders {
+    pub fn new(decoders: impl IntoIterator<Item = Decoder>) -> Self {
+        Self {
+            by_layer: decoders
+                .into_iter()
+                .map(|d| (d.layer().to_string(), Arc::new(d)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, layer: &str) -> Result<&Decoder> {
+        self.by_layer.get(layer).map(|d| d.as_ref()).ok_or_else(|| {
+            Error::invalid(format!(
+                "no decoder for {layer} (have: {})",
+                self.layers().join(", ")
+            ))
+        })
+    }
+
+    pub fn layers(&self) -> Vec<String> {
+        let mut layers: Vec<String> = self.by_layer.keys().cloned().collect();
+        layers.sort();
+        layers
+    }
+}
+
+/// First and second moments of a feature map, pooled over any number of images: enough for
+/// AdaIN (the diagonal) and WCT (the full covariance).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureStats {
+    pub channels: usize,
+    pub mean: Vec<f64>,
+    /// Row-major `channels × channels` covariance (biased).
+    pub covariance: Vec<f64>,
+}
+
+/// Sums that pool into [`FeatureStats`].
+#[derive(Debug, Clone)]
+struct Moments {
+    count: f64,
+    sum: Vec<f64>,
+    outer: Vec<f64>,
+}
+
+impl Moments {
+    fn new(channels: usize) -> Self {
+        Self {
+            count: 0.0,
+            sum: vec![0.0; channels],
+            outer: vec![0.0; channels * channels],
+        }
+    }
+
+    /// Adds the pixels of a (1, C, h, w) feature map.
+    fn add(&mut self, features: &Tensor) -> Result<()> {
+        let (_, c, h, w) = features.dims4()?;
+        let x = features.reshape((c, h * w))?.to_dtype(DType::F32)?;
+        let sum = x.sum(1)?.to_vec1::<f32>()?;
+        let outer = x.matmul(&x.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+        for (acc, v) in self.sum.iter_mut().zip(sum) {
+            *acc += f64::from(v);
+        }
+        for (acc, v) in self.outer.iter_mut().zip(outer) {
+            *acc += f64::from(v);
+        }
+        self.count += (h * w) as f64;
+        Ok(())
+    }
+
+    fn stats(&self) -> FeatureStats {
+        let c = self.sum.len();
+        let n = self.count.max(1.0);
+        let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
+        let mut covariance = vec![0.0; c * c];
+        for i in 0..c {
+            for j in 0..c {
+                covariance[i * c + j] = self.outer[i * c + j] / n - mean[i] * mean[j];
+            }
+        }
+        FeatureStats {
+            channels: c,
+            mean,
+            covariance,
+        }
+    }
+}
+
+/// A painting's (or a collection's) statistics at every cascade level.
+pub type StyleStats = HashMap<String, FeatureStats>;
+
+/// The statistics of `works` pooled together (one painting, or a collection), each encoded at
+/// its longer side `side`.
+pub fn style_stats(
+    vgg: &Vgg,
+    works: &[RgbImage],
+    side: u32,
+    device: &Device,
+) -> Result<StyleStats> {
+    if works.is_empty() {
+        return Err(Error::invalid("no style image"));
+    }
+    let layers: Vec<String> = LEVELS.iter().map(|l| l.to_string()).collect();
+    let mut moments: HashMap<String, Moments> = HashMap::new();
+    for work in works {
+        let work = imaging::resize_longer_side(work, side);
+        if work.width() < 8 || work.height() < 8 {
+            return Err(Error::invalid(format!(
+                "a style image of {}x{} is too small (at least 8x8)",
+                work.width(),
+                work.height()
+            )));
+        }
+        let features = vgg.features(&imaging::to_tensor(&work, device)?, &layers)?;
+        for (layer, f) in features {
+            let c = f.dim(1)?;
+            moments
+                .entry(layer)
+                .or_insert_with(|| Moments::new(c))
+                .add(&f)?;
+        }
+    }
+    Ok(moments
+        .into_iter()
+        .map(|(layer, m)| (layer, m.stats()))
+        .collect())
+}
+
+/// The weighted mean of several styles' statistics (weights are normalised to sum to 1): a
+/// blend of paintings in feature-statistics space.
+pub fn blend_stats(styles: &[(&StyleStats, f64)]) -> Result<StyleStats> {
+    let total: f64 = styles.iter().map(|(_, w)| *w).sum();
+    if styles.is_empty() || !(total.is_finite() && total > 0.0) {
+        return Err(Error::invalid(
+            "style blend weights must add up to more than 0",
+        ));
+    }
+    if styles.iter().any(|(_, w)| !(w.is_finite() && *w >= 0.0)) {
+        return Err(Error::invalid("style blend weights must be 0 or more"));
+    }
+    let mut out = StyleStats::new();
+    for layer in LEVELS {
+        let mut acc: Option<FeatureStats> = None;
+        for (stats, weight) in styles {
+            let Some(s) = stats.get(layer) else { continue };
+            let w = weight / total;
+            let a = acc.get_or_insert_with(|| FeatureStats {
+                channels: s.channels,
+                mean: vec![0.0; s.channels],
+                covariance: vec![0.0; s.channels * s.channels],
+            });
+            for (x, y) in a.mean.iter_mut().zip(&s.mean) {
+                *x += w * y;
+            }
+            for (x, y) in a.covariance.iter_mut().zip(&s.covariance) {
+                *x += w * y;
+            }
+        }
+        if let Some(a) = acc {
+            out.insert(layer.to_string(), a);
+        }
+    }
+    Ok(out)
+}
+
+/// AdaIN: `features` (1, C, h, w) with each channel's mean and standard deviation replaced by
+/// the style's.
+pub fn adain(features: &Tensor, style: &FeatureStats) -> Result<Tensor> {
+    let (_, c, h, w) = features.dims4()?;
+    check_channels(c, style)?;
+    let x = features.reshape((c, h * w))?;
+    let mean = x.mean_keepdim(1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let std = (centered.sqr()?.mean_keepdim(1)? + 1e-5)?.sqrt()?;
+    let style_std: Vec<f32> = (0..c)
+        .map(|i| style.covariance[i * c + i].max(0.0).sqrt() as f32)
+        .collect();
+    let style_mean: Vec<f32> = style.mean.iter().map(|&m| m as f32).collect();
+    let device = features.device();
+    let style_std = Tensor::from_vec(style_std, (c, 1), device)?;
+    let style_mean = Tensor::from_vec(style_mean, (c, 1), device)?;
+    let y = centered
+        .broadcast_div(&std)?
+        .broadcast_mul(&style_std)?
+        .broadcast_add(&style_mean)?;
+    Ok(y.reshape((1, c, h, w))?)
+}
+
+/// WCT: `features` (1, C, h, w) whitened (their own covariance removed) and coloured with the
+/// style's covariance and mean.
+pub fn wct(features: &Tensor, style: &FeatureStats) -> Result<Tensor> {
+    let (_, c, h, w) = features.dims4()?;
+    check_channels(c, style)?;
+    let mut content = Moments::new(c);
+    content.add(features)?;
+    let content = content.stats();
+    let whiten = matrix_power(&content.covariance, c, -0.5);
+    let color = matrix_power(&style.covariance, c, 0.5);
+    let transform = color * whiten;
+    let device = features.device();
+    let t: Vec<f32> = transform
+        .transpose()
+        .as_slice()
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    // nalgebra is column-major: the transposed storage is the row-major matrix.
+    let t = Tensor::from_vec(t, (c, c), device)?;
+    let content_mean: Vec<f32> = content.mean.iter().map(|&m| m as f32).collect();
+    let style_mean: Vec<f32> = style.mean.iter().map(|&m| m as f32).collect();
+    let x = features
+        .reshape((c, h * w))?
+        .broadcast_sub(&Tensor::from_vec(content_mean, (c, 1), device)?)?;
+    let y = t
+        .matmul(&x)?
+        .broadcast_add(&Tensor::from_vec(style_mean, (c, 1), device)?)?;
+    Ok(y.reshape((1, c, h, w))?)
+}
+
+/// `m^power` of a symmetric positive semi-definite `c × c` matrix, through its
+/// eigendecomposition, with eigenvalues under [`EIGEN_FLOOR`] × the largest dropped.
+fn matrix_power(m: &[f64], c: usize, power: f64) -> nalgebra::DMatrix<f64> {
+    let matrix = nalgebra::DMatrix::from_row_slice(c, c, m);
+    // Exact symmetry: rounding in the sums can leave it a hair off.
+    let matrix = (&matrix + matrix.transpose()) * 0.5;
+    let eigen = matrix.symmetric_eigen();
+    let largest = eigen.eigenvalues.iter().cloned().fold(0.0f64, f64::max);
+    let floor = largest * EIGEN_FLOOR;
+    let scaled: Vec<f64> = eigen
+        .eigenvalues
+        .iter()
+        .map(|&v| {
+            if v > floor && v > 0.0 {
+                v.powf(power)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let vectors = &eigen.eigenvectors;
+    let diagonal = nalgebra::DMatrix::from_diagonal(&nalgebra::DVector::from_vec(scaled));
+    vectors * diagonal * vectors.transpose()
+}
+
+fn check_channels(c: usize, style: &FeatureStats) -> Result<()> {
+    if style.channels != c {
+        return Err(Error::invalid(format!(
+            "style statistics have {} channels, the features {c}",
+            style.channels
+        )));
+    }
+    Ok(())
+}
+
+/// What one arbitrary stylisation is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct ArbitraryConfig {
+    pub transform: FeatureTransform,
+    /// 0 keeps the photo's features, 1 takes the transformed ones; blended in feature space.
+    pub strength: f32,
+}
+
+/// Paints `content` with `style` (already blended, see [`blend_stats`]), at the photo's size.
+/// `observe` is called after each level with (done, total) so a UI can show progress and stop.
+pub fn stylize(
+    vgg: &Vgg,
+    decoders: &Decoders,
+    content: &RgbImage,
+    style: &StyleStats,
+    config: ArbitraryConfig,
+    device: &Device,
+    mut observe: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<RgbImage> {
+    if !(0.0..=1.0).contains(&config.strength) {
+        return Err(Error::invalid(format!(
+            "strength must be between 0 and 1, got {}",
+            config.strength
+        )));
+    }
+    let (w, h) = (content.width() as usize, content.height() as usize);
+    if w < 8 || h < 8 {
+        return Err(Error::invalid(format!(
+            "a photo of {w}x{h} is too small for the arbitrary method (at least 8x8)"
+        )));
+    }
+    let levels = config.transform.levels();
+    let mut image = imaging::to_tensor(content, device)?;
+    for (index, &layer) in levels.iter().enumerate() {
+        // The VGG halves the image at each pool: pad (reflection) to a multiple, crop after.
+        let multiple = 1usize << decoder::layer_pools(layer)?;
+        let padded = pad_end_to(&image, 2, h.div_ceil(multiple) * multiple)?;
+        let padded = pad_end_to(&padded, 3, w.div_ceil(multiple) * multiple)?;
+        let layer_name = layer.to_string();
+        let features = vgg
+            .features(&padded, std::slice::from_ref(&layer_name))?
+            .remove(layer)
+            .ok_or_else(|| Error::invalid(format!("the VGG gave no {layer}")))?;
+        let stats = style
+            .get(layer)
+            .ok_or_else(|| Error::invalid(format!("no style statistics at {layer}")))?;
+        let transformed = match config.transform {
+            FeatureTransform::Adain => adain(&features, stats)?,
+            FeatureTransform::Wct => wct(&features, stats)?,
+        };
+        let alpha = f64::from(config.strength);
+        let mixed = ((transformed * alpha)? + (features * (1.0 - alpha))?)?;
+        let decoded = decoders.get(layer)?.forward(&mixed)?;
+        // Clamped between levels: the next encoder expects pixels.
+        image = decoded
+            .narrow(2, 0, h)?
+            .narrow(3, 0, w)?
+            .clamp(0f32, 255f32)?;
+        observe(index + 1, levels.len())?;
+    }
+    imaging::from_tensor(&image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_features(c: usize, n: usize, seed: u64) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        // Correlated channels with distinct scales and offsets.
+        let base: Vec<f32> = (0..c * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut v = vec![0f32; c * n];
+        for i in 0..c {
+            for j in 0..n {
+                v[i * n + j] = base[i * n + j] * (i + 1) as f32
+                    + 0.5 * base[((i + 1) % c) * n + j]
+                    + 3.0 * i as f32;
+            }
+        }
+        Tensor::from_vec(v, (1, c, 1, n), &Device::Cpu).unwrap_or_else(|_| unreachable!())
+    }
+
+    fn stats_of(t: &Tensor) -> FeatureStats {
+        let mut m = Moments::new(t.dim(1).unwrap_or(0));
+        m.add(t).unwrap_or_else(|e| panic!("{e}"));
+        m.stats()
+    }
+
+    #[test]
+    fn wct_gives_the_style_covariance() -> Result<()> {
+        let content = random_features(6, 2000, 1);
+        let style = stats_of(&random_features(6, 3000, 2));
+        let out = stats_of(&wct(&content, &style)?);
+        for (a, b) in out.covariance.iter().zip(&style.covariance) {
+            assert!((a - b).abs() < 1e-2 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        for (a, b) in out.mean.iter().zip(&style.mean) {
+            assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn adain_gives_the_style_means_and_deviations() -> Result<()> {
+        let content = random_features(4, 1000, 3);
+        let style = stats_of(&random_features(4, 1000, 4));
+        let out = stats_of(&adain(&content, &style)?);
+        for i in 0..4 {
+            assert!((out.mean[i] - style.mean[i]).abs() < 1e-3);
+            let (a, b) = (out.covariance[i * 4 + i], style.covariance[i * 4 + i]);
+            assert!((a - b).abs() < 1e-2 * b, "{a} vs {b}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn blends_are_weighted_means_and_pooling_is_exact() -> Result<()> {
+        let a = random_features(3, 500, 5);
+        let b = random_features(3, 500, 6);
+        let mut pooled = Moments::new(3);
+        pooled.add(&a)?;
+        pooled.add(&b)?;
+        let joint = stats_of(&Tensor::cat(&[&a, &b], 3)?);
+        for (x, y) in pooled.stats().covariance.iter().zip(&joint.covariance) {
+            assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()));
+        }
+        let sa = StyleStats::from([("relu4_1".to_string(), stats_of(&a))]);
+        let sb = StyleStats::from([("relu4_1".to_string(), stats_of(&b))]);
+        let blend = blend_stats(&[(&sa, 3.0), (&sb, 1.0)])?;
+        let m = &blend["relu4_1"].mean;
+        assert!(
+            (m[0] - (0.75 * sa["relu4_1"].mean[0] + 0.25 * sb["relu4_1"].mean[0])).abs() < 1e-9
+        );
+        assert!(blend_stats(&[(&sa, 0.0)]).is_err());
+        assert!(blend_stats(&[(&sa, -1.0), (&sb, 2.0)]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn singular_covariances_do_not_blow_up() -> Result<()> {
+        // A flat style: zero covariance. The result is the style's mean, finite.
+        let content = random_features(4, 100, 7);
+        let flat = Tensor::ones((1, 4, 1, 100), DType::F32, &Device::Cpu)?;
+        let out = wct(&content, &stats_of(&flat))?;
+        let values = out.flatten_all()?.to_vec1::<f32>()?;
+        assert!(values
+            .iter()
+            .all(|v| v.is_finite() && (v - 1.0).abs() < 1e-3));
+        Ok(())
+    }
+}
