@@ -419,7 +419,7 @@ fn mean_gap(a: &RgbImage, b: &RgbImage) -> f64 {
 fn painting(dir: &Path, name: &str, seed: u32) -> PathBuf {
     let path = dir.join(name);
     RgbImage::from_fn(96, 80, |x, y| {
-        if ((x + seed * 3) / 6 + y / 6) % 2 == 0 {
+        if ((x + seed * 3) / 6 + y / 6).is_multiple_of(2) {
             Rgb([(200 + seed * 20) as u8, 40, 30])
         } else {
             Rgb([20, (60 + seed * 60) as u8, 200])

@@ -331,7 +331,8 @@ impl Controls {
 
 /// Why the optimisation-only controls are greyed out.
 const OPTIMISE_ONLY: &str = "Only the Optimise method uses this; the Network method runs a \
-                             trained model as it is.";
+                             trained model as it is, and Instant takes the painting's feature \
+                             statistics.";
 
 /// A tooltip that also shows on a disabled control, with the reason it is disabled (egui hides
 /// ordinary tooltips there, which leaves a greyed-out control unexplained).

@@ -22,6 +22,9 @@ use crate::styles::StyleEntry;
 /// Network previews run on the whole photo up to this many pixels (about 1–2 s on two cores
 /// for a 16-wide network); bigger photos preview at the canvas's resolution.
 const CHEAP_NETWORK_PREVIEW_PIXELS: u64 = 3_000_000;
+/// The same for the Instant (arbitrary) method, whose VGG encoder costs more per pixel: AdaIN
+/// on 0.8 MP takes about a second on two cores.
+const CHEAP_ARBITRARY_PREVIEW_PIXELS: u64 = 800_000;
 
 /// Why a job cannot be submitted right now.
 pub(super) enum NotReady {
@@ -325,8 +328,14 @@ impl AtelierApp {
     /// (so it is exactly what Save writes), else the resolution the canvas shows it at.
     pub(super) fn network_preview_side(&self, photo: &super::Photo) -> u32 {
         let (w, h) = photo.original.dimensions();
-        let full = network_side(w, h, None);
-        if u64::from(w) * u64::from(h) <= CHEAP_NETWORK_PREVIEW_PIXELS {
+        let (full, cheap) = match self.persisted.controls.method {
+            MethodChoice::Arbitrary => (
+                crate::engine::arbitrary_side(w, h, None),
+                CHEAP_ARBITRARY_PREVIEW_PIXELS,
+            ),
+            _ => (network_side(w, h, None), CHEAP_NETWORK_PREVIEW_PIXELS),
+        };
+        if u64::from(w) * u64::from(h) <= cheap {
             return full;
         }
         let shown = w.max(h) as f32 * self.canvas.scale() * self.ctx.pixels_per_point();
@@ -373,15 +382,20 @@ impl AtelierApp {
                 };
                 if let Some(photo) = &self.photo {
                     let (w, h) = photo.original.dimensions();
-                    let network = self.persisted.controls.method == MethodChoice::Network;
-                    if network && stats.width.max(stats.height) < w.max(h) {
-                        // The network caps its input for memory; say so rather than surprise.
+                    let limit = match self.persisted.controls.method {
+                        MethodChoice::Network => Some(MAX_NETWORK_PIXELS),
+                        MethodChoice::Arbitrary => Some(crate::engine::MAX_ARBITRARY_PIXELS),
+                        MethodChoice::Optimize => None,
+                    };
+                    if let Some(limit) = limit.filter(|_| stats.width.max(stats.height) < w.max(h))
+                    {
+                        // One-pass methods cap their input for memory; say so rather than surprise.
                         self.toasts.info(format!(
-                            "Saved at {}×{} instead of {w}×{h}: the network runs on at most \
+                            "Saved at {}×{} instead of {w}×{h}: this method runs on at most \
                              {} megapixels at once.",
                             stats.width,
                             stats.height,
-                            MAX_NETWORK_PIXELS / 1_000_000
+                            limit / 1_000_000
                         ));
                     }
                 }

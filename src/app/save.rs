@@ -16,7 +16,7 @@ use super::progress::JobPurpose;
 use super::shortcuts::Shortcut;
 use super::tasks::{self, DialogPurpose, TaskResult};
 use super::{AtelierApp, PendingSave};
-use crate::engine::{network_side, MAX_NETWORK_PIXELS, MAX_OPTIMIZE_SIDE};
+use crate::engine::{arbitrary_side, network_side, MAX_NETWORK_PIXELS, MAX_OPTIMIZE_SIDE};
 use crate::imaging::{self, OutputFormat};
 use crate::recipe::{self, Recipe, RecipeStyle};
 use crate::styles::StyleEntry;
@@ -151,7 +151,8 @@ impl AtelierApp {
                 .min(self.persisted.controls.save_max_side)
                 .min(MAX_OPTIMIZE_SIDE),
             // The engine caps the network's input for memory.
-            MethodChoice::Network | MethodChoice::Arbitrary => network_side(w, h, None),
+            MethodChoice::Network => network_side(w, h, None),
+            MethodChoice::Arbitrary => arbitrary_side(w, h, None),
         }
     }
 
@@ -314,9 +315,14 @@ impl AtelierApp {
             let note = if optimizing && side > SLOW_SAVE_SIDE {
                 format!("Saves at {side} px: slow on a CPU (minutes).")
             } else if side < photo_side && !optimizing {
+                let limit = if self.persisted.controls.method == MethodChoice::Arbitrary {
+                    crate::engine::MAX_ARBITRARY_PIXELS
+                } else {
+                    MAX_NETWORK_PIXELS
+                };
                 format!(
-                    "Saves at {side} px: the network runs on at most {} megapixels.",
-                    MAX_NETWORK_PIXELS / 1_000_000
+                    "Saves at {side} px: this method runs on at most {} megapixels.",
+                    limit / 1_000_000
                 )
             } else {
                 format!("Saves at {side} px.")

@@ -485,14 +485,23 @@ fn check_network_size(args: &StylizeArgs, (width, height): (u32, u32)) -> Result
     let (MethodArg::Network | MethodArg::Arbitrary, Some(side)) = (args.method, args.size) else {
         return Ok(());
     };
-    let most = engine::network_side(width, height, Some(side));
+    let (most, limit) = match args.method {
+        MethodArg::Arbitrary => (
+            engine::arbitrary_side(width, height, Some(side)),
+            engine::MAX_ARBITRARY_PIXELS,
+        ),
+        _ => (
+            engine::network_side(width, height, Some(side)),
+            engine::MAX_NETWORK_PIXELS,
+        ),
+    };
     if most >= side {
         return Ok(());
     }
     Err(format!(
-        "--size {side} is above what the network runs on ({} megapixels) for this \
+        "--size {side} is above what the method runs on ({} megapixels) for this \
          {width}x{height} photo; choose --size {most} or less",
-        engine::MAX_NETWORK_PIXELS / 1_000_000
+        limit / 1_000_000
     ))
 }
 

@@ -6,7 +6,8 @@
 //! - [`Engine::render`]: queued in submission order; each job finishes, fails or is cancelled on
 //!   its own ([`Engine::cancel`] by id).
 //! - [`Engine::train`]: a training run on its own thread, sharing the engine's loaded VGG and
-//!   device; cancelling it stops it with a checkpoint.
+//!   device; cancelling it stops it with a checkpoint. [`Engine::train_decoder`] runs a decoder
+//!   training (for the arbitrary method) in the same lane.
 //!
 //! Preview images do not travel in events: the newest of each lane waits in a slot
 //! ([`Engine::take_preview`]), so a UI that draws slowly uploads only the latest and memory
@@ -38,7 +39,7 @@ pub use job::{ArbitraryStyle, FeatureTransform, Job, JobId, JobKind, Method};
 pub use crate::nn::device::best_device;
 pub use crate::nn::hub::{download_vgg19, resolve_vgg};
 pub use crate::nn::vgg::BUNDLED_VGG;
-pub use crate::stylize::arbitrary::DEFAULT_STYLE_SIDE;
+pub use crate::stylize::arbitrary::{arbitrary_side, DEFAULT_STYLE_SIDE, MAX_ARBITRARY_PIXELS};
 pub use crate::stylize::gatys::{
     GatysConfig, Init, Losses, StyleImage, MAX_SIZE as MAX_OPTIMIZE_SIDE,
 };

@@ -410,7 +410,8 @@ impl Worker {
                 let refs: Vec<(&arbitrary::StyleStats, f64)> =
                     stats.iter().map(|(s, w)| (s.as_ref(), *w)).collect();
                 let blended = arbitrary::blend_stats(&refs)?;
-                let side = network::network_side(job.content.width(), job.content.height(), *size);
+                let side =
+                    arbitrary::arbitrary_side(job.content.width(), job.content.height(), *size);
                 let content = if side == job.content.width().max(job.content.height()) {
                     (*job.content).clone()
                 } else {

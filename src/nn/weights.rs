@@ -570,6 +570,23 @@ impl safetensors::View for RawTensor {
     }
 }
 
+/// Refuses a tensor with NaN or infinite values, naming it: such weights would paint black or
+/// blank images without any error.
+pub fn check_finite(t: &Tensor, path: &Path, name: &str) -> Result<()> {
+    let values = t
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_device(&Device::Cpu)?
+        .to_vec1::<f32>()?;
+    if values.iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    Err(Error::weights(
+        path,
+        format!("tensor `{name}` holds NaN or infinite values (a damaged or diverged model)"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,21 +634,4 @@ mod tests {
         assert!(scan_pickle(b"\x80\x02").is_err(), "a pickle without STOP");
         assert!(scan_pickle(b"\x82\x01.").is_err(), "the extension registry");
     }
-}
-
-/// Refuses a tensor with NaN or infinite values, naming it: such weights would paint black or
-/// blank images without any error.
-pub fn check_finite(t: &Tensor, path: &Path, name: &str) -> Result<()> {
-    let values = t
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_device(&Device::Cpu)?
-        .to_vec1::<f32>()?;
-    if values.iter().all(|v| v.is_finite()) {
-        return Ok(());
-    }
-    Err(Error::weights(
-        path,
-        format!("tensor `{name}` holds NaN or infinite values (a damaged or diverged model)"),
-    ))
 }

@@ -26,6 +26,16 @@ use crate::nn::vgg::Vgg;
 
 /// The levels of the WCT cascade, coarse to fine; AdaIN uses the first.
 pub const LEVELS: [&str; 4] = ["relu4_1", "relu3_1", "relu2_1", "relu1_1"];
+/// Largest photo the arbitrary method paints in one piece: the WCT cascade holds relu1_1
+/// features three times over (about 1.4 GB per megapixel measured at 1024²), so bigger photos
+/// are downscaled (tiles are the way past it).
+pub const MAX_ARBITRARY_PIXELS: u64 = 6_000_000;
+
+/// The longer side the arbitrary method runs at for a `width`×`height` photo.
+pub fn arbitrary_side(width: u32, height: u32, requested: Option<u32>) -> u32 {
+    crate::stylize::network::side_within(width, height, requested, MAX_ARBITRARY_PIXELS)
+}
+
 /// Longer side the paintings are encoded at (their brush strokes' scale in the result).
 pub const DEFAULT_STYLE_SIDE: u32 = 512;
 /// Eigenvalues below this share of the largest are dropped when whitening and colouring: the

@@ -30,13 +30,19 @@ pub fn stylize(net: &TransformerNet, content: &RgbImage, device: &Device) -> Res
 /// The longer side to run the network at: the requested one, or the photo's own, capped so that
 /// the pixel count stays under [`MAX_NETWORK_PIXELS`].
 pub fn network_side(width: u32, height: u32, requested: Option<u32>) -> u32 {
+    side_within(width, height, requested, MAX_NETWORK_PIXELS)
+}
+
+/// The longer side to run at: the requested one or the photo's own, capped so that the pixel
+/// count stays under `max_pixels`.
+pub fn side_within(width: u32, height: u32, requested: Option<u32>, max_pixels: u64) -> u32 {
     let own = width.max(height);
     let side = requested.unwrap_or(own);
     let (w, h) = imaging::fit_size(width, height, side);
     let pixels = u64::from(w) * u64::from(h);
-    if pixels <= MAX_NETWORK_PIXELS {
+    if pixels <= max_pixels {
         return side;
     }
-    let shrink = (MAX_NETWORK_PIXELS as f64 / pixels as f64).sqrt();
+    let shrink = (max_pixels as f64 / pixels as f64).sqrt();
     ((side as f64) * shrink).floor() as u32
 }
