@@ -469,57 +469,21 @@ impl Worker {
     /// Starts the training thread (it loads the loss network, or takes the loaded one, once its
     /// inputs are checked); its events go out under `id`.
     fn start_training(&mut self, id: JobId, config: TrainConfig, cancel: Arc<AtomicBool>) {
-        let outbox = self.outbox(id, JobKind::Training);
-        if cancel.load(Ordering::SeqCst) {
-            self.shared.forget(id);
-            outbox.send(EventBody::Cancelled);
-            return;
-        }
         let vgg = self.vgg.clone();
         let device = self.device.clone();
-        let shared = self.shared.clone();
-        let thread_outbox = outbox.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("atelier-train-{id}"))
-            .spawn(move || {
-                let outbox = thread_outbox;
-                let forward = |event: TrainEvent| {
-                    if let Some(body) = training_body(&shared, id, event) {
-                        if is_terminal(&body) {
-                            shared.forget(id);
-                        }
-                        outbox.send(body);
-                    }
-                };
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let path = config.recipe.vgg.clone();
-                    let load_vgg = move |device: &Device| vgg.get(&path, device);
-                    session::run(config, &device, load_vgg, forward, &cancel)
-                }));
-                match outcome {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
+        self.spawn_training(id, cancel, "train", move |outbox, shared, cancel| {
+            let forward = |event: TrainEvent| {
+                if let Some(body) = training_body(shared, id, event) {
+                    if is_terminal(&body) {
                         shared.forget(id);
-                        outbox.failed(e);
                     }
-                    Err(panic) => {
-                        shared.forget(id);
-                        outbox.send(EventBody::Failed(Failure::Internal(panic_message(&panic))));
-                    }
+                    outbox.send(body);
                 }
-            });
-        match spawned {
-            Ok(handle) => {
-                self.trainings.retain(|t| !t.is_finished());
-                self.trainings.push(handle);
-            }
-            Err(e) => {
-                self.shared.forget(id);
-                outbox.send(EventBody::Failed(Failure::Internal(format!(
-                    "cannot start the training thread: {e}"
-                ))));
-            }
-        }
+            };
+            let path = config.recipe.vgg.clone();
+            let load_vgg = move |device: &Device| vgg.get(&path, device);
+            session::run(config, &device, load_vgg, forward, cancel)
+        });
     }
 
     /// Starts a decoder training thread; its events go out under `id` as [`EventBody::Decoder`].
@@ -530,34 +494,51 @@ impl Worker {
         vgg_path: PathBuf,
         cancel: Arc<AtomicBool>,
     ) {
+        let vgg = self.vgg.clone();
+        let device = self.device.clone();
+        self.spawn_training(
+            id,
+            cancel,
+            "train-decoder",
+            move |outbox, shared, cancel| {
+                let forward = |event: DecoderEvent| {
+                    if matches!(
+                        event,
+                        DecoderEvent::Finished(_) | DecoderEvent::Stopped { .. }
+                    ) {
+                        shared.forget(id);
+                    }
+                    outbox.send(EventBody::Decoder(event));
+                };
+                let vgg = vgg.get(&vgg_path, &device)?;
+                decoder_training::run(config, vgg, &device, forward, cancel)
+            },
+        );
+    }
+
+    /// Runs `run` on a thread of its own as training job `id`: a job cancelled before it started
+    /// ends at once, an error or a panic becomes its `Failed` event.
+    fn spawn_training(
+        &mut self,
+        id: JobId,
+        cancel: Arc<AtomicBool>,
+        name: &str,
+        run: impl FnOnce(&Outbox, &Arc<Shared>, &AtomicBool) -> Result<()> + Send + 'static,
+    ) {
         let outbox = self.outbox(id, JobKind::Training);
         if cancel.load(Ordering::SeqCst) {
             self.shared.forget(id);
             outbox.send(EventBody::Cancelled);
             return;
         }
-        let vgg = self.vgg.clone();
-        let device = self.device.clone();
         let shared = self.shared.clone();
         let thread_outbox = outbox.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("atelier-train-decoder-{id}"))
+            .name(format!("atelier-{name}-{id}"))
             .spawn(move || {
                 let outbox = thread_outbox;
-                let forward = |event: DecoderEvent| {
-                    let terminal = matches!(
-                        event,
-                        DecoderEvent::Finished(_) | DecoderEvent::Stopped { .. }
-                    );
-                    if terminal {
-                        shared.forget(id);
-                    }
-                    outbox.send(EventBody::Decoder(event));
-                };
-                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let vgg = vgg.get(&vgg_path, &device)?;
-                    decoder_training::run(config, vgg, &device, forward, &cancel)
-                }));
+                let outcome =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| run(&outbox, &shared, &cancel)));
                 match outcome {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {

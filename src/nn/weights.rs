@@ -63,6 +63,19 @@ impl WeightFile {
                 (kept, HashMap::new(), names)
             }
         };
+        Self::assemble(path, (tensors, metadata, names), device)
+    }
+
+    /// A `.safetensors` file held in memory (a model built into the program), named `name` in
+    /// errors; every tensor is loaded as f32 on `device`.
+    pub fn from_bytes(bytes: &[u8], name: &Path, device: &Device) -> Result<Self> {
+        let mut reader = std::io::Cursor::new(bytes);
+        let loaded = read_safetensors(&mut reader, bytes.len() as u64, name, &|_| true)?;
+        Self::assemble(name, loaded, device)
+    }
+
+    /// The loaded tensors as f32 on `device`, with the file's metadata and names.
+    fn assemble(path: &Path, (tensors, metadata, names): Loaded, device: &Device) -> Result<Self> {
         let tensors = tensors
             .into_iter()
             .map(|(name, t)| {
@@ -75,30 +88,6 @@ impl WeightFile {
             .collect::<Result<HashMap<_, _>>>()?;
         Ok(Self {
             path: path.to_path_buf(),
-            tensors,
-            metadata,
-            names,
-        })
-    }
-
-    /// A `.safetensors` file held in memory (a model built into the program), named `name` in
-    /// errors; every tensor is loaded as f32 on `device`.
-    pub fn from_bytes(bytes: &[u8], name: &Path, device: &Device) -> Result<Self> {
-        let mut reader = std::io::Cursor::new(bytes);
-        let (tensors, metadata, names) =
-            read_safetensors(&mut reader, bytes.len() as u64, name, &|_| true)?;
-        let tensors = tensors
-            .into_iter()
-            .map(|(tensor_name, t)| {
-                let t = t
-                    .to_dtype(DType::F32)
-                    .and_then(|t| t.to_device(device))
-                    .map_err(|e| Error::weights(name, format!("tensor {tensor_name}: {e}")))?;
-                Ok((tensor_name, t))
-            })
-            .collect::<Result<HashMap<_, _>>>()?;
-        Ok(Self {
-            path: name.to_path_buf(),
             tensors,
             metadata,
             names,
