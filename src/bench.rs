@@ -224,7 +224,7 @@ impl BenchOptions {
 }
 
 /// Names of the whole-network benchmarks (run one per process to measure peak memory).
-pub const NETWORK_BENCHES: [&str; 10] = [
+pub const NETWORK_BENCHES: [&str; 12] = [
     "VGG16 forward to relu4_3, 512x512",
     "Gatys step (loss + gradient), 512x512",
     "transformer forward, 512x512",
@@ -235,6 +235,8 @@ pub const NETWORK_BENCHES: [&str; 10] = [
     "arbitrary WCT (4-level cascade), 512x512",
     "arbitrary WCT (4-level cascade), 1024x1024",
     "arbitrary style statistics of a painting, 512 px",
+    "trained style network (width 16, one style), 1024x1024",
+    "conditional network (width 16, 4 styles, a 2-style mix), 1024x1024",
 ];
 
 /// Runs the benchmark set. `vgg` is a loaded loss network or `None` for random VGG16 weights
@@ -368,7 +370,40 @@ pub fn run_all(
         let flops = 3.0 * batch as f64 * TransformerNet::flops(side, side);
         rows.push(row(NETWORK_BENCHES[4], ms, Some(flops)));
     }
+    rows.extend(conditional_rows(device, options, iterations)?);
     rows.extend(arbitrary_rows(device, options, iterations)?);
+    Ok(rows)
+}
+
+/// The width the project trains its styles at, one-style and conditional: the conditional
+/// network's only extra work is mixing its norms' scales and shifts (a tiny matmul per norm).
+fn conditional_rows(
+    device: &Device,
+    options: &BenchOptions,
+    iterations: usize,
+) -> Result<Vec<BenchRow>> {
+    let width = crate::train::DEFAULT_WIDTH;
+    let side = 1024usize;
+    let flops = TransformerNet::flops_for_width(side, side, width);
+    let x = crate::imaging::to_tensor(&pattern(side as u32), device)?;
+    let mut rows = Vec::new();
+    if options.wants(NETWORK_BENCHES[10]) {
+        let net = TransformerNet::random_with_width(device, 0, width)?;
+        let ms = median_ms(iterations, || {
+            net.forward(&x)?;
+            Ok(())
+        })?;
+        rows.push(row(NETWORK_BENCHES[10], ms, Some(flops)));
+    }
+    if options.wants(NETWORK_BENCHES[11]) {
+        let net = TransformerNet::random_conditional(device, 0, width, 4)?;
+        let mix = Tensor::new(&[0.6f32, 0.4, 0.0, 0.0], device)?;
+        let ms = median_ms(iterations, || {
+            net.forward_mixed(&x, Some(&mix))?;
+            Ok(())
+        })?;
+        rows.push(row(NETWORK_BENCHES[11], ms, Some(flops)));
+    }
     Ok(rows)
 }
 
@@ -382,7 +417,7 @@ fn arbitrary_rows(
 ) -> Result<Vec<BenchRow>> {
     use crate::stylize::arbitrary::{self, ArbitraryConfig, FeatureTransform};
     let mut rows = Vec::new();
-    let names = &NETWORK_BENCHES[5..];
+    let names = &NETWORK_BENCHES[5..10];
     if !names.iter().any(|n| options.wants(n)) {
         return Ok(rows);
     }

@@ -43,6 +43,10 @@ pub struct Recipe {
     pub styles: Vec<RecipeStyle>,
     /// The trained network (network method).
     pub model: Option<PathBuf>,
+    /// A conditional network's style mix (one weight per style); its gallery entries are in
+    /// `styles`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mix: Option<Vec<f64>>,
     pub content_weight: f64,
     pub style_weight: f64,
     pub tv_weight: f64,
@@ -65,6 +69,7 @@ impl Default for Recipe {
             method: "optimize".into(),
             styles: Vec::new(),
             model: None,
+            mix: None,
             content_weight: 1.0,
             style_weight: 10.0,
             tv_weight: 0.01,

@@ -14,7 +14,7 @@ use egui_kittest::Harness;
 use image::{Rgb, RgbImage};
 
 mod common;
-use common::fixtures::{chroma_gap, random_model};
+use common::fixtures::{chroma_gap, random_conditional_model, random_model};
 use common::harness::{harness, options, step_until, Dropped};
 use common::png::png_header_only;
 
@@ -617,4 +617,73 @@ fn a_painting_previews_instantly_strength_repaints_and_refine_optimises_from_it(
     assert_eq!(harness.state().controls().method, MethodChoice::Optimize);
     assert!(harness.state().controls().steps <= 40);
     harness.run();
+}
+
+/// A conditional network's styles are gallery entries of their own: one paints one style,
+/// Ctrl+click adds another to a one-pass blend (its weights in the blend panel), a group entry
+/// paints its members' even blend, and Save writes what the canvas shows.
+#[test]
+fn a_conditional_network_lists_its_styles_and_blends_them_in_one_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo = photo(dir.path());
+    let folder = dir.path().join("styles").join("pair");
+    std::fs::create_dir_all(&folder).unwrap();
+    random_conditional_model(&folder.join("model.safetensors"), 5, 2);
+    std::fs::write(
+        folder.join("style.toml"),
+        "name = \"Pair\"\nmodel = \"model.safetensors\"\n\
+         [[styles]]\nname = \"first\"\ngroups = [\"both\"]\n\
+         [[styles]]\nname = \"second\"\ngroups = [\"both\"]\n",
+    )
+    .unwrap();
+    let mut harness = harness(options(dir.path(), None));
+    harness.step();
+    let names: Vec<String> = harness
+        .state()
+        .gallery_entries()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(names, ["Pair", "first", "second", "both"]);
+    harness.state_mut().open_photo(photo);
+    step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
+        app.has_photo()
+    });
+    let paint = |harness: &mut Harness<'_, AtelierApp>, label: &str, additive: bool| {
+        let key = harness
+            .state()
+            .gallery_entries()
+            .iter()
+            .find(|e| e.name == label)
+            .map(|e| e.key().to_path_buf())
+            .unwrap();
+        let done = harness.state().finished_jobs();
+        harness.state_mut().pick_style(&key, additive);
+        step_until(harness, Duration::from_secs(60), label, |app| {
+            app.finished_jobs() > done && !app.is_busy()
+        });
+        assert_eq!(harness.state().controls().method, MethodChoice::Network);
+        harness.state().shown_image().expect("a result")
+    };
+    // Each style has a tile of its own.
+    harness.get_by_role_and_label(Role::Button, "first");
+    harness.get_by_role_and_label(Role::Button, "both");
+    let first = paint(&mut harness, "first", false);
+    let second = paint(&mut harness, "second", false);
+    assert_ne!(first, second, "the two styles paint alike");
+    // Ctrl+click the first one back in: both are selected and blend in one pass.
+    let blend = paint(&mut harness, "first", true);
+    assert_eq!(harness.state().selection().len(), 2);
+    assert!(
+        blend != first && blend != second,
+        "the blend is neither style"
+    );
+    let group = paint(&mut harness, "both", false);
+    assert_eq!(group, blend, "the group is the even blend of its members");
+    let out = dir.path().join("blend.png");
+    harness.state_mut().save_to(out.clone());
+    step_until(&mut harness, Duration::from_secs(60), "the save", |app| {
+        !app.is_busy()
+    });
+    assert_eq!(image::open(&out).unwrap().to_rgb8(), group);
 }

@@ -43,6 +43,7 @@ fn network_job(model: &Path, content: Arc<RgbImage>) -> Job {
         method: Method::Network {
             model: model.to_path_buf(),
             size: None,
+            mix: None,
             preserve_color: false,
         },
         strength: 1.0,
@@ -408,6 +409,7 @@ fn network_job_runs_and_blends_with_strength() {
             method: Method::Network {
                 model: model.clone(),
                 size: None,
+                mix: None,
                 preserve_color: false,
             },
             strength,
@@ -443,6 +445,7 @@ fn network_job_preserves_the_photos_colours_when_asked() {
             method: Method::Network {
                 model: model.clone(),
                 size: None,
+                mix: None,
                 preserve_color,
             },
             strength: 1.0,

@@ -732,3 +732,235 @@ fn an_interrupted_cli_training_saves_a_checkpoint_and_says_how_to_resume() -> Te
     }
     Ok(())
 }
+
+/// Solid blocks of two colours: a style whose statistics differ from the stripes'.
+fn blocks(dir: &Path, name: &str) -> PathBuf {
+    save(&dir.join(name), 36, 36, |x, y| {
+        if (x / 12 + y / 12).is_multiple_of(2) {
+            [250, 230, 40]
+        } else {
+            [30, 150, 60]
+        }
+    })
+}
+
+#[test]
+fn a_conditional_network_learns_its_styles_in_turn_and_the_gallery_lists_them() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = photos(dir.path(), 1, 16, 16);
+    let stripes = painting(dir.path(), "stripes.png", 0);
+    let squares = blocks(dir.path(), "squares.png");
+    let mut recipe = recipe(&data, &stripes);
+    recipe.style.push(squares);
+    recipe.conditional = true;
+    let styles_dir = dir.path().join("styles");
+    let mut config = config(recipe, &styles_dir.join("pair"), 24);
+    config.groups = vec![atelier::engine::StyleGroup {
+        name: "geometric".into(),
+        members: vec!["stripes".into(), "squares".into()],
+    }];
+    let mut trainer = Trainer::new(config, vgg(), &Device::Cpu)?;
+    assert_eq!(trainer.styles(), 2);
+    let mut per_style: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..24 {
+        let report = trainer.step()?;
+        let condition = report
+            .condition
+            .expect("a conditional step names its style");
+        assert_eq!(condition, i % 2, "the styles take turns");
+        per_style[condition].push(report.losses.style);
+    }
+    for losses in &per_style {
+        assert!(
+            losses[losses.len() - 1] < losses[0],
+            "a style's loss did not go down: {losses:?}"
+        );
+    }
+    let exported = trainer.export()?;
+    let net = TransformerNet::load(&exported.model, &Device::Cpu)?;
+    assert_eq!(net.styles(), 2);
+    let bytes = std::fs::read(&exported.model)?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)?;
+    let names = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("styles").cloned());
+    assert_eq!(names.as_deref(), Some("stripes\nsquares"));
+
+    // The gallery: the network (even blend), each style, and the group.
+    let (entries, problems) = styles::load_bundled(&styles_dir);
+    assert!(problems.is_empty(), "{problems:?}");
+    let listed: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(listed, ["pair", "stripes", "squares", "geometric"]);
+    let mixes: Vec<Option<Vec<f64>>> = entries
+        .iter()
+        .map(|e| e.condition.as_ref().map(|c| c.mix.clone()))
+        .collect();
+    assert_eq!(
+        mixes,
+        [
+            None,
+            Some(vec![1.0, 0.0]),
+            Some(vec![0.0, 1.0]),
+            Some(vec![0.5, 0.5])
+        ]
+    );
+    let keys: std::collections::HashSet<&Path> = entries.iter().map(|e| e.key()).collect();
+    assert_eq!(keys.len(), 4, "every entry has its own key");
+    assert!(entries[1]
+        .thumbnail
+        .as_deref()
+        .is_some_and(|t| t.ends_with("thumb-0.jpg") && t.is_file()));
+
+    // The styles paint differently, and the even mix is the network's own forward.
+    let photo = imaging_photo();
+    let paint = |mix: &[f64]| -> anyhow::Result<RgbImage> {
+        let weights = atelier::stylize::network::style_mix(&net, mix, &exported.model)?;
+        Ok(atelier::stylize::network::stylize_mixed(
+            &net,
+            &photo,
+            &Device::Cpu,
+            Some(&weights),
+        )?)
+    };
+    let (a, b) = (paint(&[1.0, 0.0])?, paint(&[0.0, 1.0])?);
+    let gap = a
+        .pixels()
+        .zip(b.pixels())
+        .map(|(p, q)| (0..3).map(|c| p[c].abs_diff(q[c]) as u64).sum::<u64>())
+        .sum::<u64>() as f64
+        / (3 * a.width() * a.height()) as f64;
+    assert!(gap > 2.0, "the two styles paint alike (mean gap {gap})");
+    let err = atelier::stylize::network::style_mix(&net, &[1.0], &exported.model).unwrap_err();
+    assert!(err.to_string().contains("holds 2 styles"), "{err}");
+    Ok(())
+}
+
+fn imaging_photo() -> RgbImage {
+    RgbImage::from_fn(24, 20, |x, y| Rgb([(x * 10) as u8, (y * 12) as u8, 90]))
+}
+
+#[test]
+fn the_cli_trains_a_conditional_network_and_mixes_its_styles() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = photos(dir.path(), 2, 24, 24);
+    let stripes = painting(dir.path(), "stripes.png", 0);
+    let squares = blocks(dir.path(), "squares.png");
+    let vgg_file = dir.path().join("vgg16.safetensors");
+    common::fixtures::random_vgg(&vgg_file);
+    let output = dir.path().join("styles").join("pair");
+    let train = |extra: &[&str], output: &Path| {
+        let mut args = vec![
+            "train",
+            "--style",
+            s(&stripes),
+            "--data",
+            s(&data),
+            "--vgg",
+            s(&vgg_file),
+            "--size",
+            "16",
+            "--style-size",
+            "32",
+            "--width",
+            "4",
+            "--batch",
+            "1",
+            "--iterations",
+            "4",
+            "--preview-every",
+            "0",
+            "--quiet",
+            "-o",
+            s(output),
+        ];
+        args.extend_from_slice(extra);
+        atelier(&args)
+    };
+    // One style is not a conditional network; a group must name the styles.
+    assert_fails(
+        &train(&["--conditional"], &output),
+        "at least two --style",
+        &output,
+    );
+    assert_fails(
+        &train(
+            &[
+                "--conditional",
+                "--style",
+                s(&squares),
+                "--group",
+                "g=stripes,nope",
+            ],
+            &output,
+        ),
+        "`nope` is not one of the styles",
+        &output,
+    );
+    let out = train(
+        &[
+            "--conditional",
+            "--style",
+            s(&squares),
+            "--group",
+            "geometric=stripes,squares",
+        ],
+        &output,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(output.join("style.toml"))?;
+    assert!(
+        text.contains("[[styles]]") && text.contains("geometric"),
+        "{text}"
+    );
+
+    let photo = save(&dir.path().join("photo.png"), 30, 20, |x, y| {
+        [x as u8 * 8, y as u8 * 9, 50]
+    });
+    let stylize = |mix: &str, result: &Path| {
+        atelier(&[
+            "stylize",
+            s(&photo),
+            "--method",
+            "network",
+            "--style",
+            s(&output),
+            "--mix",
+            mix,
+            "-o",
+            s(result),
+            "--quiet",
+        ])
+    };
+    let mut results = Vec::new();
+    for (i, mix) in ["stripes", "squares", "stripes=0.5,squares=0.5", "geometric"]
+        .iter()
+        .enumerate()
+    {
+        let result = dir.path().join(format!("mix{i}.png"));
+        let out = stylize(mix, &result);
+        assert!(
+            out.status.success(),
+            "{mix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        results.push(image::open(&result)?.to_rgb8());
+    }
+    assert_ne!(results[0], results[1], "the styles paint alike");
+    assert_eq!(
+        results[2], results[3],
+        "the group is the even blend of its members"
+    );
+    let out = stylize("nosuch=1", &dir.path().join("bad.png"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no style or group called `nosuch`") && err.contains("stripes, squares"),
+        "{err}"
+    );
+    Ok(())
+}

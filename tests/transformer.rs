@@ -410,3 +410,75 @@ fn gradients_reach_the_parameters_when_trainable() -> TestResult {
     }
     Ok(())
 }
+
+/// Conditional instance norm: a one-hot mix runs exactly the one-style network made of that
+/// style's norm rows, a mix runs the mixed rows, the file keeps the (S, C) shapes, and a mix of
+/// the wrong length is refused.
+#[test]
+fn a_conditional_network_is_its_styles_and_their_blends() -> TestResult {
+    let device = Device::Cpu;
+    let net = TransformerNet::random_conditional(&device, 3, 4, 3)?;
+    assert_eq!(net.styles(), 3);
+    // Distinct styles: perturb each row of every norm differently.
+    let mut tensors: HashMap<String, Tensor> = net.tensors().into_iter().collect();
+    for (name, t) in tensors.iter_mut() {
+        if t.rank() == 2 {
+            let (s, c) = t.dims2()?;
+            let bump: Vec<f32> = (0..s * c)
+                .map(|i| ((i * 7 + name.len()) % 11) as f32 * 0.05)
+                .collect();
+            *t = (t.clone() + Tensor::from_vec(bump, (s, c), &device)?)?;
+        }
+    }
+    let net = TransformerNet::from_tensors(&tensors, Path::new("conditional"))?;
+    let x = image(20, 24, 9)?;
+
+    let rows = |mix: [f32; 3]| -> anyhow::Result<TransformerNet> {
+        let mut plain = HashMap::new();
+        for (name, t) in &tensors {
+            let t = if t.rank() == 2 {
+                Tensor::new(&mix, &device)?
+                    .reshape((1, 3))?
+                    .matmul(t)?
+                    .squeeze(0)?
+            } else {
+                t.clone()
+            };
+            plain.insert(name.clone(), t);
+        }
+        Ok(TransformerNet::from_tensors(&plain, Path::new("plain"))?)
+    };
+    for mix in [[0f32, 1.0, 0.0], [0.5, 0.0, 0.5]] {
+        let plain = rows(mix)?;
+        assert_eq!(plain.styles(), 1);
+        let conditional = net.forward_mixed(&x, Some(&Tensor::new(&mix, &device)?))?;
+        assert!(max_abs_diff(&conditional, &plain.forward(&x)?)? < 1e-3);
+    }
+    let first = net.forward_mixed(&x, Some(&Tensor::new(&[1f32, 0.0, 0.0], &device)?))?;
+    let second = net.forward_mixed(&x, Some(&Tensor::new(&[0f32, 1.0, 0.0], &device)?))?;
+    assert!(
+        max_abs_diff(&first, &second)? > 1.0,
+        "the styles do not differ"
+    );
+    // No mix: the even blend.
+    let even = rows([1.0 / 3.0; 3])?.forward(&x)?;
+    assert!(max_abs_diff(&net.forward(&x)?, &even)? < 1e-3);
+
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("conditional.safetensors");
+    net.save_safetensors(&path, DType::F32, HashMap::new())?;
+    let loaded = TransformerNet::load(&path, &device)?;
+    assert_eq!(loaded.styles(), 3);
+    assert!(max_abs_diff(&loaded.forward(&x)?, &net.forward(&x)?)? < 1e-4);
+    let err = net
+        .forward_mixed(&x, Some(&Tensor::new(&[1f32, 0.0], &device)?))
+        .unwrap_err();
+    assert!(err.to_string().contains("3 styles"), "{err}");
+
+    // Norms of different style counts in one file are refused, naming the tensor.
+    let mut broken = tensors.clone();
+    broken.insert("in2.weight".into(), Tensor::ones(8, DType::F32, &device)?);
+    let err = TransformerNet::from_tensors(&broken, Path::new("broken")).unwrap_err();
+    assert!(weights_error_reason(err).contains("in2.weight"));
+    Ok(())
+}

@@ -130,14 +130,36 @@ impl AtelierApp {
         let selection = &mut self.persisted.selection;
         if as_network {
             self.persisted.controls.method = MethodChoice::Network;
-            if additive && !selection.is_empty() {
-                self.toasts
-                    .info("Trained networks cannot be blended; using the one you picked.");
+            // Styles of one conditional network blend in one pass; other networks cannot.
+            let gallery = &self.gallery;
+            let same_network = |s: &SelectedStyle| {
+                gallery.entry(&s.key).is_some_and(|e| {
+                    e.condition.is_some() && entry.condition.is_some() && e.model == entry.model
+                })
+            };
+            if additive && !selection.is_empty() && selection.iter().all(same_network) {
+                if let Some(index) = selection.iter().position(|s| s.key == key) {
+                    if selection.len() > 1 {
+                        selection.remove(index);
+                    }
+                } else {
+                    selection.push(SelectedStyle {
+                        key: key.to_path_buf(),
+                        weight: 1.0,
+                    });
+                }
+            } else {
+                if additive && !selection.is_empty() {
+                    self.toasts.info(
+                        "Only the styles of one conditional network blend; using the one you \
+                         picked.",
+                    );
+                }
+                *selection = vec![SelectedStyle {
+                    key: key.to_path_buf(),
+                    weight: 1.0,
+                }];
             }
-            *selection = vec![SelectedStyle {
-                key: key.to_path_buf(),
-                weight: 1.0,
-            }];
         } else {
             // A painting previews at once with the Instant method; Optimise stays chosen when
             // the user picked it.

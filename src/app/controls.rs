@@ -348,12 +348,30 @@ mod tests {
 
     #[test]
     fn strength_alone_needs_no_recompute() {
-        let before = Controls::default();
+        // Pixel-space strength: the network and optimisation methods blend their result with
+        // the photo, so a strength change only re-blends.
+        for method in [MethodChoice::Network, MethodChoice::Optimize] {
+            let before = Controls {
+                method,
+                ..Controls::default()
+            };
+            let mut after = before.clone();
+            after.strength = 0.3;
+            after.jpeg_quality = 50;
+            assert_eq!(after.change_since(&before), ControlChange::Strength);
+            after.steps += 1;
+            assert_eq!(after.change_since(&before), ControlChange::Recompute);
+        }
+    }
+
+    #[test]
+    fn instant_strength_recomputes_in_feature_space() {
+        let before = Controls {
+            method: MethodChoice::Arbitrary,
+            ..Controls::default()
+        };
         let mut after = before.clone();
         after.strength = 0.3;
-        after.jpeg_quality = 50;
-        assert_eq!(after.change_since(&before), ControlChange::Strength);
-        after.steps += 1;
         assert_eq!(after.change_since(&before), ControlChange::Recompute);
     }
 

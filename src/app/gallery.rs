@@ -227,10 +227,14 @@ impl Gallery {
                 ui.visuals().text_color()
             },
         );
-        let kind = match (&entry.model, &entry.image) {
-            (Some(_), Some(_)) => "trained network and style image",
-            (Some(_), None) => "trained network (runs with the Network method)",
-            _ => "style image (runs with the Optimise method)",
+        let kind = match (&entry.model, &entry.image, &entry.condition) {
+            (Some(_), _, Some(_)) => {
+                "a style of a conditional network (Ctrl+click its other styles to blend them \
+                 in one pass)"
+            }
+            (Some(_), Some(_), None) => "trained network and style image",
+            (Some(_), None, None) => "trained network (runs with the Network method)",
+            _ => "style image (runs with the Instant or Optimise method)",
         };
         let origin = match entry.origin {
             Origin::Bundled => "bundled",

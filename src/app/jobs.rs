@@ -71,7 +71,7 @@ impl AtelierApp {
         }
         let method = match controls.method {
             MethodChoice::Network => {
-                let Some(model) = entries.iter().find_map(|(e, _)| e.model.clone()) else {
+                let Some((model, mix)) = network_and_mix(&entries) else {
                     return Err(NotReady::Problem(
                         "The Network method needs a trained model (.safetensors / .pth): add one \
                          to the gallery, or switch to Optimise."
@@ -86,6 +86,7 @@ impl AtelierApp {
                     model,
                     size,
                     preserve_color: controls.preserve_color,
+                    mix,
                 }
             }
             MethodChoice::Optimize | MethodChoice::Arbitrary => {
@@ -493,4 +494,29 @@ pub(super) fn describe_failure(failure: &Failure) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// The network the selection runs, and for a conditional network's styles their mix: the
+/// selected entries of the first selected model, each entry's own mix scaled by its weight
+/// (entries of other models are left out: networks cannot be blended with each other).
+pub(super) fn network_and_mix(
+    entries: &[(StyleEntry, f64)],
+) -> Option<(PathBuf, Option<Vec<f64>>)> {
+    let model = entries.iter().find_map(|(e, _)| e.model.clone())?;
+    let mut mix: Option<Vec<f64>> = None;
+    for (entry, weight) in entries {
+        let (Some(condition), Some(m)) = (&entry.condition, &entry.model) else {
+            continue;
+        };
+        if *m != model {
+            continue;
+        }
+        let sum = mix.get_or_insert_with(|| vec![0.0; condition.mix.len()]);
+        if sum.len() == condition.mix.len() {
+            for (s, w) in sum.iter_mut().zip(&condition.mix) {
+                *s += w * weight.max(0.0);
+            }
+        }
+    }
+    Some((model, mix))
 }

@@ -350,6 +350,11 @@ impl AtelierApp {
         })
     }
 
+    /// The selected gallery styles and their blend weights.
+    pub fn selection(&self) -> &[gallery::SelectedStyle] {
+        &self.persisted.selection
+    }
+
     pub fn gallery_entries(&self) -> &[StyleEntry] {
         &self.gallery.entries
     }

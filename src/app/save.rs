@@ -190,7 +190,15 @@ impl AtelierApp {
             }
             .into(),
             styles: if network {
-                Vec::new()
+                // A conditional network's selected styles (their keys name the style).
+                entries
+                    .iter()
+                    .filter(|(e, _)| e.condition.is_some())
+                    .map(|(e, w)| RecipeStyle {
+                        path: e.key().to_path_buf(),
+                        weight: *w,
+                    })
+                    .collect()
             } else {
                 entries
                     .iter()
@@ -201,6 +209,13 @@ impl AtelierApp {
             },
             model: if network {
                 entries.iter().find_map(|(e, _)| e.model.clone())
+            } else {
+                None
+            },
+            mix: if network {
+                let owned: Vec<(StyleEntry, f64)> =
+                    entries.iter().map(|(e, w)| ((*e).clone(), *w)).collect();
+                super::jobs::network_and_mix(&owned).and_then(|(_, mix)| mix)
             } else {
                 None
             },
@@ -247,7 +262,14 @@ impl AtelierApp {
             .styles
             .iter()
             .map(|s| (s.path.clone(), s.weight))
-            .chain(recipe.model.iter().map(|m| (m.clone(), 1.0)))
+            // A conditional network's styles are selected by their own entries.
+            .chain(
+                recipe
+                    .model
+                    .iter()
+                    .filter(|_| recipe.method != "network" || recipe.styles.is_empty())
+                    .map(|m| (m.clone(), 1.0)),
+            )
             .collect();
         let mut selection = Vec::new();
         for (path, weight) in files {

@@ -46,6 +46,10 @@ pub struct StylizeArgs {
     /// Blend weights for several styles, e.g. 0.7,0.3 (default: equal).
     #[arg(long, value_delimiter = ',')]
     pub blend: Vec<f64>,
+    /// Styles of a conditional network (--method network), e.g. starry-night=0.6,great-wave=0.4
+    /// or a group such as ukiyo-e; in one pass. Default: the even blend of all its styles.
+    #[arg(long, value_delimiter = ',')]
+    pub mix: Vec<String>,
     #[arg(long, value_enum, default_value_t = MethodArg::Optimize)]
     pub method: MethodArg,
     /// VGG weights (.safetensors or .pth); default $ATELIER_VGG, then the user cache.
@@ -183,6 +187,44 @@ fn resolve_model(path: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The styles a conditional network holds, for `--mix`: its folder's `[[styles]]`, else the
+/// names the model file records.
+fn conditional_styles(
+    style: &Path,
+    model: &Path,
+) -> anyhow::Result<Vec<atelier::styles::ConditionalStyle>> {
+    let manifest_path = style.join(atelier::styles::MANIFEST_NAME);
+    if style.is_dir() && manifest_path.is_file() {
+        let text = std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+        let manifest = atelier::styles::parse_manifest(&text, &manifest_path)?;
+        if !manifest.styles.is_empty() {
+            return Ok(manifest.styles);
+        }
+    }
+    let file = atelier::nn::weights::WeightFile::load(model, &candle_core::Device::Cpu)?;
+    let names: Vec<_> = file
+        .metadata
+        .get("styles")
+        .map(|names| {
+            names
+                .lines()
+                .map(|name| atelier::styles::ConditionalStyle {
+                    name: name.to_string(),
+                    ..Default::default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.len() < 2 {
+        bail!(
+            "--mix picks styles of a conditional network; {} holds one style",
+            model.display()
+        );
+    }
+    Ok(names)
+}
+
 fn parse_style_layers(specs: &[String]) -> anyhow::Result<Vec<(String, f64)>> {
     specs
         .iter()
@@ -307,10 +349,18 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
             if args.styles.len() != 1 {
                 bail!("--method network takes exactly one --style (a model file or style folder)");
             }
+            let model = resolve_model(&args.styles[0])?;
+            let mix = if args.mix.is_empty() {
+                None
+            } else {
+                let styles = conditional_styles(&args.styles[0], &model)?;
+                Some(atelier::styles::resolve_mix(&styles, &args.mix).map_err(anyhow::Error::msg)?)
+            };
             Method::Network {
-                model: resolve_model(&args.styles[0])?,
+                model,
                 size: args.size,
                 preserve_color: args.preserve_color,
+                mix,
             }
         }
         MethodArg::Arbitrary => {
@@ -527,7 +577,13 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
         bail!("--quality must be between 1 and 100, got {}", args.quality);
     }
     if args.method == MethodArg::Network && !args.blend.is_empty() {
-        bail!("--blend needs several styles; --method network takes one");
+        bail!(
+            "--blend needs several styles; --method network takes one (for a conditional \
+             network's styles use --mix NAME=WEIGHT,...)"
+        );
+    }
+    if args.method != MethodArg::Network && !args.mix.is_empty() {
+        bail!("--mix picks the styles of a conditional network: use it with --method network");
     }
     let items = plan(&args)?;
     if let Some(dir) = &args.preview_dir {

@@ -82,6 +82,14 @@ pub struct TrainArgs {
     /// A further credit line for style.toml (repeatable).
     #[arg(long = "credit")]
     pub credits: Vec<String>,
+    /// One network for all the --style entries (conditional instance norm): each is its own
+    /// style, picked or blended at run time with `stylize --mix`.
+    #[arg(long)]
+    pub conditional: bool,
+    /// A group of a conditional network's styles, e.g. ukiyo-e=great-wave,red-fuji (names are
+    /// the --style files' stems); repeatable. The gallery lists each group as one style.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
     /// The photo the thumbnail is painted from (default: the first training photo).
     #[arg(long)]
     pub thumbnail_photo: Option<PathBuf>,
@@ -171,6 +179,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         } else {
             args.style_layers.clone()
         },
+        conditional: args.conditional,
     };
     let mut config = TrainConfig::new(recipe, &args.output, args.iterations);
     config.preview_every = args.preview_every;
@@ -185,6 +194,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         extra: args.credits.clone(),
     };
     config.thumbnail_photo = args.thumbnail_photo.clone();
+    config.groups = args
+        .groups
+        .iter()
+        .map(|spec| {
+            let Some((name, members)) = spec.split_once('=') else {
+                bail!("--group {spec}: write it as NAME=style,style");
+            };
+            Ok(engine::StyleGroup {
+                name: name.trim().to_string(),
+                members: members
+                    .split(',')
+                    .map(|m| m.trim().to_string())
+                    .filter(|m| !m.is_empty())
+                    .collect(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     config.validate()?;
 
     let engine =

@@ -50,6 +50,9 @@ pub enum Method {
         model: PathBuf,
         size: Option<u32>,
         preserve_color: bool,
+        /// For a conditional network: one weight per style (normalised by the engine; a
+        /// one-hot mix paints one style). `None`: a one-style network, or the even blend.
+        mix: Option<Vec<f64>>,
     },
     /// Any painting in one pass (universal style transfer): the VGG16 at `vgg` encodes, a
     /// feature transform gives the photo's features the styles' statistics, trained decoders

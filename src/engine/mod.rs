@@ -52,7 +52,7 @@ pub use crate::train::decoder::{
 };
 pub use crate::train::export::MODEL_NAME;
 pub use crate::train::{
-    ExportedStyle, StyleCredits, TrainConfig, TrainLosses, TrainProgress, TrainRecipe,
+    ExportedStyle, StyleCredits, StyleGroup, TrainConfig, TrainLosses, TrainProgress, TrainRecipe,
     DEFAULT_WIDTH,
 };
 

@@ -348,9 +348,14 @@ impl Worker {
                 model,
                 size,
                 preserve_color,
+                mix,
             } => {
                 outbox.send(EventBody::Started { total_steps: 1 });
                 let net = self.load_network(model)?;
+                let mix = mix
+                    .as_deref()
+                    .map(|weights| network::style_mix(&net, weights, model))
+                    .transpose()?;
                 if cancel.load(Ordering::SeqCst) {
                     return Err(Error::Cancelled);
                 }
@@ -360,7 +365,8 @@ impl Worker {
                 } else {
                     imaging::resize_longer_side(&job.content, side)
                 };
-                let mut stylized = network::stylize(&net, &content, &self.device)?;
+                let mut stylized =
+                    network::stylize_mixed(&net, &content, &self.device, mix.as_deref())?;
                 if *preserve_color {
                     // Luminance-only transfer, as the optimisation does it: the network paints
                     // the brightness, the photo keeps its colours.

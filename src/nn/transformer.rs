@@ -32,6 +32,9 @@ struct ConvLayer {
     upsample: bool,
 }
 
+/// Affine instance norm. A conditional network (Dumoulin et al. 2017, conditional instance
+/// norm) holds one scale and shift per style: `weight` and `bias` are (S, C) instead of (C,), and
+/// a style mix (S weights) picks or blends them.
 #[derive(Debug, Clone)]
 struct InstanceNorm {
     name: &'static str,
@@ -137,10 +140,24 @@ fn conv_param_shapes(
     ]
 }
 
-fn norm_param_shapes(prefix: &str, (name, c): (&str, usize)) -> [(String, Vec<usize>); 2] {
+/// The shape of a norm's scale or shift: (C,) for a one-style network, (S, C) for a
+/// conditional one.
+fn norm_shape(styles: usize, c: usize) -> Vec<usize> {
+    if styles > 1 {
+        vec![styles, c]
+    } else {
+        vec![c]
+    }
+}
+
+fn norm_param_shapes(
+    prefix: &str,
+    (name, c): (&str, usize),
+    styles: usize,
+) -> [(String, Vec<usize>); 2] {
     [
-        (format!("{prefix}{name}.weight"), vec![c]),
-        (format!("{prefix}{name}.bias"), vec![c]),
+        (format!("{prefix}{name}.weight"), norm_shape(styles, c)),
+        (format!("{prefix}{name}.bias"), norm_shape(styles, c)),
     ]
 }
 
@@ -163,6 +180,17 @@ impl Source<'_> {
             .and_then(|t| t.dims().first().copied())
             .filter(|&w| w > 0)
             .unwrap_or(DEFAULT_WIDTH)
+    }
+
+    /// How many styles the norms hold: the rows of `in1.weight` when it is (S, C), else 1.
+    fn styles(&self) -> usize {
+        self.map
+            .get(&format!("{}in1.weight", self.prefix))
+            .and_then(|t| match t.dims() {
+                [styles, _] if *styles > 0 => Some(*styles),
+                _ => None,
+            })
+            .unwrap_or(1)
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
@@ -195,8 +223,13 @@ impl Source<'_> {
         })
     }
 
-    fn norm(&self, prefix: &str, spec: (&'static str, usize)) -> Result<InstanceNorm> {
-        let [(w_name, w_shape), (b_name, b_shape)] = norm_param_shapes(prefix, spec);
+    fn norm(
+        &self,
+        prefix: &str,
+        spec: (&'static str, usize),
+        styles: usize,
+    ) -> Result<InstanceNorm> {
+        let [(w_name, w_shape), (b_name, b_shape)] = norm_param_shapes(prefix, spec, styles);
         Ok(InstanceNorm {
             name: spec.0,
             weight: self.get(&w_name, &w_shape)?,
@@ -220,20 +253,38 @@ impl ConvLayer {
 }
 
 impl InstanceNorm {
-    /// Normalisation followed by a ReLU when `relu`, fused in one pass.
-    fn forward(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
-        ops::instance_norm(x, &self.weight, &self.bias, INSTANCE_NORM_EPS, relu)
+    /// Normalisation followed by a ReLU when `relu`, fused in one pass. `mix` (S weights, for a
+    /// conditional network) combines the styles' scales and shifts.
+    fn forward(&self, x: &Tensor, relu: bool, mix: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let (weight, bias) = match (self.weight.rank(), mix) {
+            (2, Some(mix)) => (mix_rows(mix, &self.weight)?, mix_rows(mix, &self.bias)?),
+            (2, None) => (self.weight.mean(0)?, self.bias.mean(0)?),
+            _ => (self.weight.clone(), self.bias.clone()),
+        };
+        ops::instance_norm(x, &weight, &bias, INSTANCE_NORM_EPS, relu)
     }
 }
 
+/// `mix` (S,) times `rows` (S, C): the weighted sum of the rows, (C,). A matmul, so gradients
+/// reach only the rows a one-hot mix selects.
+fn mix_rows(mix: &Tensor, rows: &Tensor) -> candle_core::Result<Tensor> {
+    let (styles, channels) = rows.dims2()?;
+    mix.reshape((1, styles))?.matmul(rows)?.reshape(channels)
+}
+
 impl ResidualBlock {
-    fn forward(&self, x: &Tensor, weight_grad: bool) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        weight_grad: bool,
+        mix: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let y = self
             .in1
-            .forward(&self.conv1.forward(x, weight_grad)?, true)?;
+            .forward(&self.conv1.forward(x, weight_grad)?, true, mix)?;
         let y = self
             .in2
-            .forward(&self.conv2.forward(&y, weight_grad)?, false)?;
+            .forward(&self.conv2.forward(&y, weight_grad)?, false, mix)?;
         y + x
     }
 }
@@ -256,23 +307,29 @@ impl TransformerNet {
 
     /// Every parameter's name and shape for a network of base width `width`.
     pub fn parameter_shapes_for_width(width: usize) -> Vec<(String, Vec<usize>)> {
+        Self::parameter_shapes_for(width, 1)
+    }
+
+    /// Every parameter's name and shape for a network of base width `width` holding `styles`
+    /// styles (conditional instance norm when more than one).
+    pub fn parameter_shapes_for(width: usize, styles: usize) -> Vec<(String, Vec<usize>)> {
         let arch = Architecture { width };
         let mut shapes = Vec::new();
         for (conv, norm) in arch.head().iter().zip(arch.head_norms()) {
             shapes.extend(conv_param_shapes("", *conv));
-            shapes.extend(norm_param_shapes("", norm));
+            shapes.extend(norm_param_shapes("", norm, styles));
         }
         for block in RES_NAMES {
             let prefix = format!("{block}.");
             for (conv, norm) in arch.residual().iter().zip(arch.residual_norms()) {
                 shapes.extend(conv_param_shapes(&prefix, *conv));
-                shapes.extend(norm_param_shapes(&prefix, norm));
+                shapes.extend(norm_param_shapes(&prefix, norm, styles));
             }
         }
         let tail = arch.tail();
         for (conv, norm) in tail[..2].iter().zip(arch.tail_norms()) {
             shapes.extend(conv_param_shapes("", *conv));
-            shapes.extend(norm_param_shapes("", norm));
+            shapes.extend(norm_param_shapes("", norm, styles));
         }
         shapes.extend(conv_param_shapes("", tail[2]));
         shapes
@@ -310,24 +367,25 @@ impl TransformerNet {
         let arch = Architecture {
             width: source.width(),
         };
+        let styles = source.styles();
         let (head, head_norms) = (arch.head(), arch.head_norms());
         let (residual, residual_norms) = (arch.residual(), arch.residual_norms());
         let (tail, tail_norms) = (arch.tail(), arch.tail_norms());
         // Built in forward order so a missing tensor is reported as PyTorch would list it.
         let conv1 = source.conv("", head[0])?;
-        let in1 = source.norm("", head_norms[0])?;
+        let in1 = source.norm("", head_norms[0], styles)?;
         let conv2 = source.conv("", head[1])?;
-        let in2 = source.norm("", head_norms[1])?;
+        let in2 = source.norm("", head_norms[1], styles)?;
         let conv3 = source.conv("", head[2])?;
-        let in3 = source.norm("", head_norms[2])?;
+        let in3 = source.norm("", head_norms[2], styles)?;
         let mut res = Vec::with_capacity(RESIDUAL_BLOCKS);
         for block in RES_NAMES {
             let prefix = format!("{block}.");
             res.push(ResidualBlock {
                 conv1: source.conv(&prefix, residual[0])?,
-                in1: source.norm(&prefix, residual_norms[0])?,
+                in1: source.norm(&prefix, residual_norms[0], styles)?,
                 conv2: source.conv(&prefix, residual[1])?,
-                in2: source.norm(&prefix, residual_norms[1])?,
+                in2: source.norm(&prefix, residual_norms[1], styles)?,
             });
         }
         let net = Self {
@@ -339,9 +397,9 @@ impl TransformerNet {
             in3,
             res,
             deconv1: source.conv("", tail[0])?,
-            in4: source.norm("", tail_norms[0])?,
+            in4: source.norm("", tail_norms[0], styles)?,
             deconv2: source.conv("", tail[1])?,
-            in5: source.norm("", tail_norms[1])?,
+            in5: source.norm("", tail_norms[1], styles)?,
             deconv3: source.conv("", tail[2])?,
             trainable: false,
         };
@@ -372,13 +430,27 @@ impl TransformerNet {
     /// [`Self::random`] with base width `width` (channels of the first convolution; the
     /// compute grows with its square). Narrower networks train much faster on a CPU.
     pub fn random_with_width(device: &Device, seed: u64, width: usize) -> Result<Self> {
+        Self::random_conditional(device, seed, width, 1)
+    }
+
+    /// [`Self::random_with_width`] for a network of `styles` styles (conditional instance norm:
+    /// every style starts with scale 1 and shift 0).
+    pub fn random_conditional(
+        device: &Device,
+        seed: u64,
+        width: usize,
+        styles: usize,
+    ) -> Result<Self> {
         if width == 0 {
             return Err(Error::invalid("the network width must be at least 1"));
+        }
+        if styles == 0 {
+            return Err(Error::invalid("a style network holds at least one style"));
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut map = HashMap::new();
         let mut fan_in = 1usize;
-        for (name, shape) in Self::parameter_shapes_for_width(width) {
+        for (name, shape) in Self::parameter_shapes_for(width, styles) {
             let numel: usize = shape.iter().product();
             let values: Vec<f32> = if name.ends_with("conv2d.weight") {
                 // Weights come before their bias, so the bias reuses this fan-in.
@@ -404,6 +476,14 @@ impl TransformerNet {
 
     pub fn device(&self) -> &Device {
         self.conv1.weight.device()
+    }
+
+    /// How many styles the network holds: 1, or the conditions of a conditional network.
+    pub fn styles(&self) -> usize {
+        match self.in1.weight.dims() {
+            [styles, _] => *styles,
+            _ => 1,
+        }
     }
 
     /// The base width: channels of the first convolution (32 for pytorch's models).
@@ -451,7 +531,26 @@ impl TransformerNet {
     /// Stylises `x`, (N,3,H,W) RGB in 0..255, any H,W >= 1. The image is extended at its
     /// bottom/right (reflection; edge replication below 8 pixels) to what the strides need and
     /// the output is cropped back to H×W.
+    /// A conditional network paints the even blend of its styles here (see
+    /// [`Self::forward_mixed`]).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_mixed(x, None)
+    }
+
+    /// [`Self::forward`] with a style mix for a conditional network: `mix` holds one weight per
+    /// style (shape (S,), f32; weights summing to 1 keep the norms' scale), a one-hot mix paints
+    /// one style. Ignored by a one-style network.
+    pub fn forward_mixed(&self, x: &Tensor, mix: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let styles = self.styles();
+        if let Some(mix) = mix {
+            if styles > 1 && mix.dims() != [styles] {
+                bail!(
+                    "the style mix has shape {:?}; this network holds {styles} styles",
+                    mix.dims()
+                )
+            }
+        }
+        let mix = if styles > 1 { mix } else { None };
         let (_, channels, h, w) = x.dims4()?;
         if channels != 3 {
             bail!("the style network expects 3 RGB channels, got {channels}")
@@ -462,14 +561,14 @@ impl TransformerNet {
         let x = pad_end_to(x, 2, run_size(h))?;
         let x = pad_end_to(&x, 3, run_size(w))?;
         let g = self.trainable;
-        let mut y = self.in1.forward(&self.conv1.forward(&x, g)?, true)?;
-        y = self.in2.forward(&self.conv2.forward(&y, g)?, true)?;
-        y = self.in3.forward(&self.conv3.forward(&y, g)?, true)?;
+        let mut y = self.in1.forward(&self.conv1.forward(&x, g)?, true, mix)?;
+        y = self.in2.forward(&self.conv2.forward(&y, g)?, true, mix)?;
+        y = self.in3.forward(&self.conv3.forward(&y, g)?, true, mix)?;
         for block in &self.res {
-            y = block.forward(&y, g)?;
+            y = block.forward(&y, g, mix)?;
         }
-        y = self.in4.forward(&self.deconv1.forward(&y, g)?, true)?;
-        y = self.in5.forward(&self.deconv2.forward(&y, g)?, true)?;
+        y = self.in4.forward(&self.deconv1.forward(&y, g)?, true, mix)?;
+        y = self.in5.forward(&self.deconv2.forward(&y, g)?, true, mix)?;
         y = self.deconv3.forward(&y, g)?;
         if y.dim(2)? != h || y.dim(3)? != w {
             y = y.narrow(2, 0, h)?.narrow(3, 0, w)?;

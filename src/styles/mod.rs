@@ -62,9 +62,69 @@ pub struct Manifest {
     /// Attributions the style must carry (e.g. the loss network's weights).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credits: Vec<String>,
+    /// The styles of a conditional network (`model` holds one instance-norm scale and shift
+    /// per style), in condition order; empty for a one-style model. The gallery lists each, and
+    /// each group they name, as its own entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub styles: Vec<ConditionalStyle>,
     /// How a trained model was made; informational.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainingInfo>,
+}
+
+/// One style of a conditional network (a `[[styles]]` table of its `style.toml`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionalStyle {
+    /// Shown under the thumbnail and accepted by `--mix NAME=WEIGHT`.
+    pub name: String,
+    /// This style's thumbnail (painted by the network in this style).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artist: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "year_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub year: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
+    /// Groups (a school, a culture: "ukiyo-e", "post-impressionism") this style belongs to;
+    /// one gallery entry per group paints the even blend of its members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+impl ConditionalStyle {
+    /// "Title (Year), Artist. Licence." from the parts that are present.
+    fn description(&self) -> Option<String> {
+        Manifest {
+            title: self.title.clone(),
+            year: self.year.clone(),
+            artist: self.artist.clone(),
+            licence: self.licence.clone(),
+            ..Manifest::default()
+        }
+        .display_description()
+    }
+}
+
+/// The groups the styles name, in order of first mention, each with its members' indices.
+pub fn style_groups(styles: &[ConditionalStyle]) -> Vec<(String, Vec<usize>)> {
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (index, style) in styles.iter().enumerate() {
+        for group in &style.groups {
+            match groups.iter_mut().find(|(name, _)| name == group) {
+                Some((_, members)) => members.push(index),
+                None => groups.push((group.clone(), vec![index])),
+            }
+        }
+    }
+    groups
 }
 
 /// The `[training]` table of a trained style: the recipe, for reproducing or comparing styles.
@@ -166,6 +226,56 @@ impl Manifest {
     }
 }
 
+/// A conditional network's style mix from `NAME=WEIGHT` terms (a bare `NAME` weighs 1): each
+/// NAME is one of `styles` (by name or 0-based index) or a group they name (its weight is shared
+/// evenly by its members). Returns one weight per style; the engine normalises them.
+pub fn resolve_mix(styles: &[ConditionalStyle], terms: &[String]) -> Result<Vec<f64>, String> {
+    let names: Vec<&str> = styles.iter().map(|s| s.name.as_str()).collect();
+    let groups = style_groups(styles);
+    let mut mix = vec![0.0; styles.len()];
+    for term in terms {
+        let (name, weight) = match term.split_once('=') {
+            Some((name, weight)) => {
+                let weight: f64 = weight
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("--mix {term}: `{weight}` is not a number"))?;
+                (name.trim(), weight)
+            }
+            None => (term.trim(), 1.0),
+        };
+        if !weight.is_finite() || weight < 0.0 {
+            return Err(format!(
+                "--mix {term}: weights must be non-negative numbers"
+            ));
+        }
+        if let Some(index) = names.iter().position(|n| *n == name) {
+            mix[index] += weight;
+        } else if let Some((_, members)) = groups.iter().find(|(g, _)| g == name) {
+            for &i in members {
+                mix[i] += weight / members.len() as f64;
+            }
+        } else if let Some(index) = name.parse::<usize>().ok().filter(|&i| i < styles.len()) {
+            mix[index] += weight;
+        } else {
+            let group_names: Vec<&str> = groups.iter().map(|(g, _)| g.as_str()).collect();
+            return Err(format!(
+                "--mix {term}: no style or group called `{name}` (styles: {}{})",
+                names.join(", "),
+                if group_names.is_empty() {
+                    String::new()
+                } else {
+                    format!("; groups: {}", group_names.join(", "))
+                }
+            ));
+        }
+    }
+    if mix.iter().sum::<f64>() <= 0.0 {
+        return Err("--mix needs at least one positive weight".into());
+    }
+    Ok(mix)
+}
+
 /// Where a gallery entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -185,15 +295,104 @@ pub struct StyleEntry {
     pub image: Option<PathBuf>,
     pub thumbnail: Option<PathBuf>,
     pub origin: Origin,
+    /// For one style (or group) of a conditional network: which of the model's styles it is.
+    pub condition: Option<Condition>,
+}
+
+/// A style, or a group of styles, inside a conditional network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// The gallery key: the model's path with `#NAME` appended (`#group:NAME` for a group).
+    pub key: PathBuf,
+    /// One weight per style of the network, summing to 1.
+    pub mix: Vec<f64>,
 }
 
 impl StyleEntry {
     /// A stable key (the file the style runs from) for selections and persistence.
     pub fn key(&self) -> &Path {
-        self.image
-            .as_deref()
+        self.condition
+            .as_ref()
+            .map(|c| c.key.as_path())
+            .or(self.image.as_deref())
             .or(self.model.as_deref())
             .unwrap_or_else(|| Path::new(""))
+    }
+
+    /// The entries of a style folder: the style itself, and for a conditional network one
+    /// entry per style and per group after it (the first paints the even blend of all).
+    pub fn all_from_manifest(folder: &Path, manifest: Manifest) -> Result<Vec<Self>, StyleError> {
+        let styles = manifest.styles.clone();
+        let whole = Self::from_manifest(folder, manifest)?;
+        let Some(model) = whole.model.clone().filter(|_| styles.len() > 1) else {
+            return Ok(vec![whole]);
+        };
+        let manifest_path = folder.join(MANIFEST_NAME);
+        let count = styles.len();
+        let key = |suffix: &str| PathBuf::from(format!("{}#{suffix}", model.display()));
+        let mut entries = vec![whole.clone()];
+        for (index, style) in styles.iter().enumerate() {
+            if styles[..index].iter().any(|s| s.name == style.name) {
+                return Err(StyleError::Unusable {
+                    path: manifest_path,
+                    reason: format!("two [[styles]] are called `{}`", style.name),
+                });
+            }
+            let thumbnail = match style.thumbnail.as_deref() {
+                Some(p) if folder.join(p).symlink_metadata().is_ok() => Some(
+                    check_manifest_file(folder, "thumbnail", p).map_err(|reason| {
+                        StyleError::Unusable {
+                            path: manifest_path.clone(),
+                            reason,
+                        }
+                    })?,
+                ),
+                _ => whole.thumbnail.clone(),
+            };
+            let mut mix = vec![0.0; count];
+            mix[index] = 1.0;
+            entries.push(Self {
+                name: style.name.clone(),
+                description: Some(format!(
+                    "Style {} of {} in {}{}",
+                    index + 1,
+                    count,
+                    whole.name,
+                    style
+                        .description()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                )),
+                thumbnail,
+                condition: Some(Condition {
+                    key: key(&style.name),
+                    mix,
+                }),
+                ..whole.clone()
+            });
+        }
+        for (group, members) in style_groups(&styles) {
+            let mut mix = vec![0.0; count];
+            for &i in &members {
+                mix[i] = 1.0 / members.len() as f64;
+            }
+            let names: Vec<&str> = members.iter().map(|&i| styles[i].name.as_str()).collect();
+            entries.push(Self {
+                name: group.clone(),
+                description: Some(format!(
+                    "Group in {}: {} (their even blend, in one pass)",
+                    whole.name,
+                    names.join(", ")
+                )),
+                thumbnail: entries[1 + members[0]].thumbnail.clone(),
+                condition: Some(Condition {
+                    key: key(&format!("group:{group}")),
+                    mix,
+                }),
+                ..whole.clone()
+            });
+        }
+        Ok(entries)
     }
 
     /// An entry for a file the user added: a model file by extension, else a style image.
@@ -227,6 +426,7 @@ impl StyleEntry {
             model,
             image,
             origin: Origin::User,
+            condition: None,
         })
     }
 
@@ -277,6 +477,7 @@ impl StyleEntry {
             image,
             thumbnail,
             origin: Origin::Bundled,
+            condition: None,
         })
     }
 }
@@ -427,9 +628,9 @@ pub fn load_bundled(dir: &Path) -> (Vec<StyleEntry>, Vec<StyleError>) {
                 reason: e.to_string(),
             })
             .and_then(|text| parse_manifest(&text, &manifest_path))
-            .and_then(|manifest| StyleEntry::from_manifest(&folder, manifest));
+            .and_then(|manifest| StyleEntry::all_from_manifest(&folder, manifest));
         match loaded {
-            Ok(entry) => entries.push(entry),
+            Ok(found) => entries.extend(found),
             Err(e) => problems.push(e),
         }
     }

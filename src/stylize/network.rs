@@ -1,6 +1,8 @@
 //! Feed-forward stylisation: one pass of a trained transformer network.
 
-use candle_core::Device;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
 use image::RgbImage;
 
 use crate::error::{Error, Result};
@@ -13,6 +15,50 @@ pub const MAX_NETWORK_PIXELS: u64 = 16_000_000;
 
 /// The photo painted by `net`, at the photo's size.
 pub fn stylize(net: &TransformerNet, content: &RgbImage, device: &Device) -> Result<RgbImage> {
+    stylize_mixed(net, content, device, None)
+}
+
+/// The weights of a conditional network's style mix, checked against `net` (one weight per
+/// style, none negative, not all zero) and normalised to sum to 1, so the norms' scales stay
+/// those the network learnt. `model` names the network in errors.
+pub fn style_mix(net: &TransformerNet, weights: &[f64], model: &Path) -> Result<Vec<f32>> {
+    let styles = net.styles();
+    if styles < 2 {
+        return Err(Error::invalid(format!(
+            "{} holds one style; a style mix needs a conditional network (atelier train \
+             --conditional)",
+            model.display()
+        )));
+    }
+    if weights.len() != styles {
+        return Err(Error::invalid(format!(
+            "the style mix has {} weights; {} holds {styles} styles",
+            weights.len(),
+            model.display()
+        )));
+    }
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+        return Err(Error::invalid(
+            "style mix weights must be non-negative numbers",
+        ));
+    }
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return Err(Error::invalid(
+            "a style mix needs at least one positive weight",
+        ));
+    }
+    Ok(weights.iter().map(|w| (w / total) as f32).collect())
+}
+
+/// [`stylize`] with a conditional network's style mix (from [`style_mix`]); `None` paints the
+/// even blend of its styles (or a one-style network's only style).
+pub fn stylize_mixed(
+    net: &TransformerNet,
+    content: &RgbImage,
+    device: &Device,
+    mix: Option<&[f32]>,
+) -> Result<RgbImage> {
     let pixels = u64::from(content.width()) * u64::from(content.height());
     if pixels > MAX_NETWORK_PIXELS {
         return Err(Error::invalid(format!(
@@ -23,7 +69,10 @@ pub fn stylize(net: &TransformerNet, content: &RgbImage, device: &Device) -> Res
         )));
     }
     let x = imaging::to_tensor(content, device)?;
-    let y = net.forward(&x)?;
+    let mix = mix
+        .map(|m| Tensor::from_slice(m, m.len(), device))
+        .transpose()?;
+    let y = net.forward_mixed(&x, mix.as_ref())?;
     imaging::from_tensor(&y)
 }
 

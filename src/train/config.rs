@@ -35,6 +35,11 @@ pub struct TrainRecipe {
     pub seed: u64,
     pub content_layer: String,
     pub style_layers: Vec<String>,
+    /// One network for all the styles (conditional instance norm): each `style` entry (an image,
+    /// or a folder pooled into one style) is its own condition, trained in turn. Off: the
+    /// entries are pooled into one style. Absent in older checkpoints, which are one-style.
+    #[serde(default)]
+    pub conditional: bool,
 }
 
 /// Defaults chosen for a 2-core CPU (see `DEFAULT_WIDTH` in this module).
@@ -60,6 +65,7 @@ impl Default for TrainRecipe {
                 .iter()
                 .map(|l| l.to_string())
                 .collect(),
+            conditional: false,
         }
     }
 }
@@ -109,6 +115,24 @@ pub struct TrainConfig {
     /// The photo the exported thumbnail is painted from (default: the first training photo;
     /// bundled styles use one that may be shipped).
     pub thumbnail_photo: Option<PathBuf>,
+    /// Groups of a conditional network's styles (e.g. "ukiyo-e"), listed in its `style.toml`
+    /// so the gallery offers each group as one entry. Members are style names (file stems).
+    pub groups: Vec<StyleGroup>,
+}
+
+/// A named group of a conditional network's styles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StyleGroup {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+/// The name a style entry (image file or folder) gets in a conditional network: its file stem.
+pub fn condition_name(source: &std::path::Path) -> String {
+    source
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "style".into())
 }
 
 impl TrainConfig {
@@ -124,6 +148,16 @@ impl TrainConfig {
             resume: false,
             credits: StyleCredits::default(),
             thumbnail_photo: None,
+            groups: Vec::new(),
+        }
+    }
+
+    /// How many styles the trained network holds.
+    pub fn styles(&self) -> usize {
+        if self.recipe.conditional {
+            self.recipe.style.len()
+        } else {
+            1
         }
     }
 
@@ -181,6 +215,50 @@ impl TrainConfig {
         if r.style_layers.is_empty() {
             return Err(Error::invalid("no style layers given"));
         }
+        if r.conditional {
+            if r.style.len() < 2 {
+                return Err(Error::invalid(
+                    "--conditional trains several styles in one network: give at least two \
+                     --style images or folders",
+                ));
+            }
+            if r.adversarial_weight > 0.0 {
+                return Err(Error::invalid(
+                    "--adversarial is not available with --conditional (the discriminator \
+                     learns one style)",
+                ));
+            }
+            let names: Vec<String> = r.style.iter().map(|p| condition_name(p)).collect();
+            if let Some(twice) = names
+                .iter()
+                .enumerate()
+                .find(|(i, n)| names[..*i].contains(n))
+            {
+                return Err(Error::invalid(format!(
+                    "two --style entries are both called `{}`; a conditional network names its \
+                     styles by file name, so rename one",
+                    twice.1
+                )));
+            }
+            for group in &self.groups {
+                if let Some(unknown) = group.members.iter().find(|m| !names.contains(m)) {
+                    return Err(Error::invalid(format!(
+                        "--group {}: `{unknown}` is not one of the styles ({})",
+                        group.name,
+                        names.join(", ")
+                    )));
+                }
+                if group.members.is_empty() || group.name.trim().is_empty() {
+                    return Err(Error::invalid(
+                        "--group needs a name and at least one style: NAME=style,style",
+                    ));
+                }
+            }
+        } else if !self.groups.is_empty() {
+            return Err(Error::invalid(
+                "--group only applies to a --conditional network",
+            ));
+        }
         Ok(())
     }
 
@@ -190,7 +268,12 @@ impl TrainConfig {
     /// Starting at mid-grey with a photo-like contrast saves those iterations on a CPU (the
     /// weights stay an ordinary fast_neural_style network).
     pub(crate) fn initial_network(&self, device: &candle_core::Device) -> Result<TransformerNet> {
-        let net = TransformerNet::random_with_width(device, self.recipe.seed, self.recipe.width)?;
+        let net = TransformerNet::random_conditional(
+            device,
+            self.recipe.seed,
+            self.recipe.width,
+            self.styles(),
+        )?;
         let tensors = net
             .tensors()
             .into_iter()

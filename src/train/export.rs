@@ -42,12 +42,14 @@ pub struct ExportedStyle {
 }
 
 /// Writes `net` (as f16), `thumbnail` and `manifest` (whose `model` and `thumbnail` are set
-/// here) into `folder`, which must exist.
+/// here) into `folder`, which must exist. `style_thumbnails` are a conditional network's
+/// per-style thumbnails, by the file names its manifest's `[[styles]]` give them.
 pub fn export_style(
     folder: &Path,
     net: &TransformerNet,
     mut manifest: Manifest,
     thumbnail: &RgbImage,
+    style_thumbnails: &[(PathBuf, RgbImage)],
 ) -> Result<ExportedStyle> {
     let model = folder.join(MODEL_NAME);
     let thumb = folder.join(THUMBNAIL_NAME);
@@ -59,8 +61,20 @@ pub fn export_style(
     if !manifest.credits.is_empty() {
         metadata.insert("credits".to_string(), manifest.credits.join("\n"));
     }
+    if !manifest.styles.is_empty() {
+        // The condition order, so the model names its styles without the manifest.
+        let names: Vec<&str> = manifest.styles.iter().map(|s| s.name.as_str()).collect();
+        metadata.insert("styles".to_string(), names.join("\n"));
+    }
     net.save_safetensors(&model, DType::F16, metadata)?;
     imaging::save_atomic(thumbnail, &thumb, OutputFormat::Jpeg { quality: 90 })?;
+    for (name, image) in style_thumbnails {
+        imaging::save_atomic(
+            image,
+            &folder.join(name),
+            OutputFormat::Jpeg { quality: 90 },
+        )?;
+    }
     manifest.model = Some(PathBuf::from(MODEL_NAME));
     manifest.thumbnail = Some(PathBuf::from(THUMBNAIL_NAME));
     let text = manifest.to_toml().map_err(|e| Error::Write {

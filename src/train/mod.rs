@@ -22,7 +22,7 @@ pub mod params;
 pub mod session;
 pub mod trainer;
 
-pub use config::{StyleCredits, TrainConfig, TrainRecipe, DEFAULT_WIDTH};
+pub use config::{StyleCredits, StyleGroup, TrainConfig, TrainRecipe, DEFAULT_WIDTH};
 pub use export::ExportedStyle;
 pub use session::{TrainEvent, TrainProgress};
 pub use trainer::{StepReport, TrainInputs, TrainLosses, Trainer};

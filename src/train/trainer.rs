@@ -11,7 +11,7 @@ use image::RgbImage;
 use serde::Serialize;
 
 use super::checkpoint::{self, CHECKPOINT_NAME};
-use super::config::TrainConfig;
+use super::config::{condition_name, TrainConfig};
 use super::data::{load_style_works, BatchLoader, PhotoSet, StyleCrops};
 use super::discriminator::{Discriminator, DISCRIMINATOR_WIDTH};
 use super::export::{self, ExportedStyle, MODEL_NAME};
@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::imaging::{self, OutputFormat};
 use crate::nn::transformer::TransformerNet;
 use crate::nn::vgg::{Vgg, VggArch};
-use crate::styles::{Manifest, TrainingInfo};
+use crate::styles::{ConditionalStyle, Manifest, TrainingInfo};
 use crate::stylize::adam::AdamConfig;
 
 /// Photos the previews show, side by side: the first readable ones of the data folder.
@@ -52,6 +52,9 @@ pub struct StepReport {
     pub iteration: u64,
     pub losses: TrainLosses,
     pub seconds: f64,
+    /// The style this iteration trained, in a conditional network (its index among the
+    /// `--style` entries); `None` for a one-style network.
+    pub condition: Option<usize>,
 }
 
 /// The discriminator with its parameters and the style crops it learns from.
@@ -68,7 +71,9 @@ pub struct Trainer {
     network: TransformerNet,
     network_params: ParameterSet,
     adversary: Option<Adversary>,
-    loss: PerceptualLoss,
+    /// One loss (style targets) per style: a single pooled one, or one per condition of a
+    /// conditional network.
+    losses: Vec<PerceptualLoss>,
     photos: Arc<PhotoSet>,
     style_paths: Vec<PathBuf>,
     preview_photos: Vec<RgbImage>,
@@ -83,6 +88,9 @@ pub struct TrainInputs {
     photos: Arc<PhotoSet>,
     style_paths: Vec<PathBuf>,
     works: Vec<RgbImage>,
+    /// The works of each style, as indices into `works`: one list of all of them, or one list
+    /// per `--style` entry of a conditional network.
+    conditions: Vec<Vec<usize>>,
     preview_photos: Vec<RgbImage>,
     checkpoint: Option<checkpoint::Checkpoint>,
 }
@@ -94,7 +102,18 @@ impl TrainInputs {
         let recipe = &config.recipe;
         check_output_folder(&config.output, config.resume)?;
         let photos = Arc::new(PhotoSet::scan(&recipe.data)?);
-        let works = load_style_works(&recipe.style, recipe.style_size)?;
+        let mut works = Vec::new();
+        let mut conditions = Vec::new();
+        if recipe.conditional {
+            for source in &recipe.style {
+                let loaded = load_style_works(std::slice::from_ref(source), recipe.style_size)?;
+                conditions.push((works.len()..works.len() + loaded.len()).collect());
+                works.extend(loaded);
+            }
+        } else {
+            works = load_style_works(&recipe.style, recipe.style_size)?;
+            conditions.push((0..works.len()).collect());
+        }
         let mut preview_photos: Vec<RgbImage> = photos
             .first_readable(PREVIEW_PHOTOS)?
             .iter()
@@ -118,6 +137,7 @@ impl TrainInputs {
             photos,
             style_paths,
             works,
+            conditions,
             preview_photos,
             checkpoint,
         })
@@ -147,14 +167,22 @@ impl Trainer {
             tv: recipe.tv_weight,
         };
         let vgg_arch = vgg.arch();
-        let loss = PerceptualLoss::new(
-            vgg,
-            &inputs.works,
-            &recipe.content_layer,
-            &recipe.style_layers,
-            weights,
-            device,
-        )?;
+        let losses = inputs
+            .conditions
+            .iter()
+            .map(|members| {
+                let works: Vec<RgbImage> =
+                    members.iter().map(|&i| inputs.works[i].clone()).collect();
+                PerceptualLoss::new(
+                    vgg.clone(),
+                    &works,
+                    &recipe.content_layer,
+                    &recipe.style_layers,
+                    weights,
+                    device,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         let adam = AdamConfig {
             learning_rate: recipe.learning_rate,
             ..AdamConfig::default()
@@ -186,7 +214,7 @@ impl Trainer {
             network,
             network_params,
             adversary,
-            loss,
+            losses,
             photos: inputs.photos,
             style_paths: inputs.style_paths,
             preview_photos: inputs.preview_photos,
@@ -264,8 +292,14 @@ impl Trainer {
         let loader = self.loader.insert(loader);
         let photos = Tensor::from_vec(loader.next_batch()?, (batch, 3, side, side), &self.device)?;
 
-        let styled = self.network.forward(&photos)?;
-        let terms = self.loss.terms(&photos, &styled)?;
+        // A conditional network trains its styles in turn (a fixed order, so a resumed run
+        // follows the same schedule).
+        let condition =
+            (self.losses.len() > 1).then(|| (self.iteration % self.losses.len() as u64) as usize);
+        let mix = condition.map(|index| self.one_hot(index)).transpose()?;
+        let styled = self.network.forward_mixed(&photos, mix.as_ref())?;
+        let loss = &self.losses[condition.unwrap_or(0)];
+        let terms = loss.terms(&photos, &styled)?;
         let mut objective = terms.objective()?;
         let mut adversarial = None;
         if let Some(adversary) = &self.adversary {
@@ -307,21 +341,45 @@ impl Trainer {
             iteration: self.iteration,
             losses,
             seconds: started.elapsed().as_secs_f64(),
+            condition,
         })
     }
 
-    /// The network on the fixed preview photos, side by side.
+    /// The mix that selects style `index` of a conditional network.
+    fn one_hot(&self, index: usize) -> Result<Tensor> {
+        let mut mix = vec![0f32; self.losses.len()];
+        mix[index] = 1.0;
+        Ok(Tensor::from_vec(mix, self.losses.len(), &self.device)?)
+    }
+
+    /// How many styles the network learns.
+    pub fn styles(&self) -> usize {
+        self.losses.len()
+    }
+
+    /// The network on the fixed preview photos, side by side; a conditional network paints
+    /// the first photo in each of its styles instead.
     pub fn preview(&self) -> Result<RgbImage> {
         let mut net = self.network.clone();
         net.trainable = false;
-        let images = self
-            .preview_photos
-            .iter()
-            .map(|photo| {
-                let y = net.forward(&imaging::to_tensor(photo, &self.device)?)?;
-                imaging::from_tensor(&y)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let paint = |photo: &RgbImage, mix: Option<&Tensor>| -> Result<RgbImage> {
+            let y = net.forward_mixed(&imaging::to_tensor(photo, &self.device)?, mix)?;
+            imaging::from_tensor(&y)
+        };
+        let images = if self.styles() > 1 {
+            let photo = self
+                .preview_photos
+                .first()
+                .ok_or_else(|| Error::invalid("no preview photo"))?;
+            (0..self.styles())
+                .map(|i| paint(photo, Some(&self.one_hot(i)?)))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            self.preview_photos
+                .iter()
+                .map(|photo| paint(photo, None))
+                .collect::<Result<Vec<_>>>()?
+        };
         Ok(side_by_side(&images))
     }
 
@@ -358,9 +416,25 @@ impl Trainer {
             .preview_photos
             .first()
             .ok_or_else(|| Error::invalid("no preview photo for the thumbnail"))?;
-        let thumbnail =
-            imaging::from_tensor(&net.forward(&imaging::to_tensor(sample, &self.device)?)?)?;
-        export::export_style(&self.config.output, &net, self.manifest(), &thumbnail)
+        let sample = imaging::to_tensor(sample, &self.device)?;
+        let thumbnail = imaging::from_tensor(&net.forward(&sample)?)?;
+        let mut manifest = self.manifest();
+        // A conditional network's styles each get a thumbnail painted in that style.
+        let mut style_thumbnails = Vec::new();
+        for (index, style) in manifest.styles.iter_mut().enumerate() {
+            let name = PathBuf::from(format!("thumb-{index}.jpg"));
+            let painted =
+                imaging::from_tensor(&net.forward_mixed(&sample, Some(&self.one_hot(index)?))?)?;
+            style.thumbnail = Some(name.clone());
+            style_thumbnails.push((name, painted));
+        }
+        export::export_style(
+            &self.config.output,
+            &net,
+            manifest,
+            &thumbnail,
+            &style_thumbnails,
+        )
     }
 
     /// The gallery manifest of this style.
@@ -389,6 +463,7 @@ impl Trainer {
             credits: std::iter::once(export::vgg_credit(self.vgg_arch).to_string())
                 .chain(credits.extra.iter().cloned())
                 .collect(),
+            styles: self.condition_manifest(),
             training: Some(TrainingInfo {
                 iterations: Some(self.iteration),
                 size: Some(recipe.size),
@@ -410,6 +485,36 @@ impl Trainer {
             }),
             ..Manifest::default()
         }
+    }
+}
+
+impl Trainer {
+    /// The `[[styles]]` of a conditional network's manifest, in condition order, with the
+    /// groups they belong to; empty for a one-style network.
+    fn condition_manifest(&self) -> Vec<ConditionalStyle> {
+        if self.styles() < 2 {
+            return Vec::new();
+        }
+        self.config
+            .recipe
+            .style
+            .iter()
+            .map(|source| {
+                let name = condition_name(source);
+                let groups = self
+                    .config
+                    .groups
+                    .iter()
+                    .filter(|g| g.members.contains(&name))
+                    .map(|g| g.name.clone())
+                    .collect();
+                ConditionalStyle {
+                    name,
+                    groups,
+                    ..ConditionalStyle::default()
+                }
+            })
+            .collect()
     }
 }
 

@@ -85,3 +85,29 @@ pub fn chroma_gap(a: &RgbImage, b: &RgbImage) -> f32 {
         .sum();
     total / (a.width() * a.height()) as f32
 }
+
+/// A conditional network of `styles` styles with random weights, written to `path`; each
+/// style's norm shift is moved differently so the styles paint visibly differently.
+pub fn random_conditional_model(path: &Path, seed: u64, styles: usize) {
+    let net = TransformerNet::random_conditional(&Device::Cpu, seed, 8, styles).unwrap();
+    let tensors: HashMap<String, Tensor> = net
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            if t.rank() == 2 && name.ends_with(".bias") {
+                let (s, c) = t.dims2().unwrap();
+                let shift: Vec<f32> = (0..s * c)
+                    .map(|i| if (i / c + i % c) % 2 == 0 { 0.8 } else { -0.8 })
+                    .collect();
+                let t = (t + Tensor::from_vec(shift, (s, c), &Device::Cpu).unwrap()).unwrap();
+                (name, t)
+            } else {
+                (name, t)
+            }
+        })
+        .collect();
+    TransformerNet::from_tensors(&tensors, Path::new("fixture"))
+        .unwrap()
+        .save_safetensors(path, DType::F32, HashMap::new())
+        .unwrap();
+}

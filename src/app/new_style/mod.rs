@@ -39,7 +39,7 @@ enum StartMode {
     /// Deletes the folder's previous style or training first (the user confirmed).
     Replace,
     /// Continues the checkpoint, with the recipe it was trained with.
-    Resume(CheckpointInfo),
+    Resume(Box<CheckpointInfo>),
 }
 
 /// What the panel asks of the app.

@@ -512,7 +512,11 @@ Click to remove it.",
                     ),
                 );
                 if resume.clicked() {
-                    actions.extend(self.start_or_report(settings, env, StartMode::Resume(info)));
+                    actions.extend(self.start_or_report(
+                        settings,
+                        env,
+                        StartMode::Resume(Box::new(info)),
+                    ));
                 }
             }
         });
