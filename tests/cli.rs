@@ -571,3 +571,22 @@ fn train_decoder_resumes_and_reports() {
     assert!(!r.status.success());
     assert!(stderr(&r).contains("another recipe"), "{}", stderr(&r));
 }
+
+/// Started with no display, the app says what is missing and what to use instead, in one line
+/// without the windowing library's source paths.
+#[cfg(all(feature = "gui", target_os = "linux"))]
+#[test]
+fn the_app_without_a_display_says_so_plainly() {
+    let out = Command::new(env!("CARGO_BIN_EXE_atelier"))
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("needs a graphical display"), "{err}");
+    assert!(err.contains("atelier stylize"), "{err}");
+    assert!(!err.contains(".rs:"), "a source path leaked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -70,8 +70,73 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 #[cfg(feature = "gui")]
 fn open_app(photo: Option<PathBuf>, vgg: Option<PathBuf>) -> anyhow::Result<()> {
-    atelier::app::run(photo, vgg)
-        .map_err(|e| anyhow::anyhow!("the desktop app could not start: {e}"))
+    if !display_available() {
+        anyhow::bail!(
+            "the desktop app needs a graphical display and none is set (no DISPLAY or \
+             WAYLAND_DISPLAY): start it in a desktop session, or use the command line, e.g. \
+             `atelier stylize photo.jpg --method arbitrary --style painting.jpg -o out.png` \
+             (see `atelier --help`)"
+        );
+    }
+    atelier::app::run(photo, vgg).map_err(|e| {
+        anyhow::anyhow!(
+            "the desktop app could not start: {}",
+            without_source_locations(&e.to_string())
+        )
+    })
+}
+
+/// Whether a windowing system is reachable: on Linux and the BSDs winit needs X11 (`DISPLAY`)
+/// or Wayland (`WAYLAND_DISPLAY` / `WAYLAND_SOCKET`); elsewhere there always is one.
+#[cfg(feature = "gui")]
+fn display_available() -> bool {
+    if cfg!(all(unix, not(target_os = "macos"))) {
+        ["DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    } else {
+        true
+    }
+}
+
+#[cfg(feature = "gui")]
+/// `text` without the ` at /path/to/dependency/src/file.rs:765:` locations that winit puts in
+/// its errors: they name our build machine's files and mean nothing to a user.
+fn without_source_locations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(" at /") {
+        let after = &rest[start + 4..];
+        let Some(rs) = after.find(".rs:") else {
+            break;
+        };
+        let tail = &after[rs + 4..];
+        let digits = tail.chars().take_while(char::is_ascii_digit).count();
+        if digits == 0 || after[..rs].contains(' ') {
+            out.push_str(&rest[..start + 4]);
+            rest = after;
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        rest = tail[digits..].strip_prefix(':').unwrap_or(&tail[digits..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(all(test, feature = "gui"))]
+mod tests {
+    #[test]
+    fn source_locations_are_cut_from_messages() {
+        let winit = "os error at /root/.cargo/registry/src/winit-0.30.13/src/platform_impl/linux/mod.rs:765: \
+                     neither WAYLAND_DISPLAY nor DISPLAY is set.";
+        assert_eq!(
+            super::without_source_locations(winit),
+            "os error neither WAYLAND_DISPLAY nor DISPLAY is set."
+        );
+        let plain = "looked at /home/me/photo.jpg: not found";
+        assert_eq!(super::without_source_locations(plain), plain);
+    }
 }
 
 #[cfg(not(feature = "gui"))]
