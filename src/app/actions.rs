@@ -138,16 +138,8 @@ impl AtelierApp {
                 })
             };
             if additive && !selection.is_empty() && selection.iter().all(same_network) {
-                if let Some(index) = selection.iter().position(|s| s.key == key) {
-                    if selection.len() > 1 {
-                        selection.remove(index);
-                    }
-                } else {
-                    selection.push(SelectedStyle {
-                        key: key.to_path_buf(),
-                        weight: 1.0,
-                    });
-                }
+                // A network runs with at least one of its styles.
+                toggle_in_selection(selection, key, 1);
             } else {
                 if additive && !selection.is_empty() {
                     self.toasts.info(
@@ -171,14 +163,7 @@ impl AtelierApp {
             if additive {
                 // Models cannot be part of an optimisation blend.
                 selection.retain(|s| gallery.entry(&s.key).is_some_and(|e| e.image.is_some()));
-                if let Some(index) = selection.iter().position(|s| s.key == key) {
-                    selection.remove(index);
-                } else {
-                    selection.push(SelectedStyle {
-                        key: key.to_path_buf(),
-                        weight: 1.0,
-                    });
-                }
+                toggle_in_selection(selection, key, 0);
             } else {
                 *selection = vec![SelectedStyle {
                     key: key.to_path_buf(),
@@ -496,5 +481,20 @@ impl AtelierApp {
             actions.push(AppAction::ToggleFrameTimes);
         }
         self.apply(actions);
+    }
+}
+
+/// Ctrl+click on a style: takes it out of the blend when it is in (unless that would leave
+/// fewer than `at_least` styles), else adds it with weight 1.
+fn toggle_in_selection(selection: &mut Vec<SelectedStyle>, key: &Path, at_least: usize) {
+    match selection.iter().position(|s| s.key == key) {
+        Some(index) if selection.len() > at_least => {
+            selection.remove(index);
+        }
+        Some(_) => {}
+        None => selection.push(SelectedStyle {
+            key: key.to_path_buf(),
+            weight: 1.0,
+        }),
     }
 }
