@@ -325,3 +325,71 @@ fn every_control_of_the_panel_has_a_tooltip() {
     }
     assert!(missing.is_empty(), "no tooltip on: {missing:?}");
 }
+
+/// Two works trained as one conditional network from the panel: the checkbox is offered once
+/// there are two, greys out the discriminator, and the finished network lands in the gallery
+/// as the network plus one tile per work.
+#[test]
+fn two_works_train_as_one_conditional_network_from_the_panel() {
+    let dir = tempfile::tempdir().unwrap();
+    let vgg = dir.path().join("vgg16.safetensors");
+    random_vgg(&vgg);
+    let photos = photos(dir.path());
+    let stripes = painting(dir.path());
+    let squares = dir.path().join("squares.png");
+    RgbImage::from_fn(36, 36, |x, y| {
+        if (x / 12 + y / 12) % 2 == 0 {
+            Rgb([250, 230, 40])
+        } else {
+            Rgb([30, 150, 60])
+        }
+    })
+    .save(&squares)
+    .unwrap();
+    let mut harness = harness(dir.path(), vgg);
+    harness.step();
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::N);
+    harness.run_steps(3);
+    drop_on_panel(&mut harness, &stripes);
+    assert!(harness
+        .get_by_role_and_label(Role::CheckBox, "One network, one style per work")
+        .accesskit_node()
+        .is_disabled());
+    drop_on_panel(&mut harness, &squares);
+    {
+        let settings = harness.state_mut().new_style_settings_mut();
+        settings.name = "Pair".into();
+        settings.photos = Some(photos.clone());
+        settings.iterations = 4;
+        settings.size = 16;
+    }
+    harness.run_steps(2);
+    harness
+        .get_by_role_and_label(Role::CheckBox, "One network, one style per work")
+        .click();
+    harness.run_steps(2);
+    assert!(harness.state_mut().new_style_settings_mut().conditional);
+    assert!(harness
+        .get_by_role_and_label(Role::Slider, "Adversarial weight")
+        .accesskit_node()
+        .is_disabled());
+    harness.get_by_label("Start training").click();
+    step_until(
+        &mut harness,
+        Duration::from_secs(120),
+        "the finished network",
+        |app| app.new_style_panel().finished_runs() == 1,
+    );
+    harness.step();
+    let names: Vec<String> = harness
+        .state()
+        .gallery_entries()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(names, ["Pair", "stripes", "squares"]);
+    let model = dir.path().join("my-styles/pair/model.safetensors");
+    let net =
+        atelier::nn::transformer::TransformerNet::load(&model, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(net.styles(), 2);
+}

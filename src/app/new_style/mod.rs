@@ -365,6 +365,7 @@ impl NewStylePanel {
                 settings.size = r.size;
                 settings.style_weight = r.style_weight;
                 settings.content_weight = r.content_weight;
+                settings.conditional = r.conditional;
                 if r.adversarial_weight > 0.0 {
                     settings.adversarial_weight = r.adversarial_weight;
                 }
@@ -386,6 +387,7 @@ impl NewStylePanel {
                     .clone()
                     .ok_or("Choose the folder of training photos first.")?;
                 let several = self.work_count(settings) > 1;
+                let conditional = settings.conditional && settings.works.len() > 1;
                 let recipe = TrainRecipe {
                     style: settings.works.iter().map(|p| absolute(p)).collect(),
                     data: absolute(&photos),
@@ -396,11 +398,12 @@ impl NewStylePanel {
                     style_size: settings.size.saturating_mul(2),
                     content_weight: settings.content_weight,
                     style_weight: settings.style_weight,
-                    adversarial_weight: if several {
+                    adversarial_weight: if several && !conditional {
                         settings.adversarial_weight
                     } else {
                         0.0
                     },
+                    conditional,
                     ..TrainRecipe::default()
                 };
                 (recipe, false)

@@ -29,6 +29,9 @@ pub struct NewStyleSettings {
     pub content_weight: f64,
     /// Weight of the patch discriminator; only used with several works.
     pub adversarial_weight: f64,
+    /// Train one conditional network with each work (or folder) as its own style, instead of
+    /// pooling the works into one style. Only used with two or more entries.
+    pub conditional: bool,
 }
 
 impl Default for NewStyleSettings {
@@ -43,6 +46,7 @@ impl Default for NewStyleSettings {
             style_weight: recipe.style_weight,
             content_weight: recipe.content_weight,
             adversarial_weight: 0.05,
+            conditional: false,
         }
     }
 }

@@ -184,17 +184,32 @@ impl NewStylePanel {
                         .text("Content weight"),
                 )
                 .on_hover_text("How strongly the network must keep the photos' structure.");
+                let separate = settings.works.len() > 1;
                 tip(
                     ui.add_enabled(
-                        several,
+                        separate,
+                        egui::Checkbox::new(
+                            &mut settings.conditional,
+                            "One network, one style per work",
+                        ),
+                    ),
+                    "Train one conditional network in which each work (or folder) is a style of \
+                     its own: the gallery lists each, and Ctrl+click blends them in one pass. \
+                     Off: the works are pooled into one style.",
+                    "Add two or more works (or folders) to train them as separate styles.",
+                );
+                tip(
+                    ui.add_enabled(
+                        several && !(separate && settings.conditional),
                         egui::Slider::new(&mut settings.adversarial_weight, 0.0..=1.0)
                             .text("Adversarial weight"),
                     ),
                     "Weight of a patch discriminator that learns the look of the works and \
                      teaches it to the network (0: none). Only meaningful with several works by \
                      one artist.",
-                    "Add several works by one artist to use it; with one painting the style \
-                     loss does this job.",
+                    "Add several works by one artist to use it (not with one style per work: \
+                     the discriminator learns one style); with one painting the style loss does \
+                     this job.",
                 );
                 if ui
                     .button("Default settings")
