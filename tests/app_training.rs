@@ -16,7 +16,7 @@ use egui_kittest::Harness;
 
 mod common;
 use common::fixtures::random_vgg;
-use common::harness::{has_message, step_until, Dropped};
+use common::harness::{gallery_names, has_message, step_until, Dropped};
 use image::{Rgb, RgbImage};
 
 fn harness(dir: &Path, vgg: PathBuf) -> Harness<'static, AtelierApp> {
@@ -381,13 +381,7 @@ fn two_works_train_as_one_conditional_network_from_the_panel() {
         |app| app.new_style_panel().finished_runs() == 1,
     );
     harness.step();
-    let names: Vec<String> = harness
-        .state()
-        .gallery_entries()
-        .iter()
-        .map(|e| e.name.clone())
-        .collect();
-    assert_eq!(names, ["Pair", "stripes", "squares"]);
+    assert_eq!(gallery_names(&harness), ["Pair", "stripes", "squares"]);
     let model = dir.path().join("my-styles/pair/model.safetensors");
     let net =
         atelier::nn::transformer::TransformerNet::load(&model, &candle_core::Device::Cpu).unwrap();

@@ -15,7 +15,7 @@ use image::{Rgb, RgbImage};
 
 mod common;
 use common::fixtures::{chroma_gap, random_conditional_model, random_model};
-use common::harness::{harness, options, step_until, Dropped};
+use common::harness::{gallery_names, harness, options, step_until, Dropped};
 use common::png::png_header_only;
 
 const VGG: &str = "../shared/models/vgg16-features.safetensors";
@@ -638,13 +638,7 @@ fn a_conditional_network_lists_its_styles_and_blends_them_in_one_pass() {
     .unwrap();
     let mut harness = harness(options(dir.path(), None));
     harness.step();
-    let names: Vec<String> = harness
-        .state()
-        .gallery_entries()
-        .iter()
-        .map(|e| e.name.clone())
-        .collect();
-    assert_eq!(names, ["Pair", "first", "second", "both"]);
+    assert_eq!(gallery_names(&harness), ["Pair", "first", "second", "both"]);
     harness.state_mut().open_photo(photo);
     step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
         app.has_photo()

@@ -68,3 +68,13 @@ impl eframe::egui::DroppedFile for Dropped {
         std::fs::read(&self.0).map_err(|e| e.to_string())
     }
 }
+
+/// The gallery's tile names, in order.
+pub fn gallery_names(harness: &Harness<'_, AtelierApp>) -> Vec<String> {
+    harness
+        .state()
+        .gallery_entries()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect()
+}
