@@ -30,48 +30,57 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 /// warning for the user naming the file and the damage; without it that is an error.
 pub fn load_rgb_with(path: &Path, allow_damaged: bool) -> Result<(RgbImage, Option<String>)> {
     check_regular_file(path)?;
-    let reader = ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::image(path, e))?;
-    let Some(format) = reader.format() else {
+    // Read once, decode from memory: the JPEG check needs every byte anyway, and an encoded
+    // file is a small fraction of its decoded size.
+    let bytes = std::fs::read(path).map_err(|e| Error::image(path, e))?;
+    decode_rgb(bytes, path, allow_damaged)
+}
+
+/// [`load_rgb_with`] for an image already in memory (an upload, a fuzzer's input); `name`
+/// names it in errors and messages, and its extension is a hint for formats without a
+/// signature.
+pub fn decode_rgb(
+    bytes: Vec<u8>,
+    name: &Path,
+    allow_damaged: bool,
+) -> Result<(RgbImage, Option<String>)> {
+    // The content's signature decides; the name's extension only for formats without one.
+    let format = image::guess_format(&bytes)
+        .ok()
+        .or_else(|| image::ImageFormat::from_path(name).ok());
+    let Some(format) = format else {
         return Err(Error::image(
-            path,
+            name,
             "unsupported or unrecognised image format (use PNG, JPEG, WebP, BMP or TIFF)",
         ));
     };
     let mut warning = None;
-    let decoder = if format == image::ImageFormat::Jpeg {
+    if format == image::ImageFormat::Jpeg {
         // A truncated JPEG decodes "successfully" with its missing part grey: check its
-        // structure first. The bytes are read once and decoded from memory.
-        let bytes = std::fs::read(path).map_err(|e| Error::image(path, e))?;
+        // structure first.
         if let Err(damage) = check_jpeg_structure(&bytes) {
             let reason = format!("{DAMAGED_JPEG} ({damage})");
             if !allow_damaged {
-                return Err(Error::image(path, reason));
+                return Err(Error::image(name, reason));
             }
             warning = Some(format!(
                 "image {}: {reason}; using it anyway, the missing part may be grey",
-                path.display()
+                name.display()
             ));
         }
-        let mut reader = ImageReader::new(std::io::Cursor::new(bytes));
-        reader.set_format(format);
-        reader
-            .into_decoder()
-            .map(|d| Box::new(d) as Box<dyn ImageDecoder>)
-    } else {
-        reader
-            .into_decoder()
-            .map(|d| Box::new(d) as Box<dyn ImageDecoder>)
-    };
-    let mut decoder = decoder.map_err(|e| Error::image(path, format!("cannot decode: {e}")))?;
+    }
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes));
+    reader.set_format(format);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| Error::image(name, format!("cannot decode: {e}")))?;
     let (width, height) = decoder.dimensions();
-    check_dimensions(path, width, height)?;
+    check_dimensions(name, width, height)?;
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder)
-        .map_err(|e| Error::image(path, format!("corrupt or truncated image: {e}")))?;
+        .map_err(|e| Error::image(name, format!("corrupt or truncated image: {e}")))?;
     image.apply_orientation(orientation);
     Ok((image.to_rgb8(), warning))
 }
@@ -438,16 +447,43 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sweep_stale_temp_files(&dir);
     let mut tmp = builder
         .tempfile_in(&dir)
-        .map_err(|e| write_error(e.to_string()))?;
+        .map_err(|e| write_error(describe_write_error(&e, &dir)))?;
     let unfinished = UnfinishedWrite::register(tmp.path());
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
-        .map_err(|e| write_error(e.to_string()))?;
+        .map_err(|e| write_error(describe_write_error(&e, &dir)))?;
     // On failure the temp file is removed when `tmp` is dropped.
     tmp.persist(path)
-        .map_err(|e| write_error(e.error.to_string()))?;
+        .map_err(|e| write_error(describe_write_error(&e.error, &dir)))?;
     drop(unfinished);
     Ok(())
+}
+
+/// Why writing into `dir` failed, in words a user can act on (the OS's text follows in
+/// brackets): the temporary file's own name, which tempfile adds, means nothing to them.
+fn describe_write_error(error: &std::io::Error, dir: &Path) -> String {
+    use std::io::ErrorKind;
+    let what = match error.kind() {
+        ErrorKind::PermissionDenied => format!(
+            "permission denied: the folder {} is not writable for this user",
+            dir.display()
+        ),
+        ErrorKind::ReadOnlyFilesystem => format!("{} is on a read-only disk", dir.display()),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+            "the disk is full (or the quota is used up); free some space".into()
+        }
+        ErrorKind::FileTooLarge => {
+            "the file is too large for this disk or the process's file size limit".into()
+        }
+        _ => return error.to_string(),
+    };
+    let os = error
+        .raw_os_error()
+        .map(|code| std::io::Error::from_raw_os_error(code).to_string());
+    match os {
+        Some(os) => format!("{what} ({os})"),
+        None => what,
+    }
 }
 
 /// Temporary files being written right now, so that an interrupted program (Ctrl+C, SIGTERM)

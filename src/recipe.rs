@@ -139,6 +139,11 @@ pub fn save_png_with_recipe(image: &RgbImage, path: &Path, recipe: &Recipe) -> R
 /// Reads the recipe stored in a PNG written by [`save_png_with_recipe`].
 pub fn load_recipe(path: &Path) -> Result<Recipe> {
     let bytes = std::fs::read(path).map_err(|e| Error::image(path, e))?;
+    recipe_from_png(bytes, path)
+}
+
+/// [`load_recipe`] for a PNG in memory; `path` names it in errors.
+pub fn recipe_from_png(bytes: Vec<u8>, path: &Path) -> Result<Recipe> {
     let decoder = png::Decoder::new(BufReader::new(Cursor::new(bytes)));
     let reader = decoder
         .read_info()

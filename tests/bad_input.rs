@@ -12,6 +12,8 @@ use candle_core::{DType, Device, Tensor};
 use image::{Rgb, RgbImage};
 
 // Included by path so this test does not depend on a shared tests/common/mod.rs.
+#[path = "common/png.rs"]
+mod png;
 #[path = "common/pth.rs"]
 mod pth;
 
@@ -520,4 +522,283 @@ fn logs_have_no_colour_codes_in_a_pipe() {
     let r = atelier_env(&args, &[("ATELIER_LOG", "trace")]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(!stderr(&r).contains('\x1b'), "{:?}", stderr(&r));
+}
+
+/// How the corpus case below runs the binary: as it is, as an unprivileged user (root ignores
+/// a folder's permissions), or with no room at all for the files it writes (a full disk).
+#[derive(Clone, Copy, Debug)]
+enum Runner {
+    Plain,
+    Unprivileged,
+    FileSizeLimit,
+}
+
+/// `atelier ARGS` through `runner`; `None` where the platform cannot run it that way.
+fn run_as(runner: Runner, args: &[&str]) -> Option<Output> {
+    let bin = env!("CARGO_BIN_EXE_atelier");
+    match runner {
+        Runner::Plain => Some(atelier(args)),
+        Runner::Unprivileged => {
+            let root = Command::new("id").arg("-u").output().ok()?.stdout == b"0\n";
+            if !root {
+                return Some(atelier(args));
+            }
+            let mut wrapped = vec!["--reuid=65534", "--regid=65534", "--clear-groups", bin];
+            wrapped.extend_from_slice(args);
+            let out = Command::new("setpriv")
+                .args(&wrapped)
+                .stdin(Stdio::null())
+                .output()
+                .ok()?;
+            // The binary must be reachable for that user (CI's checkout may not be).
+            let err = stderr(&out);
+            (!err.contains("setpriv:")).then_some(out)
+        }
+        Runner::FileSizeLimit => {
+            // SIGXFSZ ignored, so an over-long write fails with EFBIG instead of killing.
+            let script = "trap '' XFSZ; ulimit -f 0; exec \"$0\" \"$@\"";
+            let mut wrapped = vec!["-c", script, bin];
+            wrapped.extend_from_slice(args);
+            Some(
+                Command::new("sh")
+                    .args(&wrapped)
+                    .env_remove("ATELIER_VGG")
+                    .stdin(Stdio::null())
+                    .output()
+                    .ok()?,
+            )
+        }
+    }
+}
+
+/// The faults that were handled before issue 17, kept as one corpus so they stay handled:
+/// damaged and enormous images, weights of the wrong kind, unreadable style manifests, and
+/// outputs that cannot be written. Each: a non-zero exit, a short message naming the problem,
+/// no output, no temporary file, and the inputs unchanged.
+#[cfg(unix)]
+#[test]
+fn faults_handled_before_still_fail_cleanly() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Readable for the unprivileged runner.
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let photo = write_photo(root, "photo.png", 40, 30);
+    let model = root.join("model.safetensors");
+    write_model(&model);
+    let file = |name: &str, bytes: &[u8]| {
+        let path = root.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    let png = std::fs::read(&photo).unwrap();
+    let weights = std::fs::read(&model).unwrap();
+
+    let empty = file("empty.png", b"");
+    let text = file("notes.png", b"these are my notes, not a picture\n");
+    let cut_png = file("cut.png", &png[..png.len() / 2]);
+    let bomb = file("bomb.png", &png::png_header_only(30_000, 30_000));
+    let int_weights = {
+        let raw: Vec<u8> = [1i64, 2, 3, 4]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![4], &raw).unwrap();
+        file(
+            "int.safetensors",
+            &safetensors::serialize([("in1.weight", view)], None).unwrap(),
+        )
+    };
+    let header_bomb = file(
+        "header-bomb.safetensors",
+        &[&u64::MAX.to_le_bytes()[..], b"{}"].concat(),
+    );
+    let cut_weights = file("cut.safetensors", &weights[..weights.len() / 3]);
+    let random_weights = file("random.safetensors", &[0x5a; 4096]);
+    let not_zip = file("broken.pth", b"PK\x03\x04 this is no archive");
+    // Found by the `pth` fuzz target: a tensor rebuilt from too few arguments made candle's
+    // pickle reader panic.
+    let malformed = root.join("malformed.pth");
+    let regression = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/pth/candle-rebuild-args-too-short"),
+    )
+    .unwrap();
+    // The regression is a pickle alone after the target's mode byte.
+    pth::write_raw_pickle(&malformed, &regression[1..]).unwrap();
+
+    let manifest = |name: &str, text: &str| {
+        let folder = root.join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("style.toml"), text).unwrap();
+        std::fs::copy(&model, folder.join("model.safetensors")).unwrap();
+        folder
+    };
+    let bad_syntax = manifest(
+        "bad-syntax",
+        "name = \"Unclosed\nmodel = \"model.safetensors\"\n",
+    );
+    let unknown_field = manifest(
+        "unknown-field",
+        "model = \"model.safetensors\"\ncolour = 3\n",
+    );
+    let wrong_type = manifest("wrong-type", "model = 3\n");
+
+    let read_only = root.join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    std::fs::set_permissions(&read_only, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let full = root.join("full");
+    std::fs::create_dir(&full).unwrap();
+
+    let sources = Sources::of(&[
+        &photo,
+        &model,
+        &empty,
+        &text,
+        &cut_png,
+        &bomb,
+        &int_weights,
+        &header_bomb,
+        &cut_weights,
+        &random_weights,
+        &not_zip,
+        &malformed,
+        &bad_syntax.join("style.toml"),
+    ]);
+    let out = root.join("out.png");
+    let network_args = |photo: &Path, style: &Path, out: &Path| -> Vec<String> {
+        [
+            "stylize",
+            s(photo),
+            "--method",
+            "network",
+            "--style",
+            s(style),
+            "--quiet",
+            "-o",
+            s(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let case =
+        |what, runner, photo: &Path, style: &Path, output: &Path, needles: &[&'static str]| Case {
+            what,
+            runner,
+            args: network_args(photo, style, output),
+            needles: needles.to_vec(),
+            output: output.to_path_buf(),
+        };
+    let plain = |what, photo: &Path, style: &Path, needles: &[&'static str]| {
+        case(what, Runner::Plain, photo, style, &out, needles)
+    };
+    let cases = [
+        plain("an empty photo", &empty, &model, &["empty.png"]),
+        plain("a text file named .png", &text, &model, &["notes.png"]),
+        plain("a truncated PNG", &cut_png, &model, &["cut.png"]),
+        plain(
+            "a 30000x30000 header",
+            &bomb,
+            &model,
+            &["bomb.png", "megapixels"],
+        ),
+        plain(
+            "integer weights",
+            &photo,
+            &int_weights,
+            &["int.safetensors", "dtype I64"],
+        ),
+        plain(
+            "a header-length bomb",
+            &photo,
+            &header_bomb,
+            &["header-bomb", "header of"],
+        ),
+        plain(
+            "truncated weights",
+            &photo,
+            &cut_weights,
+            &["cut.safetensors", "truncated"],
+        ),
+        plain(
+            "random bytes as weights",
+            &photo,
+            &random_weights,
+            &["not a weights file"],
+        ),
+        plain(
+            "a broken zip .pth",
+            &photo,
+            &not_zip,
+            &["broken.pth", "corrupt zip"],
+        ),
+        plain(
+            "a .pth that crashed candle's reader",
+            &photo,
+            &malformed,
+            &["malformed.pth", "pickle is malformed"],
+        ),
+        plain(
+            "a manifest that is not TOML",
+            &photo,
+            &bad_syntax,
+            &["style.toml", "line 1"],
+        ),
+        plain(
+            "an unknown manifest field",
+            &photo,
+            &unknown_field,
+            &["unknown field `colour`"],
+        ),
+        plain(
+            "a number for a path",
+            &photo,
+            &wrong_type,
+            &["style.toml", "`model = 3`"],
+        ),
+        case(
+            "a read-only output folder",
+            Runner::Unprivileged,
+            &photo,
+            &model,
+            &read_only.join("out.png"),
+            &["cannot write", "permission denied"],
+        ),
+        case(
+            "a full disk",
+            Runner::FileSizeLimit,
+            &photo,
+            &model,
+            &full.join("out.png"),
+            &["cannot write", "too large"],
+        ),
+    ];
+    for Case {
+        what,
+        runner,
+        args,
+        needles,
+        output,
+    } in cases
+    {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let Some(result) = run_as(runner, &args) else {
+            eprintln!("{what}: skipped, this platform cannot run it {runner:?}");
+            continue;
+        };
+        eprintln!("{what}:");
+        assert_refused(&result, &needles, &output);
+        sources.assert_unchanged();
+    }
+}
+
+/// One run of [`faults_handled_before_still_fail_cleanly`]: what it tries, how, the words its
+/// message must hold and the output that must not appear.
+struct Case {
+    what: &'static str,
+    runner: Runner,
+    args: Vec<String>,
+    needles: Vec<&'static str>,
+    output: PathBuf,
 }

@@ -7,6 +7,7 @@ pub mod device;
 pub mod hub;
 pub mod layers;
 pub mod ops;
+pub mod pth;
 pub mod transformer;
 pub mod vgg;
 pub mod weights;

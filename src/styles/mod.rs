@@ -569,8 +569,38 @@ pub fn model_in_folder(folder: &Path) -> Result<PathBuf, StyleError> {
 pub fn parse_manifest(text: &str, path: &Path) -> Result<Manifest, StyleError> {
     toml::from_str(text).map_err(|e| StyleError::Manifest {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: one_line_toml_error(&e, text),
     })
+}
+
+/// `line L, column C: MESSAGE`: toml's own text spans several lines (it quotes the source with
+/// a caret), too much for a one-line error.
+fn one_line_toml_error(error: &toml::de::Error, text: &str) -> String {
+    let message = error.message().trim().replace('\n', "; ");
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |last| last.chars().count())
+        + 1;
+    // The line itself names the field, which toml's message may not ("invalid type").
+    let source: String = text
+        .lines()
+        .nth(line - 1)
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(60)
+        .collect();
+    if source.is_empty() {
+        format!("line {line}, column {column}: {message}")
+    } else {
+        format!("line {line}, column {column} (`{source}`): {message}")
+    }
 }
 
 /// The styles trained in the app: every `DIR/*/style.toml` of the user's styles folder, like
@@ -730,6 +760,13 @@ mod tests {
         let again = parse_manifest(&manifest.to_toml().unwrap(), Path::new("c")).unwrap();
         assert_eq!(again, manifest);
         assert!(parse_manifest("nmae = \"typo\"\n", Path::new("d")).is_err());
+        let broken = parse_manifest("name = \"Ok\"\nmodel = \"unclosed\n", Path::new("e"));
+        let reason = broken.unwrap_err().to_string();
+        assert!(
+            reason.contains("line 2, column 18 (`model = \"unclosed`): "),
+            "{reason}"
+        );
+        assert_eq!(reason.lines().count(), 1, "{reason}");
     }
 
     #[test]
