@@ -627,6 +627,31 @@ fn faults_handled_before_still_fail_cleanly() {
     .unwrap();
     // The regression is a pickle alone after the target's mode byte.
     pth::write_raw_pickle(&malformed, &regression[1..]).unwrap();
+    // A state dict whose first storage holds 8 bytes where its shape needs 72: refused before
+    // anything is allocated for it (a hostile shape could ask for terabytes).
+    let short_storage = root.join("short-storage.pth");
+    {
+        let whole = root.join("whole.pth");
+        let conv = Tensor::ones((2, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        pth::write_state_dict(&whole, &[("conv.weight".to_string(), conv)]).unwrap();
+        let mut archive = zip::ZipArchive::new(std::fs::File::open(&whole).unwrap()).unwrap();
+        let mut out = zip::ZipWriter::new(std::fs::File::create(&short_storage).unwrap());
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for index in 0..archive.len() {
+            let mut entry = archive.by_index(index).unwrap();
+            let name = entry.name().unwrap().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            if name.ends_with("data/0") {
+                bytes.truncate(8);
+            }
+            out.start_file(name, stored).unwrap();
+            std::io::Write::write_all(&mut out, &bytes).unwrap();
+        }
+        out.finish().unwrap();
+        std::fs::remove_file(&whole).unwrap();
+    }
 
     let manifest = |name: &str, text: &str| {
         let folder = root.join(name);
@@ -664,6 +689,7 @@ fn faults_handled_before_still_fail_cleanly() {
         &random_weights,
         &not_zip,
         &malformed,
+        &short_storage,
         &bad_syntax.join("style.toml"),
     ]);
     let out = root.join("out.png");
@@ -738,6 +764,12 @@ fn faults_handled_before_still_fail_cleanly() {
             &photo,
             &malformed,
             &["malformed.pth", "pickle is malformed"],
+        ),
+        plain(
+            "a .pth storage shorter than its shape",
+            &photo,
+            &short_storage,
+            &["conv.weight", "needs more than the 8 bytes"],
         ),
         plain(
             "a manifest that is not TOML",

@@ -590,3 +590,59 @@ fn the_app_without_a_display_says_so_plainly() {
     assert!(!err.contains(".rs:"), "a source path leaked: {err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// SIGTERM to the desktop app: the handler installed before any command runs removes the
+/// temporary file of a write in progress and exits with 130, as for the command line. Needs an
+/// X server: runs under Xvfb where it is installed (`.ci/run` installs it), else says so.
+#[cfg(all(feature = "gui", target_os = "linux"))]
+#[test]
+fn the_app_stops_cleanly_on_sigterm() {
+    use std::time::{Duration, Instant};
+    let display = format!(":{}", 100 + std::process::id() % 800);
+    let Ok(mut xvfb) = Command::new("Xvfb")
+        .args([
+            display.as_str(),
+            "-screen",
+            "0",
+            "1024x768x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!("skipped: no Xvfb on this machine (apt-get install xvfb)");
+        return;
+    };
+    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{}", &display[1..]));
+    let start = Instant::now();
+    while !socket.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(socket.exists(), "Xvfb did not start on {display}");
+    let home = tempfile::tempdir().unwrap();
+    let app = Command::new(env!("CARGO_BIN_EXE_atelier"))
+        .env("DISPLAY", &display)
+        .env_remove("WAYLAND_DISPLAY")
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path().join("data"))
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough for the window and the engine thread to be up.
+    std::thread::sleep(Duration::from_secs(4));
+    let killed = Command::new("kill")
+        .args(["-TERM", &app.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = app.wait_with_output().unwrap();
+    let _ = xvfb.kill();
+    let _ = xvfb.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.trim_end().ends_with("interrupted"), "{err}");
+}
