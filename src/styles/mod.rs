@@ -352,12 +352,15 @@ impl StyleEntry {
             let mut mix = vec![0.0; count];
             mix[index] = 1.0;
             entries.push(Self {
-                name: style.name.clone(),
+                // The work's title reads better on a tile than the file stem the style is
+                // called by (`--mix starry-night`), which the tooltip still gives.
+                name: style.title.clone().unwrap_or_else(|| style.name.clone()),
                 description: Some(format!(
-                    "Style {} of {} in {}{}",
+                    "Style {} of {} in {} (`{}`){}",
                     index + 1,
                     count,
                     whole.name,
+                    style.name,
                     style
                         .description()
                         .map(|d| format!(": {d}"))
