@@ -6,6 +6,7 @@ mod score;
 mod stylize;
 mod train;
 mod train_decoder;
+mod training_progress;
 
 use std::path::PathBuf;
 

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use atelier::engine::{self, Engine, EventBody, JobKind, StyleCredits, TrainConfig, TrainRecipe};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+
+use super::training_progress::TrainingProgress;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -97,9 +98,6 @@ pub struct TrainArgs {
     #[arg(long, short)]
     pub quiet: bool,
 }
-
-/// How often a progress line is printed when stderr is not a terminal.
-const LOG_EVERY: u64 = 10;
 
 /// An absolute form of `path` (so a checkpoint resumes from any working directory); a path
 /// that does not exist is kept as given and reported by the trainer.
@@ -217,30 +215,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         std::sync::Arc::new(Engine::new(engine::best_device()).context("cannot start training")?);
     let job = engine.train(config).context("cannot start training")?;
     // Ctrl+C or SIGTERM stops after the current iteration with a checkpoint.
-    let stoppable = std::sync::Arc::downgrade(&engine);
-    super::interrupt::set_hook(move || {
-        if let Some(engine) = stoppable.upgrade() {
-            engine.cancel(job);
-        }
-    });
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(args.iterations);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} it (eta {eta}) {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    };
-    // Lines that must reach the user with or without a terminal (a hidden bar prints nothing).
-    let say = |line: String| match (args.quiet, bar.is_hidden()) {
-        (true, _) => {}
-        (false, true) => eprintln!("{line}"),
-        (false, false) => bar.println(line),
-    };
+    super::training_progress::stop_on_signal(&engine, job);
+    let progress = TrainingProgress::new(args.iterations, args.quiet);
     for event in engine.events().iter() {
         if event.job != job {
             continue;
@@ -250,16 +226,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 first_iteration,
                 photos,
                 ..
-            } => {
-                bar.set_position(first_iteration);
-                bar.reset_eta();
-                if first_iteration > 0 {
-                    say(format!("resuming after iteration {first_iteration}"));
-                }
-                bar.set_message(format!("{photos} photos"));
-            }
+            } => progress.started(first_iteration, photos),
             EventBody::Training(p) => {
-                bar.set_position(p.iteration);
                 let l = p.losses;
                 let mut message = format!(
                     "loss {:.3} (content {:.3} style {:.3} tv {:.3}",
@@ -269,28 +237,21 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                     message += &format!(" adv {:.3} disc {:.3}", l.adversarial, l.discriminator);
                 }
                 message += &format!(") {:.2} img/s", p.images_per_second);
-                // Without a terminal (a log file) the bar is hidden: print a line now and then.
-                if bar.is_hidden() && p.iteration.is_multiple_of(LOG_EVERY) {
-                    say(format!(
-                        "iteration {}/{}: {message}",
-                        p.iteration, p.iterations
-                    ));
-                }
-                bar.set_message(message);
+                progress.step(p.iteration, p.iterations, message);
             }
             EventBody::Preview { saved, step } => {
                 // The image itself waits in the engine's slot; the CLI only names the file.
                 let _ = engine.take_preview(JobKind::Training);
                 match saved {
-                    Some(path) => say(format!("preview {}", path.display())),
-                    None => say(format!("preview at iteration {step}")),
+                    Some(path) => progress.say(format!("preview {}", path.display())),
+                    None => progress.say(format!("preview at iteration {step}")),
                 }
             }
             EventBody::Stopped {
                 checkpoint,
                 iteration,
             } => {
-                bar.abandon();
+                progress.abandon();
                 super::interrupt::clear_hook();
                 if super::interrupt::interrupted() {
                     return Err(super::interrupt::Interrupted(format!(
@@ -306,7 +267,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 );
             }
             EventBody::Trained(trained) => {
-                bar.finish_and_clear();
+                progress.finish();
                 if !args.quiet {
                     eprintln!(
                         "wrote {} after {} iterations ({:.2} s per iteration)",
@@ -319,11 +280,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             EventBody::Failed(failure) => {
-                bar.abandon();
+                progress.abandon();
                 bail!("{failure}");
             }
             EventBody::Cancelled => {
-                bar.abandon();
+                progress.abandon();
                 bail!("training cancelled");
             }
             _ => {}

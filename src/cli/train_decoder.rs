@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use atelier::engine::{self, DecoderEvent, DecoderRecipe, DecoderTrainConfig, Engine, EventBody};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+
+use super::training_progress::TrainingProgress;
 
 #[derive(Args)]
 pub struct TrainDecoderArgs {
@@ -54,8 +55,6 @@ pub struct TrainDecoderArgs {
     pub quiet: bool,
 }
 
-const LOG_EVERY: u64 = 10;
-
 pub fn run(args: TrainDecoderArgs) -> anyhow::Result<()> {
     let vgg = engine::resolve_vgg(args.vgg.as_deref())?;
     let absolute = |p: &PathBuf| p.canonicalize().unwrap_or_else(|_| p.clone());
@@ -85,29 +84,8 @@ pub fn run(args: TrainDecoderArgs) -> anyhow::Result<()> {
     let job = engine
         .train_decoder(config, vgg)
         .context("cannot start the decoder training")?;
-    let stoppable = std::sync::Arc::downgrade(&engine);
-    super::interrupt::set_hook(move || {
-        if let Some(engine) = stoppable.upgrade() {
-            engine.cancel(job);
-        }
-    });
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(args.iterations);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} it (eta {eta}) {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    };
-    let say = |line: String| match (args.quiet, bar.is_hidden()) {
-        (true, _) => {}
-        (false, true) => eprintln!("{line}"),
-        (false, false) => bar.println(line),
-    };
+    super::training_progress::stop_on_signal(&engine, job);
+    let progress = TrainingProgress::new(args.iterations, args.quiet);
     for event in engine.events().iter() {
         if event.job != job {
             continue;
@@ -116,38 +94,24 @@ pub fn run(args: TrainDecoderArgs) -> anyhow::Result<()> {
             EventBody::Decoder(DecoderEvent::Started {
                 first_iteration,
                 photos,
-            }) => {
-                bar.set_position(first_iteration);
-                bar.reset_eta();
-                if first_iteration > 0 {
-                    say(format!("resuming after iteration {first_iteration}"));
-                }
-                bar.set_message(format!("{photos} photos"));
-            }
+            }) => progress.started(first_iteration, photos),
             EventBody::Decoder(DecoderEvent::Progress(step)) => {
-                bar.set_position(step.iteration);
                 let l = step.losses;
                 let message = format!(
                     "loss {:.5} (pixel {:.5} feature {:.5}) {:.2} s/it",
                     l.total, l.pixel, l.feature, step.seconds
                 );
-                if bar.is_hidden() && step.iteration.is_multiple_of(LOG_EVERY) {
-                    say(format!(
-                        "iteration {}/{}: {message}",
-                        step.iteration, args.iterations
-                    ));
-                }
-                bar.set_message(message);
+                progress.step(step.iteration, args.iterations, message);
             }
             EventBody::Decoder(DecoderEvent::Preview { path, .. }) => {
-                say(format!("preview {}", path.display()));
+                progress.say(format!("preview {}", path.display()));
             }
             EventBody::Decoder(DecoderEvent::Checkpoint { .. }) => {}
             EventBody::Decoder(DecoderEvent::Stopped {
                 iteration,
                 checkpoint,
             }) => {
-                bar.abandon();
+                progress.abandon();
                 super::interrupt::clear_hook();
                 let message = format!(
                     "stopped after iteration {iteration}: checkpoint saved in {}; run the same \
@@ -160,7 +124,7 @@ pub fn run(args: TrainDecoderArgs) -> anyhow::Result<()> {
                 bail!(message);
             }
             EventBody::Decoder(DecoderEvent::Finished(report)) => {
-                bar.finish_and_clear();
+                progress.finish();
                 super::interrupt::clear_hook();
                 if !args.quiet {
                     let psnr = report
@@ -182,11 +146,11 @@ pub fn run(args: TrainDecoderArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             EventBody::Failed(failure) => {
-                bar.abandon();
+                progress.abandon();
                 bail!("{failure}");
             }
             EventBody::Cancelled => {
-                bar.abandon();
+                progress.abandon();
                 bail!("decoder training cancelled");
             }
             _ => {}
