@@ -14,15 +14,22 @@ use crate::error::{Error, Result};
 /// Every tensor of the state dict in the `.pth` at `path`, as stored (any dtype, on the CPU).
 /// A checkpoint that wraps its weights as `{"state_dict": {...}, ...}` is unwrapped.
 pub fn load_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
-    // A pickle can name any Python function to call; candle's reader calls none, but a file
-    // that tries is not a state dict, and saying so beats a puzzling "missing tensor".
-    check_pickles(path)?;
-    let unreadable =
-        |e: String| Error::weights(path, format!("not a readable PyTorch state dict: {e}"));
     let file = std::fs::File::open(path).map_err(|e| Error::weights(path, e))?;
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| Error::weights(path, format!("corrupt zip archive: {e}")))?;
-    let infos = tensor_infos(&mut archive).map_err(unreadable)?;
+    // A pickle can name any Python function to call; candle's reader calls none, but a file
+    // that tries is not a state dict, and saying so beats a puzzling "missing tensor". The
+    // bytes checked are the bytes parsed: the file is not read a second time.
+    let pickles = checked_pickles(&mut archive, path)?;
+    let unreadable =
+        |e: String| Error::weights(path, format!("not a readable PyTorch state dict: {e}"));
+    let mut infos = Vec::new();
+    for (name, pickle) in pickles
+        .iter()
+        .filter(|(name, _)| name.ends_with("data.pkl"))
+    {
+        infos.extend(tensor_infos(name, pickle).map_err(unreadable)?);
+    }
     let mut tensors = HashMap::with_capacity(infos.len());
     for info in infos {
         let tensor = read_tensor(&mut archive, &info)
@@ -32,37 +39,19 @@ pub fn load_pth(path: &Path) -> Result<HashMap<String, Tensor>> {
     Ok(tensors)
 }
 
-/// The tensors the archive's `data.pkl` pickles describe. Unlike candle's own reader, an entry
-/// that looks like a tensor but cannot be rebuilt is an error naming it (candle printed
-/// "skipping: ..." to stderr and dropped it).
-fn tensor_infos<R: Read + std::io::Seek>(
-    archive: &mut zip::ZipArchive<R>,
-) -> std::result::Result<Vec<TensorInfo>, String> {
-    let names = archive
-        .file_names()
-        .map(|name| name.map(std::borrow::Cow::into_owned))
-        .collect::<std::result::Result<Vec<String>, _>>()
-        .map_err(|e| format!("corrupt zip archive: {e}"))?;
-    let mut infos = Vec::new();
-    for name in names.into_iter().filter(|name| name.ends_with("data.pkl")) {
-        let mut pickle = Vec::new();
-        archive
-            .by_name(&name)
-            .map_err(|e| format!("{name}: {e}"))?
-            .take(MAX_PICKLE_BYTES)
-            .read_to_end(&mut pickle)
-            .map_err(|e| format!("{name}: {e}"))?;
-        let dir = Path::new(name.trim_end_matches(".pkl"));
-        let object = without_panics(|| {
-            let mut stack = Stack::empty();
-            stack
-                .read_loop(&mut pickle.as_slice())
-                .and_then(|()| stack.finalize())
-        })?
-        .map_err(|e| format!("{name}: {e}"))?;
-        infos.extend(state_dict_infos(object, dir)?);
-    }
-    Ok(infos)
+/// The tensors the pickle `name` (an archive's `.../data.pkl`) describes. Unlike candle's own
+/// reader, an entry that looks like a tensor but cannot be rebuilt is an error naming it
+/// (candle printed "skipping: ..." to stderr and dropped it).
+fn tensor_infos(name: &str, pickle: &[u8]) -> std::result::Result<Vec<TensorInfo>, String> {
+    let dir = Path::new(name.trim_end_matches(".pkl"));
+    let object = without_panics(|| {
+        let mut stack = Stack::empty();
+        stack
+            .read_loop(&mut &pickle[..])
+            .and_then(|()| stack.finalize())
+    })?
+    .map_err(|e| format!("{name}: {e}"))?;
+    state_dict_infos(object, dir)
 }
 
 /// The tensors of one unpickled object: a state dict, a TorchScript module's, or the
@@ -198,12 +187,14 @@ fn without_panics<T>(read: impl FnOnce() -> T) -> std::result::Result<T, String>
 /// Pickles larger than this are refused (a state dict's is kilobytes: the tensors' data lives
 /// in separate entries).
 const MAX_PICKLE_BYTES: u64 = 256 << 20;
-/// Checks every pickle (`*.pkl`) of the zip at `path`: each may only name the globals that
-/// rebuild tensors and state dicts ([`allowed_global`]).
-fn check_pickles(path: &Path) -> Result<()> {
-    let file = std::fs::File::open(path).map_err(|e| Error::weights(path, e))?;
-    let mut archive = zip::ZipArchive::new(file)
-        .map_err(|e| Error::weights(path, format!("corrupt zip archive: {e}")))?;
+/// Every pickle (`*.pkl`) of `archive` (the `.pth` at `path`, named in errors), with its
+/// name, once each has been checked to name only the globals that rebuild tensors and state
+/// dicts ([`allowed_global`]).
+fn checked_pickles<R: Read + std::io::Seek>(
+    archive: &mut zip::ZipArchive<R>,
+    path: &Path,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut pickles = Vec::new();
     for index in 0..archive.len() {
         // Raw: nothing is decompressed (torch.save stores every entry as it is).
         let entry = archive
@@ -240,8 +231,9 @@ fn check_pickles(path: &Path) -> Result<()> {
             .read_to_end(&mut pickle)
             .map_err(|e| Error::weights(path, format!("corrupt zip archive: {name}: {e}")))?;
         scan_pickle(&pickle).map_err(|e| Error::weights(path, format!("{name}: {e}")))?;
+        pickles.push((name, pickle));
     }
-    Ok(())
+    Ok(pickles)
 }
 
 /// The little-endian u32 at `at` (0 past the end: the scanner has checked the lengths).

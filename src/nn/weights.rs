@@ -219,7 +219,7 @@ fn read_tensor<R: Read + std::io::Seek>(
         .checked_sub(start)
         .ok_or_else(|| format!("data offsets {start}..{end} are reversed"))?;
     // Every number here comes from the file: checked arithmetic, so a hostile header is an
-    // error rather than an overflow (found by the `safetensors` fuzz target).
+    // error rather than an overflow (kept in fuzz/regressions/safetensors/).
     let bytes_for_shape = entry
         .shape
         .iter()
@@ -232,8 +232,10 @@ fn read_tensor<R: Read + std::io::Seek>(
             entry.shape, entry.dtype
         ));
     }
-    let data_end = data_start.checked_add(end).filter(|&e| e <= file_len);
-    if data_end.is_none() {
+    if data_start
+        .checked_add(end)
+        .is_none_or(|data_end| data_end > file_len)
+    {
         return Err(format!(
             "data ends at byte {} but the file has {file_len} (truncated?)",
             u128::from(data_start) + u128::from(end)
