@@ -9,7 +9,8 @@ use std::sync::Mutex;
 /// The exit status of a program stopped by Ctrl+C (128 + SIGINT), as shells report it.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-type Hook = Box<dyn Fn() + Send>;
+/// What to do on the first signal, and the line that says so.
+type Hook = (&'static str, Box<dyn Fn() + Send>);
 
 static HOOK: Mutex<Option<Hook>> = Mutex::new(None);
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
@@ -26,11 +27,12 @@ pub fn install() {
     }
 }
 
-/// The first signal calls `hook` instead of exiting (until the hook is cleared).
-pub fn set_hook(hook: impl Fn() + Send + 'static) {
+/// The first signal prints `message` and calls `hook` instead of exiting (until the hook is
+/// cleared).
+pub fn set_hook(message: &'static str, hook: impl Fn() + Send + 'static) {
     *HOOK
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(hook));
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((message, Box::new(hook)));
 }
 
 pub fn clear_hook() {
@@ -50,8 +52,8 @@ fn on_signal() {
         let hook = HOOK
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(hook) = hook.as_ref() {
-            eprintln!("\nstopping: saving a checkpoint first (Ctrl+C again quits at once)");
+        if let Some((message, hook)) = hook.as_ref() {
+            eprintln!("\n{message}");
             hook();
             return;
         }

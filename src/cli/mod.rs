@@ -3,6 +3,7 @@
 mod bench;
 pub mod interrupt;
 mod score;
+mod serve;
 mod stylize;
 mod train;
 mod train_decoder;
@@ -41,6 +42,8 @@ enum Command {
     TrainDecoder(Box<train_decoder::TrainDecoderArgs>),
     /// Score finished images with the optimisation method's losses (to compare methods).
     Score(score::ScoreArgs),
+    /// Serve a web page and an HTTP API on the engine (loopback only unless --public).
+    Serve(Box<serve::ServeArgs>),
     /// Measure the speed of the building blocks and print a table.
     Bench(bench::BenchArgs),
     /// Download the standard ImageNet VGG19 from the Hugging Face hub into the cache.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::TrainDecoder(args) => train_decoder::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Score(args) => score::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::FetchVgg { endpoint } => {
             let path = atelier::engine::download_vgg19(endpoint.as_deref(), true)?;
             println!("{}", path.display());

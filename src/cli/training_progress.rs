@@ -75,9 +75,12 @@ impl TrainingProgress {
 /// checkpoint (a second one exits at once).
 pub fn stop_on_signal(engine: &Arc<Engine>, job: JobId) {
     let stoppable = Arc::downgrade(engine);
-    super::interrupt::set_hook(move || {
-        if let Some(engine) = stoppable.upgrade() {
-            engine.cancel(job);
-        }
-    });
+    super::interrupt::set_hook(
+        "stopping: saving a checkpoint first (Ctrl+C again quits at once)",
+        move || {
+            if let Some(engine) = stoppable.upgrade() {
+                engine.cancel(job);
+            }
+        },
+    );
 }

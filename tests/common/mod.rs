@@ -8,3 +8,4 @@ pub mod fixtures;
 pub mod harness;
 pub mod png;
 pub mod pth;
+pub mod server;
