@@ -228,7 +228,7 @@ fn bad_requests_get_json_errors_and_the_server_stays_up() {
         .unwrap()
         .contains("30000×30000"));
     check(reply, 413, "too_large");
-    let oversize = vec![7u8; 3 << 20];
+    let oversize = vec![7u8; 6 << 20];
     check(
         post_form(
             &agent,
