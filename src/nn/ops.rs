@@ -274,6 +274,68 @@ pub fn instance_norm(
     )
 }
 
+/// `act(x·scale[c] + shift[c])` per channel of an NCHW tensor: an instance norm whose statistics
+/// were taken over a whole image, for inference in tiles. No gradient.
+pub fn channel_affine(x: &Tensor, scale: &[f32], shift: &[f32], relu: bool) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    if scale.len() != c || shift.len() != c {
+        bail!(
+            "channel_affine: {} scales and {} shifts for {c} channels",
+            scale.len(),
+            shift.len()
+        )
+    }
+    if !custom_kernels_apply(x) {
+        let scale = Tensor::from_slice(scale, (1, c, 1, 1), x.device())?.to_dtype(x.dtype())?;
+        let shift = Tensor::from_slice(shift, (1, c, 1, 1), x.device())?.to_dtype(x.dtype())?;
+        let y = x.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    x.contiguous()?.apply_op1_no_bwd(&ChannelAffine {
+        scale: scale.to_vec(),
+        shift: shift.to_vec(),
+        relu,
+    })
+}
+
+struct ChannelAffine {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp1 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "atelier-channel-affine"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(storage, layout, self.name())?;
+        let (_, c, h, w) = layout.shape().dims4()?;
+        let y = norm_kernel::affine(x, c, h * w, &self.scale, &self.shift, self.relu);
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+}
+
+/// Per-channel (sum, sum of squares) of sample 0 of an NCHW tensor over the window
+/// `rows`×`cols`, in f64.
+pub fn window_sums(
+    x: &Tensor,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> Result<Vec<(f64, f64)>> {
+    let (_, _, h, w) = x.dims4()?;
+    if rows.end > h || cols.end > w || rows.start > rows.end || cols.start > cols.end {
+        bail!("window_sums: window {rows:?}×{cols:?} outside a {h}×{w} tensor")
+    }
+    let data = x
+        .narrow(0, 0, 1)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(norm_kernel::window_sums(&data, h, w, rows, cols))
+}
+
 /// 2×2 max-pool with stride 2 (odd sizes are floored, as in PyTorch). The gradient goes entirely
 /// to the maximum of each window (the first one on ties), as in PyTorch.
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {

@@ -8,3 +8,4 @@ pub mod gatys;
 pub mod lbfgs;
 pub mod network;
 pub mod optim;
+pub mod tiles;

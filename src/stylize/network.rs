@@ -7,11 +7,90 @@ use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::imaging;
-use crate::nn::transformer::TransformerNet;
+use crate::nn::transformer::{
+    ChannelStats, NormStats, NormSums, TileWindow, TransformerNet, NORM_LAYERS, RECEPTIVE_RADIUS,
+};
+use crate::stylize::tiles;
 
-/// Largest image the network runs on in one piece; its activations grow with the pixel count
-/// (about 0.6 GB per megapixel), so bigger photos are downscaled with a message.
-pub const MAX_NETWORK_PIXELS: u64 = 16_000_000;
+/// Activation memory of a width-32 network per input pixel in one piece, measured: about 0.6 GB
+/// per megapixel (peak RSS of a 1024² run); narrower networks need proportionally less.
+const BYTES_PER_PIXEL_AT_WIDTH_32: u64 = 600;
+
+/// Core side of the tiles of the statistics passes when they sample part of the photo: small
+/// enough that the sample spreads over the photo, large enough that the halo (64 px a side)
+/// adds no more than half the work.
+pub const SAMPLE_CORE: u32 = 512;
+
+/// Photo pixels the statistics passes cover: photos up to this size get exact whole-image
+/// statistics (tiled equals untiled); larger ones an estimate from this many pixels spread over
+/// them (a quarter of a 50 MP photo). The passes cost about 6.4 forward passes over what they
+/// cover, since pass k runs the network only up to norm k.
+pub const DEFAULT_SAMPLE_PIXELS: u64 = 12_000_000;
+
+/// How a photo too large for one piece runs in tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TilePlan {
+    /// Longest side of an output tile's core (input pixels); the input adds the receptive
+    /// radius on each side.
+    pub core: u32,
+    /// Core side of the tiles of the statistics passes.
+    pub sample_core: u32,
+    /// Photo pixels those passes cover; the whole photo (exact statistics) when it is smaller.
+    pub sample_pixels: u64,
+}
+
+/// What a tiled run did, for the user.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct TileReport {
+    /// Core side of the output tiles.
+    pub core: u32,
+    pub tiles: usize,
+    /// Tiles of the statistics passes, and the share of the photo they covered (1: exact).
+    pub sample_tiles: usize,
+    pub sampled: f64,
+}
+
+impl TileReport {
+    /// "12 tiles of 1212 px; norm statistics from 38 % of the photo".
+    pub fn describe(&self) -> String {
+        let stats = if self.sampled >= 1.0 {
+            "exact whole-photo norm statistics".to_string()
+        } else {
+            format!(
+                "norm statistics from {:.0} % of the photo",
+                self.sampled * 100.0
+            )
+        };
+        format!("{} tiles of {} px; {stats}", self.tiles, self.core)
+    }
+}
+
+impl TilePlan {
+    /// The plan for `net` on a `width`×`height` photo with the memory available now; `None` when
+    /// the photo fits in one piece.
+    pub fn for_photo(net: &TransformerNet, width: u32, height: u32) -> Option<Self> {
+        let per_pixel = (BYTES_PER_PIXEL_AT_WIDTH_32 * net.width() as u64).div_ceil(32);
+        let side = tiles::tile_side_for(tiles::tile_budget_bytes(), per_pixel, 4);
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels <= u64::from(side) * u64::from(side) {
+            return None;
+        }
+        let halo = RECEPTIVE_RADIUS as u32;
+        let core = side.saturating_sub(2 * halo).max(4 * halo);
+        // Exact statistics run on the output tiles themselves (the least halo); a sample needs
+        // smaller tiles to spread.
+        let sample_core = if pixels <= DEFAULT_SAMPLE_PIXELS {
+            core
+        } else {
+            SAMPLE_CORE.min(core)
+        };
+        Some(Self {
+            core,
+            sample_core,
+            sample_pixels: DEFAULT_SAMPLE_PIXELS,
+        })
+    }
+}
 
 /// The photo painted by `net`, at the photo's size.
 pub fn stylize(net: &TransformerNet, content: &RgbImage, device: &Device) -> Result<RgbImage> {
@@ -59,22 +138,101 @@ pub fn stylize_mixed(
     device: &Device,
     mix: Option<&[f32]>,
 ) -> Result<RgbImage> {
-    let pixels = u64::from(content.width()) * u64::from(content.height());
-    if pixels > MAX_NETWORK_PIXELS {
-        return Err(Error::invalid(format!(
-            "image is {}x{}; the network runs on at most {} megapixels at once (choose a smaller --size)",
-            content.width(),
-            content.height(),
-            MAX_NETWORK_PIXELS / 1_000_000
-        )));
-    }
-    let x = imaging::to_tensor(content, device)?;
+    let plan = TilePlan::for_photo(net, content.width(), content.height());
+    Ok(stylize_planned(net, content, device, mix, plan, &mut |_, _| Ok(()))?.0)
+}
+
+/// [`stylize_mixed`] in tiles as `plan` says (`None`: in one piece). `on_tile(done, total)` is
+/// called after each tile run (an error, such as [`Error::Cancelled`], stops the run).
+pub fn stylize_planned(
+    net: &TransformerNet,
+    content: &RgbImage,
+    device: &Device,
+    mix: Option<&[f32]>,
+    plan: Option<TilePlan>,
+    on_tile: &mut dyn FnMut(usize, usize) -> Result<()>,
+) -> Result<(RgbImage, Option<TileReport>)> {
     let mix = mix
         .map(|m| Tensor::from_slice(m, m.len(), device))
         .transpose()?;
-    let y = net.forward_mixed(&x, mix.as_ref())?;
-    imaging::from_tensor(&y)
+    let Some(plan) = plan else {
+        let x = imaging::to_tensor(content, device)?;
+        let y = net.forward_mixed(&x, mix.as_ref())?;
+        on_tile(1, 1)?;
+        return Ok((imaging::from_tensor(&y)?, None));
+    };
+    let (width, height) = content.dimensions();
+    // The network extends the photo to multiples of 4; the tiles cover that extended image.
+    let (padded_w, padded_h) = (width.div_ceil(4) * 4, height.div_ceil(4) * 4);
+    let halo = RECEPTIVE_RADIUS as u32;
+    let grid = tiles::grid(padded_w, padded_h, plan.core, halo, 4);
+    let sample = tiles::spread_sample(
+        &tiles::grid(padded_w, padded_h, plan.sample_core, halo, 4),
+        plan.sample_pixels,
+    );
+    let total = sample.len() * NORM_LAYERS + grid.len();
+    let mut done = 0;
+    let mut step = |done: &mut usize| {
+        *done += 1;
+        on_tile(*done, total)
+    };
+
+    // Statistics passes: norm k's whole-image statistics from the sample, with those of the
+    // norms before it already fixed. The sample's inputs are cut once.
+    let inputs = sample
+        .iter()
+        .map(|tile| imaging::to_tensor(&tiles::crop_reflected(content, tile.input), device))
+        .collect::<Result<Vec<_>>>()?;
+    let mut known: Vec<ChannelStats> = Vec::with_capacity(NORM_LAYERS);
+    for layer in 0..NORM_LAYERS {
+        let mut sums = NormSums::default();
+        for (tile, x) in sample.iter().zip(&inputs) {
+            net.probe_norm(x, mix.as_ref(), &known, &mut sums, window_of(tile))?;
+            step(&mut done)?;
+        }
+        known.push(
+            sums.layer(layer)
+                .ok_or_else(|| Error::invalid("the statistics sample covered no pixels"))?,
+        );
+    }
+    drop(inputs);
+    let stats = NormStats { layers: known };
+
+    let mut out = RgbImage::new(width, height);
+    for tile in &grid {
+        let x = imaging::to_tensor(&tiles::crop_reflected(content, tile.input), device)?;
+        let y = net.forward_tile(&x, mix.as_ref(), &stats, None)?;
+        tiles::paste_core(&mut out, &imaging::from_tensor(&y)?, *tile);
+        step(&mut done)?;
+    }
+    let sampled_pixels: u64 = sample
+        .iter()
+        .map(|t| u64::from(t.core.width) * u64::from(t.core.height))
+        .sum();
+    Ok((
+        out,
+        Some(TileReport {
+            core: plan.core,
+            tiles: grid.len(),
+            sample_tiles: sample.len(),
+            sampled: sampled_pixels as f64 / (f64::from(padded_w) * f64::from(padded_h)),
+        }),
+    ))
 }
+
+/// The core of `tile` in its input's pixels.
+fn window_of(tile: &tiles::Tile) -> TileWindow {
+    TileWindow {
+        top: (tile.core.y - tile.input.y) as usize,
+        left: (tile.core.x - tile.input.x) as usize,
+        height: tile.core.height as usize,
+        width: tile.core.width as usize,
+    }
+}
+
+/// Largest image the network methods take: the input limit. Larger photos no longer need to be
+/// downscaled, they run in tiles ([`TilePlan`]).
+pub const MAX_NETWORK_PIXELS: u64 = imaging::MAX_INPUT_PIXELS;
 
 /// The longer side to run the network at: the requested one, or the photo's own, capped so that
 /// the pixel count stays under [`MAX_NETWORK_PIXELS`].

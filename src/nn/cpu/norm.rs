@@ -107,3 +107,62 @@ pub fn backward(
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
     (dx, to_f32(d_gamma), to_f32(d_beta))
 }
+
+/// `y = act(x·scale[c] + shift[c])`: the normalisation of [`forward`] with statistics taken
+/// elsewhere (over a whole image that runs in tiles, so every tile normalises alike).
+pub fn affine(
+    x: &[f32],
+    channels: usize,
+    plane: usize,
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    if plane == 0 {
+        return y;
+    }
+    y.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane))
+        .enumerate()
+        .for_each(|(i, (out, src))| {
+            let (a, b) = (scale[i % channels], shift[i % channels]);
+            if relu {
+                out.iter_mut()
+                    .zip(src)
+                    .for_each(|(o, &v)| *o = (v * a + b).max(0.0));
+            } else {
+                out.iter_mut().zip(src).for_each(|(o, &v)| *o = v * a + b);
+            }
+        });
+    y
+}
+
+/// Sum and sum of squares (f64) of each plane of `x` (planes of `height`×`width`) over the
+/// window `rows`×`cols`: one tile's share of whole-image statistics.
+pub fn window_sums(
+    x: &[f32],
+    height: usize,
+    width: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> Vec<(f64, f64)> {
+    let plane = height * width;
+    if plane == 0 {
+        return Vec::new();
+    }
+    x.par_chunks(plane)
+        .map(|src| {
+            let mut sum = 0.0f64;
+            let mut sum_sq = 0.0f64;
+            for row in rows.clone() {
+                for &v in &src[row * width + cols.start..row * width + cols.end] {
+                    let v = f64::from(v);
+                    sum += v;
+                    sum_sq += v * v;
+                }
+            }
+            (sum, sum_sq)
+        })
+        .collect()
+}
