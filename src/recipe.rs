@@ -52,6 +52,8 @@ pub struct Recipe {
     pub tv_weight: f64,
     pub style_layers: Vec<(String, f64)>,
     pub preserve_color: bool,
+    /// Stroke scale of the network method (1: as trained).
+    pub stroke: f64,
     pub optimizer: String,
     pub seed: u64,
     /// Longer side of the render in pixels.
@@ -75,6 +77,7 @@ impl Default for Recipe {
             tv_weight: 0.01,
             style_layers: Vec::new(),
             preserve_color: false,
+            stroke: 1.0,
             optimizer: "lbfgs".into(),
             seed: 0,
             size: 512,

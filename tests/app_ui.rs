@@ -266,6 +266,29 @@ fn network_preview_is_the_full_size_render_that_save_writes() {
     let saved = image::open(&out).unwrap().to_rgb8();
     assert_eq!(saved, shown, "Save writes exactly the previewed pixels");
     assert_eq!(harness.state().shown_image().unwrap(), saved);
+
+    // Larger strokes: the network paints a half-size copy; the preview stays full size, it
+    // changes, and Save still writes what it shows.
+    let done = harness.state().finished_jobs();
+    harness
+        .get_by_role_and_label(Role::Slider, "Stroke size")
+        .set_value_accesskit(2.0);
+    step_until(
+        &mut harness,
+        Duration::from_secs(120),
+        "the larger-stroke preview",
+        |app| app.finished_jobs() > done && !app.is_busy(),
+    );
+    assert_eq!(harness.state().controls().stroke, 2.0);
+    let broad = harness.state().shown_image().expect("a preview");
+    assert_eq!(broad.dimensions(), (480, 300));
+    assert_ne!(broad, shown, "the stroke size changes the picture");
+    let out = dir.path().join("saved-broad.png");
+    harness.state_mut().save_to(out.clone());
+    step_until(&mut harness, Duration::from_secs(60), "the save", |app| {
+        !app.is_busy()
+    });
+    assert_eq!(image::open(&out).unwrap().to_rgb8(), broad);
 }
 
 /// Every control in the panels shows a tooltip when hovered, enabled or not (disabled ones say

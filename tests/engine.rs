@@ -45,6 +45,7 @@ fn network_job(model: &Path, content: Arc<RgbImage>) -> Job {
             size: None,
             mix: None,
             preserve_color: false,
+            stroke: 1.0,
         },
         strength: 1.0,
     }
@@ -411,6 +412,7 @@ fn network_job_runs_and_blends_with_strength() {
                 size: None,
                 mix: None,
                 preserve_color: false,
+                stroke: 1.0,
             },
             strength,
         });
@@ -447,6 +449,7 @@ fn network_job_preserves_the_photos_colours_when_asked() {
                 size: None,
                 mix: None,
                 preserve_color,
+                stroke: 1.0,
             },
             strength: 1.0,
         });
@@ -467,4 +470,50 @@ fn network_job_preserves_the_photos_colours_when_asked() {
         chroma_gap(&free) > chroma_gap(&kept),
         "the plain network changes the colours more"
     );
+}
+
+#[test]
+fn the_stroke_scale_runs_the_network_at_another_size_and_keeps_the_photos() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/starry-night/model.safetensors");
+    let engine = Engine::cpu().unwrap();
+    let content = Arc::new(gradient_image(160, 120));
+    let run = |stroke: f64| {
+        let id = engine.render(Job {
+            content: content.clone(),
+            method: Method::Network {
+                model: model.clone(),
+                size: None,
+                mix: None,
+                preserve_color: false,
+                stroke,
+            },
+            strength: 1.0,
+        });
+        events_until_done(&engine, id.unwrap(), Duration::from_secs(120)).pop()
+    };
+    let finished = |event: Option<Event>| match event {
+        Some(Event {
+            body: EventBody::Finished(output),
+            ..
+        }) => output,
+        _ => panic!("the job did not finish"),
+    };
+    let as_trained = finished(run(1.0));
+    let large = finished(run(2.0));
+    assert_eq!(large.image.dimensions(), (160, 120));
+    let differ = as_trained
+        .image
+        .as_raw()
+        .iter()
+        .zip(large.image.as_raw())
+        .filter(|(a, b)| a.abs_diff(**b) > 8)
+        .count();
+    assert!(differ > as_trained.image.as_raw().len() / 10, "{differ}");
+    match run(0.0) {
+        Some(Event {
+            body: EventBody::Failed(failure),
+            ..
+        }) => assert!(failure.to_string().contains("stroke scale"), "{failure}"),
+        _ => panic!("a zero stroke scale must fail"),
+    }
 }

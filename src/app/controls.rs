@@ -3,7 +3,7 @@
 use eframe::egui;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{FeatureTransform, GatysConfig, MAX_OPTIMIZE_SIDE as MAX_SIZE};
+use crate::engine::{FeatureTransform, GatysConfig, MAX_OPTIMIZE_SIDE as MAX_SIZE, STROKE_RANGE};
 
 /// The style layers offered in the advanced section (present in VGG16 and VGG19).
 pub const STYLE_LAYERS: [&str; 5] = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"];
@@ -46,6 +46,8 @@ pub struct Controls {
     /// Relative weight of each of [`STYLE_LAYERS`]; 0 leaves a layer out.
     pub layer_weights: [f64; 5],
     pub preserve_color: bool,
+    /// Stroke scale of the Network method (1: as trained; 2: strokes twice as large).
+    pub stroke: f64,
     /// Feature transform of the Instant (arbitrary) method.
     pub transform: FeatureTransform,
     /// Longer side of the live preview.
@@ -69,6 +71,7 @@ impl Default for Controls {
             tv_weight: gatys.tv_weight,
             layer_weights: DEFAULT_LAYER_WEIGHTS,
             preserve_color: false,
+            stroke: 1.0,
             transform: FeatureTransform::Adain,
             preview_size: 320,
             steps: 100,
@@ -173,6 +176,12 @@ impl Controls {
                 *w = 0.0;
             }
         }
+        self.stroke = if self.stroke.is_finite() {
+            self.stroke
+                .clamp(*STROKE_RANGE.start(), *STROKE_RANGE.end())
+        } else {
+            1.0
+        };
         self.preview_size = self
             .preview_size
             .clamp(*PREVIEW_SIZE_RANGE.start(), *PREVIEW_SIZE_RANGE.end());
@@ -222,6 +231,19 @@ impl Controls {
         };
         ui.add(egui::Slider::new(&mut self.strength, 0.0..=1.0).text("Strength"))
             .on_hover_text(strength_tip);
+        if self.method == MethodChoice::Network {
+            ui.add(
+                egui::Slider::new(&mut self.stroke, STROKE_RANGE)
+                    .logarithmic(true)
+                    .fixed_decimals(2)
+                    .text("Stroke size"),
+            )
+            .on_hover_text(
+                "Scale of the brush strokes: the network paints the photo at 1/size of its \
+                 resolution and the result is scaled back (2: strokes twice as large, as on a \
+                 photo half the size). Large photos run in tiles.",
+            );
+        }
         if self.method == MethodChoice::Arbitrary {
             ui.horizontal(|ui| {
                 ui.label("Transform");

@@ -87,6 +87,7 @@ impl AtelierApp {
                     size,
                     preserve_color: controls.preserve_color,
                     mix,
+                    stroke: controls.stroke,
                 }
             }
             MethodChoice::Optimize | MethodChoice::Arbitrary => {
@@ -364,8 +365,12 @@ impl AtelierApp {
             Some((w, h)) => format!("Save (Ctrl+S) renders {w}×{h}."),
             None => String::new(),
         };
+        let tiles = stats
+            .tiling
+            .map(|t| format!(" Ran in {} (tile size from the free memory).", t.describe()))
+            .unwrap_or_default();
         format!(
-            "Preview {}×{} done in {:.1} s{steps}: {size}",
+            "Preview {}×{} done in {:.1} s{steps}: {size}{tiles}",
             stats.width, stats.height, stats.seconds
         )
     }
@@ -399,6 +404,12 @@ impl AtelierApp {
                             limit / 1_000_000
                         ));
                     }
+                }
+                if let Some(tiling) = stats.tiling {
+                    self.toasts.info(format!(
+                        "Rendered in {} (tile size from the free memory).",
+                        tiling.describe()
+                    ));
                 }
                 // The canvas shows what was saved.
                 self.show_stylized(output.stylized.clone(), Some(output.content.clone()), true);

@@ -224,6 +224,7 @@ impl AtelierApp {
             tv_weight: c.tv_weight,
             style_layers: c.style_layers(),
             preserve_color: c.preserve_color,
+            stroke: c.stroke,
             optimizer: "lbfgs".into(),
             seed: c.seed,
             size,
@@ -245,6 +246,7 @@ impl AtelierApp {
         controls.style_weight = recipe.style_weight;
         controls.tv_weight = recipe.tv_weight;
         controls.preserve_color = recipe.preserve_color;
+        controls.stroke = recipe.stroke;
         controls.seed = recipe.seed;
         controls.steps = recipe.steps;
         controls.strength = recipe.strength;

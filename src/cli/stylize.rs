@@ -82,6 +82,10 @@ pub struct StylizeArgs {
     /// Keep the photo's colours (luminance-only transfer).
     #[arg(long)]
     pub preserve_color: bool,
+    /// Stroke scale of --method network, 0.25 to 4: 2 paints strokes twice as large (the
+    /// network runs on the photo at half its size and the result is scaled back).
+    #[arg(long, default_value_t = 1.0)]
+    pub stroke: f64,
     /// Feature transform of --method arbitrary.
     #[arg(long, value_enum, default_value_t = TransformArg::Adain)]
     pub transform: TransformArg,
@@ -361,6 +365,7 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
                 size: args.size,
                 preserve_color: args.preserve_color,
                 mix,
+                stroke: args.stroke,
             }
         }
         MethodArg::Arbitrary => {
@@ -505,7 +510,8 @@ fn blend_weights(args: &StylizeArgs) -> anyhow::Result<Vec<f64>> {
 fn steps_per_photo(method: &Method) -> u64 {
     match method {
         Method::Optimize { config, .. } => config.total_steps() as u64,
-        Method::Network { .. } => 1,
+        // Tiles report their progress as a share of this.
+        Method::Network { .. } => 100,
         Method::Arbitrary { transform, .. } => transform.levels().len() as u64,
     }
 }
@@ -697,8 +703,14 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
         let item = &items[running.item];
         let base = (running.item as u64) * per_photo;
         match event.body {
-            EventBody::Progress { step, losses, .. } => {
-                bar.set_position(base + step as u64);
+            EventBody::Progress {
+                step,
+                total_steps,
+                losses,
+                ..
+            } => {
+                let share = (step as u64 * per_photo) / (total_steps.max(1) as u64);
+                bar.set_position(base + share.min(per_photo));
                 if let Some(losses) = losses {
                     bar.set_message(format!(
                         "content {:.3} style {:.3} tv {:.3}",
@@ -739,8 +751,13 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
                         if args.json {
                             print_json(&output.stats, &item.input, &item.output)?;
                         } else if !args.quiet {
+                            let tiles = output
+                                .stats
+                                .tiling
+                                .map(|t| format!("; {}", t.describe()))
+                                .unwrap_or_default();
                             say(format!(
-                                "wrote {} ({}x{}, {:.1} s)",
+                                "wrote {} ({}x{}, {:.1} s{tiles})",
                                 item.output.display(),
                                 output.stats.width,
                                 output.stats.height,
@@ -797,6 +814,7 @@ fn print_json(stats: &JobStats, input: &Path, output: &Path) -> anyhow::Result<(
         "tv_loss": stats.losses.map(|_| losses.tv),
         "total_loss": stats.losses.map(|_| losses.total),
         "initial_style_loss": stats.initial_style_loss,
+        "tiling": stats.tiling,
         "output": output.display().to_string(),
     });
     println!("{value}");

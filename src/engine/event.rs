@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::failure::Failure;
 use super::job::{JobId, JobKind};
 use crate::stylize::gatys::Losses;
+use crate::stylize::network::TileReport;
 use crate::train::decoder::DecoderEvent;
 use crate::train::{ExportedStyle, TrainProgress};
 
@@ -106,6 +107,8 @@ pub struct JobStats {
     pub seconds: f64,
     pub losses: Option<Losses>,
     pub initial_style_loss: Option<f64>,
+    /// How a photo too large for one piece was tiled (network methods); `None`: one piece.
+    pub tiling: Option<TileReport>,
 }
 
 /// A finished training job.

@@ -53,6 +53,10 @@ pub enum Method {
         /// For a conditional network: one weight per style (normalised by the engine; a
         /// one-hot mix paints one style). `None`: a one-style network, or the even blend.
         mix: Option<Vec<f64>>,
+        /// Stroke scale: the network runs on the photo scaled by 1/`stroke` and its result is
+        /// scaled back, so 2 paints strokes twice as large
+        /// ([`crate::stylize::network::STROKE_RANGE`]; 1: as trained).
+        stroke: f64,
     },
     /// Any painting in one pass (universal style transfer): the VGG16 at `vgg` encodes, a
     /// feature transform gives the photo's features the styles' statistics, trained decoders

@@ -43,7 +43,9 @@ pub use crate::stylize::arbitrary::{arbitrary_side, DEFAULT_STYLE_SIDE, MAX_ARBI
 pub use crate::stylize::gatys::{
     GatysConfig, Init, Losses, StyleImage, MAX_SIZE as MAX_OPTIMIZE_SIDE,
 };
-pub use crate::stylize::network::{network_side, MAX_NETWORK_PIXELS};
+pub use crate::stylize::network::{
+    network_side, stroke_side, TileReport, MAX_NETWORK_PIXELS, STROKE_RANGE,
+};
 pub use crate::stylize::optim::OptimizerKind;
 pub use crate::train::checkpoint::{peek as peek_checkpoint, CheckpointInfo, CHECKPOINT_NAME};
 pub use crate::train::data::list_images;

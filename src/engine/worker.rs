@@ -341,6 +341,7 @@ impl Worker {
                         seconds: started.elapsed().as_secs_f64(),
                         losses: Some(out.losses),
                         initial_style_loss: Some(out.initial_style_loss),
+                        tiling: None,
                     },
                 )
             }
@@ -349,6 +350,7 @@ impl Worker {
                 size,
                 preserve_color,
                 mix,
+                stroke,
             } => {
                 outbox.send(EventBody::Started { total_steps: 1 });
                 let net = self.load_network(model)?;
@@ -359,25 +361,51 @@ impl Worker {
                 if cancel.load(Ordering::SeqCst) {
                     return Err(Error::Cancelled);
                 }
-                let side = network::network_side(job.content.width(), job.content.height(), *size);
-                let content = if side == job.content.width().max(job.content.height()) {
+                let (width, height) = job.content.dimensions();
+                let side = network::network_side(width, height, *size);
+                let content = if side == width.max(height) {
                     (*job.content).clone()
                 } else {
                     imaging::resize_longer_side(&job.content, side)
                 };
-                let mut stylized =
-                    network::stylize_mixed(&net, &content, &self.device, mix.as_deref())?;
+                // The stroke scale runs the network on a smaller (larger strokes) or larger
+                // copy of the photo, and the result is scaled back to the photo's size.
+                let run_side = network::stroke_side(content.width(), content.height(), *stroke)?;
+                let scaled;
+                let input = if run_side == side {
+                    &content
+                } else {
+                    scaled = imaging::resize_longer_side(&content, run_side);
+                    &scaled
+                };
+                let plan = network::TilePlan::for_photo(&net, input.width(), input.height());
+                let (mut stylized, tiling) = network::stylize_planned(
+                    &net,
+                    input,
+                    &self.device,
+                    mix.as_deref(),
+                    plan,
+                    &mut |step, total_steps| {
+                        if cancel.load(Ordering::SeqCst) {
+                            return Err(Error::Cancelled);
+                        }
+                        outbox.send(EventBody::Progress {
+                            step,
+                            total_steps,
+                            losses: None,
+                            elapsed: started.elapsed(),
+                        });
+                        Ok(())
+                    },
+                )?;
+                if stylized.dimensions() != content.dimensions() {
+                    stylized = imaging::resize_exact(&stylized, content.width(), content.height());
+                }
                 if *preserve_color {
                     // Luminance-only transfer, as the optimisation does it: the network paints
                     // the brightness, the photo keeps its colours.
                     stylized = color::keep_photo_colors(&stylized, &content);
                 }
-                outbox.send(EventBody::Progress {
-                    step: 1,
-                    total_steps: 1,
-                    losses: None,
-                    elapsed: started.elapsed(),
-                });
                 finish(
                     job,
                     stylized,
@@ -391,6 +419,7 @@ impl Worker {
                         seconds: started.elapsed().as_secs_f64(),
                         losses: None,
                         initial_style_loss: None,
+                        tiling,
                     },
                 )
             }
@@ -459,6 +488,7 @@ impl Worker {
                     seconds: started.elapsed().as_secs_f64(),
                     losses: None,
                     initial_style_loss: None,
+                    tiling: None,
                 };
                 // Strength already acted in feature space: no pixel fade on top.
                 let image = Arc::new(stylized);

@@ -368,6 +368,7 @@ fn build_job(state: &ServerState, form: Submission) -> Result<(Job, Recipe), Api
                 size: Some(side),
                 preserve_color: form.preserve_color,
                 mix,
+                stroke: form.stroke.unwrap_or(1.0),
             }
         }
         "arbitrary" => {

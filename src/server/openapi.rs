@@ -49,7 +49,8 @@ pub fn document() -> Value {
                                 "size": { "type": "integer", "description": "Longer side of the result in pixels (default: the photo's, capped by the server; 512 for optimize)" },
                                 "steps": { "type": "integer", "default": 100, "description": "Optimisation steps (optimize)" },
                                 "transform": { "type": "string", "enum": ["adain", "wct"], "default": "adain", "description": "Feature transform (arbitrary)" },
-                                "seed": { "type": "integer", "default": 0 }
+                                "seed": { "type": "integer", "default": 0 },
+                                "stroke": { "type": "number", "minimum": 0.25, "maximum": 4, "default": 1, "description": "Stroke scale of the network method: 2 paints strokes twice as large" }
                             }
                         } } }
                     },

@@ -30,10 +30,11 @@ pub struct Submission {
     pub steps: Option<usize>,
     pub transform: Option<String>,
     pub seed: Option<u64>,
+    pub stroke: Option<f64>,
 }
 
 /// The form's field names, for the message when a client sends another.
-pub const FIELDS: [&str; 10] = [
+pub const FIELDS: [&str; 11] = [
     "photo",
     "painting",
     "style",
@@ -44,6 +45,7 @@ pub const FIELDS: [&str; 10] = [
     "steps",
     "transform",
     "seed",
+    "stroke",
 ];
 
 fn multipart_error(error: MultipartError) -> ApiError {
@@ -135,6 +137,12 @@ pub async fn read(mut multipart: Multipart) -> Result<Submission, ApiError> {
             }
             "steps" => form.steps = Some(number(&text(field, &name).await?, &name)?),
             "seed" => form.seed = Some(number(&text(field, &name).await?, &name)?),
+            "stroke" => {
+                let value = text(field, &name).await?;
+                if !value.is_empty() {
+                    form.stroke = Some(number(&value, &name)?);
+                }
+            }
             "preserve_color" => form.preserve_color = flag(&text(field, &name).await?, &name)?,
             _ => {
                 return Err(ApiError::bad_request(

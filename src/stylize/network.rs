@@ -230,6 +230,27 @@ fn window_of(tile: &tiles::Tile) -> TileWindow {
     }
 }
 
+/// Stroke scales the network methods take: a quarter to four times the strokes as trained.
+pub const STROKE_RANGE: std::ops::RangeInclusive<f64> = 0.25..=4.0;
+
+/// The longer side to run the network at for a `width`×`height` result at stroke scale
+/// `stroke` (larger strokes: a smaller run), within [`MAX_NETWORK_PIXELS`] and at least 16 px.
+pub fn stroke_side(width: u32, height: u32, stroke: f64) -> Result<u32> {
+    if !(stroke.is_finite() && STROKE_RANGE.contains(&stroke)) {
+        return Err(Error::invalid(format!(
+            "the stroke scale must be between {} and {}, got {stroke}",
+            STROKE_RANGE.start(),
+            STROKE_RANGE.end()
+        )));
+    }
+    let side = width.max(height);
+    if (stroke - 1.0).abs() < 1e-9 {
+        return Ok(side);
+    }
+    let wanted = ((f64::from(side) / stroke).round() as u32).max(16);
+    Ok(network_side(width, height, Some(wanted)))
+}
+
 /// Largest image the network methods take: the input limit. Larger photos no longer need to be
 /// downscaled, they run in tiles ([`TilePlan`]).
 pub const MAX_NETWORK_PIXELS: u64 = imaging::MAX_INPUT_PIXELS;
