@@ -27,6 +27,12 @@ pub struct BenchRow {
     pub gflops: Option<f64>,
     /// Peak resident memory of a process that ran only this benchmark, where measured.
     pub peak_mb: Option<f64>,
+    /// The kernel paths that ran ([`crate::nn::cpu::kernel_paths`], or the peer's name).
+    #[serde(default)]
+    pub kernels: String,
+    /// A measured figure that is not a time (e.g. how far a tiled result is from an untiled one).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// Median milliseconds of `iterations` runs of `f`, after one warm-up run.
@@ -48,7 +54,16 @@ fn row(name: impl Into<String>, ms: f64, flops: Option<f64>) -> BenchRow {
         ms,
         gflops: flops.map(|f| f / (ms * 1e6)),
         peak_mb: None,
+        kernels: crate::nn::cpu::kernel_paths(),
+        note: None,
     }
+}
+
+/// Milliseconds of one run of `f` (for runs of minutes, where a median would take too long).
+fn once_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed().as_secs_f64() * 1e3)
 }
 
 /// A deterministic test pattern, so runs are comparable.
@@ -224,7 +239,7 @@ impl BenchOptions {
 }
 
 /// Names of the whole-network benchmarks (run one per process to measure peak memory).
-pub const NETWORK_BENCHES: [&str; 12] = [
+pub const NETWORK_BENCHES: [&str; 15] = [
     "VGG16 forward to relu4_3, 512x512",
     "Gatys step (loss + gradient), 512x512",
     "transformer forward, 512x512",
@@ -237,6 +252,9 @@ pub const NETWORK_BENCHES: [&str; 12] = [
     "arbitrary style statistics of a painting, 512 px",
     "trained style network (width 16, one style), 1024x1024",
     "conditional network (width 16, 4 styles, a 2-style mix), 1024x1024",
+    "tiled network (starry-night), 8 MP 3264x2448, one run",
+    "tiled network (starry-night), 50 MP 8192x6144, one run",
+    "untiled network (starry-night), 8 MP 3264x2448, one run; note: tiled vs untiled",
 ];
 
 /// Runs the benchmark set. `vgg` is a loaded loss network or `None` for random VGG16 weights
@@ -372,7 +390,104 @@ pub fn run_all(
     }
     rows.extend(conditional_rows(device, options, iterations)?);
     rows.extend(arbitrary_rows(device, options, iterations)?);
+    rows.extend(tiled_rows(device, options)?);
     Ok(rows)
+}
+
+/// A photo-like test image: smooth gradients, large shapes and fine texture, so tiles and the
+/// norms' statistics see structure at every scale.
+fn photo_like(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        let (u, v) = (x as f32 / width as f32, y as f32 / height as f32);
+        let shape = ((u * 9.0).sin() * (v * 7.0).cos() * 60.0) as i32;
+        let texture = ((x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)) % 41) as i32;
+        let channel = |base: f32| (base * 200.0) as i32 + shape + texture;
+        image::Rgb([
+            channel(u).clamp(0, 255) as u8,
+            channel(v).clamp(0, 255) as u8,
+            channel(1.0 - u * v).clamp(0, 255) as u8,
+        ])
+    })
+}
+
+/// Whole photos through the network method as the engine runs them: tiled (tile size from the
+/// free memory, exact norm statistics up to 12 MP, a spread sample above) and, at 8 MP, in one
+/// piece for comparison. One run each: they take seconds to minutes.
+fn tiled_rows(device: &Device, options: &BenchOptions) -> Result<Vec<BenchRow>> {
+    use crate::stylize::network::{stylize_planned, TilePlan};
+    let names = &NETWORK_BENCHES[12..15];
+    let mut rows = Vec::new();
+    if !names.iter().any(|n| options.wants(n)) {
+        return Ok(rows);
+    }
+    // A trained network: a random one paints a flat picture, which would hide any seam.
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("styles/starry-night/model.safetensors");
+    let net = TransformerNet::load(&model, device)?;
+    let cases = [(3264u32, 2448u32, names[0]), (8192, 6144, names[1])];
+    for (width, height, name) in cases {
+        if !options.wants(name) {
+            continue;
+        }
+        let photo = photo_like(width, height);
+        let plan = TilePlan::for_photo(&net, width, height);
+        let mut report = None;
+        let ms = once_ms(|| {
+            report = stylize_planned(&net, &photo, device, None, plan, &mut |_, _| Ok(()))?.1;
+            Ok(())
+        })?;
+        let flops = TransformerNet::flops_for_width(width as usize, height as usize, net.width());
+        let mut r = row(name, ms, Some(flops));
+        r.note = Some(report.map_or_else(|| "one piece".to_string(), |t| t.describe()));
+        rows.push(r);
+    }
+    if options.wants(names[2]) {
+        let (width, height) = (3264u32, 2448u32);
+        let photo = photo_like(width, height);
+        let mut untiled = None;
+        let ms = once_ms(|| {
+            untiled =
+                Some(stylize_planned(&net, &photo, device, None, None, &mut |_, _| Ok(()))?.0);
+            Ok(())
+        })?;
+        let plan = TilePlan::for_photo(&net, width, height);
+        let (tiled, report) =
+            stylize_planned(&net, &photo, device, None, plan, &mut |_, _| Ok(()))?;
+        let flops = TransformerNet::flops_for_width(width as usize, height as usize, net.width());
+        let mut r = row(names[2], ms, Some(flops));
+        if let Some(untiled) = untiled {
+            let gap = mean_abs_diff(&tiled, &untiled);
+            r.note = Some(format!(
+                "tiled vs untiled: mean |difference| {gap:.4}/255, {} ({})",
+                report.map_or_else(|| "one piece".to_string(), |t| t.describe()),
+                max_seam_note(&tiled, &untiled)
+            ));
+        }
+        rows.push(r);
+    }
+    Ok(rows)
+}
+
+/// Mean absolute difference of two images of one size, in levels (0..255).
+pub fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
+    let total: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&p, &q)| u64::from(p.abs_diff(q)))
+        .sum();
+    total as f64 / a.as_raw().len().max(1) as f64
+}
+
+fn max_seam_note(a: &RgbImage, b: &RgbImage) -> String {
+    let max = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&p, &q)| p.abs_diff(q))
+        .max()
+        .unwrap_or(0);
+    format!("largest pixel difference {max}")
 }
 
 /// The width the project trains its styles at, one-style and conditional: the conditional
@@ -480,7 +595,8 @@ pub fn format_table(rows: &[BenchRow]) -> String {
         .find(|r| r.name.starts_with("matmul"))
         .and_then(|r| r.gflops);
     let mut out = String::from(
-        "| benchmark | ms | GFLOP/s | % of matmul | peak MiB |\n|---|---:|---:|---:|---:|\n",
+        "| benchmark | ms | GFLOP/s | % of matmul | peak MiB | kernels | note |\n\
+         |---|---:|---:|---:|---:|---|---|\n",
     );
     let opt = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "-".to_string(), |g| format!("{g:.digits$}"))
@@ -491,12 +607,14 @@ pub fn format_table(rows: &[BenchRow]) -> String {
             _ => None,
         };
         out.push_str(&format!(
-            "| {} | {:.1} | {} | {} | {} |\n",
+            "| {} | {:.1} | {} | {} | {} | {} | {} |\n",
             r.name,
             r.ms,
             opt(r.gflops, 1),
             opt(share, 0),
-            opt(r.peak_mb, 0)
+            opt(r.peak_mb, 0),
+            r.kernels,
+            r.note.as_deref().unwrap_or("")
         ));
     }
     out

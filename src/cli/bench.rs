@@ -168,6 +168,8 @@ fn onnxruntime_rows(args: &BenchArgs, threads: usize) -> anyhow::Result<Vec<Benc
                 name: r.name,
                 ms: r.ms,
                 peak_mb: None,
+                kernels: "onnxruntime (MLAS, its own choice)".to_string(),
+                note: None,
             }
         })
         .collect())

@@ -13,6 +13,36 @@ pub mod norm;
 pub mod pad;
 pub mod winograd;
 
+/// The kernel paths this CPU runs, chosen at run time, for benchmark tables: the `gemm` crate's
+/// matrix kernels (its AVX-512 ones with the `x86-v4` feature, else AVX2+FMA, else portable)
+/// and this module's direct and Winograd kernels (AVX2+FMA or portable). All f32: there is no
+/// bf16 path (see the README).
+pub fn kernel_paths() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let fma = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        let gemm = if avx512 {
+            "AVX-512"
+        } else if fma {
+            "AVX2"
+        } else {
+            "portable"
+        };
+        let own = if direct::available() {
+            "AVX2"
+        } else {
+            "portable"
+        };
+        format!("gemm {gemm}, conv {own}, f32")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "gemm portable/NEON, conv portable, f32".to_string()
+    }
+}
+
 use std::sync::{Mutex, PoisonError};
 
 /// Scratch buffers for the parallel blocks of one operation: a block takes a buffer, uses it
