@@ -199,6 +199,40 @@ fn network_method_writes_the_result() {
     let original = image::open(&photo).unwrap().to_rgb8();
     let gap = common::fixtures::chroma_gap(&kept, &original);
     assert!(gap < 6.0, "mean chroma gap {gap}");
+
+    // --stroke: larger strokes at the photo's size; out of range, a clear error.
+    let broad = dir.path().join("broad.png");
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--method",
+        "network",
+        "--style",
+        s(&style_dir),
+        "--stroke",
+        "2",
+        "-o",
+        s(&broad),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(
+        image::open(&broad).unwrap().to_rgb8().dimensions(),
+        (45, 31)
+    );
+    let wild = dir.path().join("wild.png");
+    let r = atelier(&[
+        "stylize",
+        s(&photo),
+        "--method",
+        "network",
+        "--style",
+        s(&style_dir),
+        "--stroke",
+        "9",
+        "-o",
+        s(&wild),
+    ]);
+    assert_fails(&r, "--stroke must be between 0.25 and 4", &wild);
 }
 
 #[test]

@@ -579,6 +579,17 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
     if let Some(size) = args.size.filter(|&size| size < 16) {
         bail!("--size must be at least 16 pixels, got {size}");
     }
+    if !engine::STROKE_RANGE.contains(&args.stroke) {
+        bail!(
+            "--stroke must be between {} and {}, got {}",
+            engine::STROKE_RANGE.start(),
+            engine::STROKE_RANGE.end(),
+            args.stroke
+        );
+    }
+    if args.stroke != 1.0 && !matches!(args.method, MethodArg::Network) {
+        bail!("--stroke applies to --method network (the arbitrary method has --style-side)");
+    }
     if !(1..=100).contains(&args.quality) {
         bail!("--quality must be between 1 and 100, got {}", args.quality);
     }
