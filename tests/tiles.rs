@@ -125,6 +125,7 @@ fn a_tiled_photo_matches_the_untiled_one_within_a_level() -> TestResult {
         core: 96,
         sample_core: 64,
         sample_pixels: u64::MAX,
+        cache_bytes: u64::MAX,
     };
     let mut progress = Vec::new();
     let (tiled, report) = stylize_planned(
@@ -149,6 +150,21 @@ fn a_tiled_photo_matches_the_untiled_one_within_a_level() -> TestResult {
         gap <= 0.05,
         "tiled vs untiled: mean difference {gap:.3} levels"
     );
+
+    // Without room to keep activations between passes, every pass runs the tiles from the
+    // photo: the same statistics, so the same picture.
+    let (recomputed, _) = stylize_planned(
+        &net,
+        &photo,
+        &Device::Cpu,
+        None,
+        Some(TilePlan {
+            cache_bytes: 0,
+            ..plan
+        }),
+        &mut |_, _| Ok(()),
+    )?;
+    assert!(mean_abs_diff(&recomputed, &tiled) <= 0.01);
 
     // Statistics from a third of the photo, spread over it: an estimate. This photo's colours
     // change across it, so a sample misses more than on most photos.
@@ -185,6 +201,7 @@ fn a_tiled_run_stops_when_asked() -> TestResult {
         core: 64,
         sample_core: 64,
         sample_pixels: u64::MAX,
+        cache_bytes: u64::MAX,
     };
     let mut seen = 0;
     let result = stylize_planned(&net, &photo, &Device::Cpu, None, Some(plan), &mut |d, _| {
@@ -213,6 +230,7 @@ fn a_conditional_mix_tiles_like_its_untiled_run() -> TestResult {
         core: 96,
         sample_core: 96,
         sample_pixels: u64::MAX,
+        cache_bytes: u64::MAX,
     };
     let (tiled, report) = stylize_planned(
         &net,

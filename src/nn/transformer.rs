@@ -352,6 +352,15 @@ impl NormSums {
         }
     }
 
+    /// Adds `window` (in tile input pixels) of norm `layer`'s input `x` (from
+    /// [`TransformerNet::tile_norm_input`]) to the sums.
+    pub fn add_window(&mut self, layer: usize, x: &Tensor, window: TileWindow) -> Result<()> {
+        if layer >= NORM_LAYERS {
+            return Err(Error::invalid(format!("there is no norm {layer}")));
+        }
+        Ok(add_window(self, layer, x, window)?)
+    }
+
     /// The statistics of norm `layer` summed so far; `None` when it saw no pixels.
     pub fn layer(&self, layer: usize) -> Option<ChannelStats> {
         let (n, sums) = self.layers.get(layer)?;
@@ -393,6 +402,29 @@ pub struct TileWindow {
     pub width: usize,
 }
 
+/// A tile part-way through a pass that applies one norm at a time ([`TransformerNet::tile_start`]).
+pub struct TileState {
+    /// The norm to apply next.
+    next: usize,
+    /// The last norm's output (the tile at the start).
+    y: Tensor,
+    /// Inside a residual block: the block's input, added back after its second norm.
+    skip: Option<Tensor>,
+}
+
+impl TileState {
+    /// The norm this tile applies next (0…[`NORM_LAYERS`]).
+    pub fn next_norm(&self) -> usize {
+        self.next
+    }
+
+    /// Bytes the state holds.
+    pub fn bytes(&self) -> usize {
+        let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        size(&self.y) + self.skip.as_ref().map_or(0, size)
+    }
+}
+
 /// How each norm of a forward pass normalises.
 enum Norming<'a> {
     /// Over its own input (the network as trained).
@@ -403,14 +435,6 @@ enum Norming<'a> {
     Fixed {
         stats: &'a NormStats,
         collect: Option<(&'a mut NormSums, TileWindow)>,
-    },
-    /// The norms before `known.len()` with those statistics; at that norm, adds the window's
-    /// share of its input to `sums` and stops the pass (`reached`).
-    Probe {
-        known: &'a [ChannelStats],
-        sums: &'a mut NormSums,
-        window: TileWindow,
-        reached: bool,
     },
 }
 
@@ -443,28 +467,7 @@ impl Norming<'_> {
                 }
                 norm.forward_with(x, relu, mix, layer_stats)
             }
-            Norming::Probe {
-                known,
-                sums,
-                window,
-                reached,
-            } => {
-                if *reached {
-                    return Ok(x.clone());
-                }
-                if let Some(layer_stats) = known.get(layer) {
-                    return norm.forward_with(x, relu, mix, layer_stats);
-                }
-                add_window(sums, layer, x, *window)?;
-                *reached = true;
-                Ok(x.clone())
-            }
         }
-    }
-
-    /// A probe that has reached its norm: the rest of the pass is not needed.
-    fn stopped(&self) -> bool {
-        matches!(self, Norming::Probe { reached: true, .. })
     }
 }
 
@@ -488,26 +491,6 @@ fn add_window(
 fn mix_rows(mix: &Tensor, rows: &Tensor) -> candle_core::Result<Tensor> {
     let (styles, channels) = rows.dims2()?;
     mix.reshape((1, styles))?.matmul(rows)?.reshape(channels)
-}
-
-impl ResidualBlock {
-    fn forward(
-        &self,
-        x: &Tensor,
-        weight_grad: bool,
-        mix: Option<&Tensor>,
-        norming: &mut Norming<'_>,
-        first_norm: usize,
-    ) -> candle_core::Result<Tensor> {
-        let y = self.conv1.forward(x, weight_grad)?;
-        let y = norming.apply(first_norm, &self.in1, &y, true, mix)?;
-        if norming.stopped() {
-            return Ok(y);
-        }
-        let y = self.conv2.forward(&y, weight_grad)?;
-        let y = norming.apply(first_norm + 1, &self.in2, &y, false, mix)?;
-        y + x
-    }
 }
 
 /// A tile's sides must already be what the strides need.
@@ -836,34 +819,117 @@ impl TransformerNet {
         Ok(self.run(x, mix, &mut Norming::Fixed { stats, collect })?)
     }
 
-    /// One statistics pass of a tiled run on tile `x`: with the whole image's statistics of
-    /// the first `known.len()` norms, adds `window`'s share of the next norm's input to `sums`,
-    /// running the network only that far. Passes for norms 0, 1, … in turn give exact
-    /// whole-image statistics; jumping ahead would mix statistics from different inputs, which
-    /// instance norm does not forgive (measured: 9.6 levels off after a low-resolution estimate,
-    /// 34 after one refinement of all norms at once).
-    pub fn probe_norm(
-        &self,
-        x: &Tensor,
-        mix: Option<&Tensor>,
-        known: &[ChannelStats],
-        sums: &mut NormSums,
-        window: TileWindow,
-    ) -> Result<()> {
-        let mix = self.checked_mix(mix)?;
+    /// The start of a tile pass that runs one norm at a time: the tile `x` (sides multiples of
+    /// 4) before any layer. With [`Self::tile_norm_input`] and [`Self::tile_advance`] the
+    /// statistics passes of a tiled run take norm k's whole-image statistics with norms 0…k−1
+    /// already fixed, and keep each tile's state between passes instead of running it again
+    /// from the photo. Jumping ahead (all norms at once) would mix statistics of different
+    /// inputs, which instance norm does not forgive (measured: 9.6 levels off after a
+    /// low-resolution estimate, 34 after refining all norms at once from there).
+    pub fn tile_start(&self, x: &Tensor) -> Result<TileState> {
         check_tile(x)?;
-        if known.len() >= NORM_LAYERS {
+        Ok(TileState {
+            next: 0,
+            y: x.clone(),
+            skip: None,
+        })
+    }
+
+    /// The input of the next norm (the state's [`TileState::next_norm`]) for a tile pass.
+    pub fn tile_norm_input(&self, state: &TileState) -> Result<Tensor> {
+        if state.next >= NORM_LAYERS {
             return Err(Error::invalid(format!(
-                "all {NORM_LAYERS} norms are already known"
+                "all {NORM_LAYERS} norms of this tile are applied"
             )));
         }
-        let mut norming = Norming::Probe {
-            known,
-            sums,
-            window,
-            reached: false,
-        };
-        self.run(x, mix, &mut norming)?;
+        Ok(self.norm_input(state.next, &state.y)?)
+    }
+
+    /// Applies the next norm to its `input` (from [`Self::tile_norm_input`]) with the whole
+    /// image's statistics `stats` and moves the state past it.
+    pub fn tile_advance(
+        &self,
+        state: &mut TileState,
+        input: &Tensor,
+        mix: Option<&Tensor>,
+        stats: &ChannelStats,
+    ) -> Result<()> {
+        let mix = self.checked_mix(mix)?;
+        let layer = state.next;
+        if layer >= NORM_LAYERS {
+            return Err(Error::invalid(format!(
+                "all {NORM_LAYERS} norms of this tile are applied"
+            )));
+        }
+        let (norm, relu) = self.norm(layer);
+        let y = norm.forward_with(input, relu, mix, stats)?;
+        self.advance(layer, y, &mut state.y, &mut state.skip)?;
+        state.next += 1;
+        Ok(())
+    }
+
+    /// The norm at position `layer` and whether a ReLU follows it.
+    fn norm(&self, layer: usize) -> (&InstanceNorm, bool) {
+        let last = NORM_LAYERS - 2;
+        match layer {
+            0 => (&self.in1, true),
+            1 => (&self.in2, true),
+            2 => (&self.in3, true),
+            l if l == last => (&self.in4, true),
+            l if l > last => (&self.in5, true),
+            l => {
+                let block = &self.res[(l - 3) / 2];
+                if (l - 3) % 2 == 0 {
+                    (&block.in1, true)
+                } else {
+                    (&block.in2, false)
+                }
+            }
+        }
+    }
+
+    /// The convolution that feeds norm `layer`, applied to `y` (the previous norm's output, or
+    /// the image for norm 0).
+    fn norm_input(&self, layer: usize, y: &Tensor) -> candle_core::Result<Tensor> {
+        let g = self.trainable;
+        let last = NORM_LAYERS - 2;
+        match layer {
+            0 => self.conv1.forward(y, g),
+            1 => self.conv2.forward(y, g),
+            2 => self.conv3.forward(y, g),
+            l if l == last => self.deconv1.forward(y, g),
+            l if l > last => self.deconv2.forward(y, g),
+            l => {
+                let block = &self.res[(l - 3) / 2];
+                if (l - 3) % 2 == 0 {
+                    block.conv1.forward(y, g)
+                } else {
+                    block.conv2.forward(y, g)
+                }
+            }
+        }
+    }
+
+    /// Moves a pass past norm `layer`, whose output is `normed`: a residual block's first norm
+    /// keeps the block's input for its skip connection, its second adds it back.
+    fn advance(
+        &self,
+        layer: usize,
+        normed: Tensor,
+        y: &mut Tensor,
+        skip: &mut Option<Tensor>,
+    ) -> candle_core::Result<()> {
+        let in_blocks = (3..NORM_LAYERS - 2).contains(&layer);
+        if in_blocks && (layer - 3) % 2 == 0 {
+            *skip = Some(std::mem::replace(y, normed));
+        } else if in_blocks {
+            let Some(input) = skip.take() else {
+                bail!("a residual block's second norm came without its first")
+            };
+            *y = (normed + input)?;
+        } else {
+            *y = normed;
+        }
         Ok(())
     }
 
@@ -887,37 +953,15 @@ impl TransformerNet {
         mix: Option<&Tensor>,
         norming: &mut Norming<'_>,
     ) -> candle_core::Result<Tensor> {
-        // A probe stops at its norm: what follows is skipped (`stopped`), which is what makes
-        // the statistics passes of a tiled run cheaper than whole forward passes.
-        let g = self.trainable;
-        let y = self.conv1.forward(x, g)?;
-        let mut y = norming.apply(0, &self.in1, &y, true, mix)?;
-        for (layer, norm, conv) in [(1, &self.in2, &self.conv2), (2, &self.in3, &self.conv3)] {
-            if norming.stopped() {
-                return Ok(y);
-            }
-            y = norming.apply(layer, norm, &conv.forward(&y, g)?, true, mix)?;
+        let mut y = x.clone();
+        let mut skip = None;
+        for layer in 0..NORM_LAYERS {
+            let input = self.norm_input(layer, &y)?;
+            let (norm, relu) = self.norm(layer);
+            let normed = norming.apply(layer, norm, &input, relu, mix)?;
+            self.advance(layer, normed, &mut y, &mut skip)?;
         }
-        for (i, block) in self.res.iter().enumerate() {
-            if norming.stopped() {
-                return Ok(y);
-            }
-            y = block.forward(&y, g, mix, norming, 3 + 2 * i)?;
-        }
-        let last = NORM_LAYERS - 2;
-        for (layer, norm, conv) in [
-            (last, &self.in4, &self.deconv1),
-            (last + 1, &self.in5, &self.deconv2),
-        ] {
-            if norming.stopped() {
-                return Ok(y);
-            }
-            y = norming.apply(layer, norm, &conv.forward(&y, g)?, true, mix)?;
-        }
-        if norming.stopped() {
-            return Ok(y);
-        }
-        self.deconv3.forward(&y, g)
+        self.deconv3.forward(&y, self.trainable)
     }
 
     /// Writes the parameters (PyTorch names) as `.safetensors` in `dtype` (F16 halves the file
