@@ -254,7 +254,7 @@ pub const NETWORK_BENCHES: [&str; 15] = [
     "conditional network (width 16, 4 styles, a 2-style mix), 1024x1024",
     "tiled network (starry-night), 8 MP 3264x2448, one run",
     "tiled network (starry-night), 50 MP 8192x6144, one run",
-    "untiled network (starry-night), 8 MP 3264x2448, one run; note: tiled vs untiled",
+    "one-piece network (starry-night), 8 MP 3264x2448, one run, against the tiled result",
 ];
 
 /// Runs the benchmark set. `vgg` is a loaded loss network or `None` for random VGG16 weights

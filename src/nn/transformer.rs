@@ -920,7 +920,7 @@ impl TransformerNet {
         skip: &mut Option<Tensor>,
     ) -> candle_core::Result<()> {
         let in_blocks = (3..NORM_LAYERS - 2).contains(&layer);
-        if in_blocks && (layer - 3) % 2 == 0 {
+        if in_blocks && (layer - 3).is_multiple_of(2) {
             *skip = Some(std::mem::replace(y, normed));
         } else if in_blocks {
             let Some(input) = skip.take() else {
