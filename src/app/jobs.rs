@@ -332,7 +332,7 @@ impl AtelierApp {
         let (w, h) = photo.original.dimensions();
         let (full, cheap) = match self.persisted.controls.method {
             MethodChoice::Arbitrary => (
-                crate::engine::arbitrary_side(w, h, None),
+                crate::engine::arbitrary_side(w, h, None, self.persisted.controls.transform),
                 CHEAP_ARBITRARY_PREVIEW_PIXELS,
             ),
             _ => (network_side(w, h, None), CHEAP_NETWORK_PREVIEW_PIXELS),

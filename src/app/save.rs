@@ -152,7 +152,9 @@ impl AtelierApp {
                 .min(MAX_OPTIMIZE_SIDE),
             // The engine caps the network's input for memory.
             MethodChoice::Network => network_side(w, h, None),
-            MethodChoice::Arbitrary => arbitrary_side(w, h, None),
+            MethodChoice::Arbitrary => {
+                arbitrary_side(w, h, None, self.persisted.controls.transform)
+            }
         }
     }
 

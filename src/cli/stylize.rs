@@ -543,7 +543,15 @@ fn check_network_size(args: &StylizeArgs, (width, height): (u32, u32)) -> Result
     };
     let (most, limit) = match args.method {
         MethodArg::Arbitrary => (
-            engine::arbitrary_side(width, height, Some(side)),
+            engine::arbitrary_side(
+                width,
+                height,
+                Some(side),
+                match args.transform {
+                    TransformArg::Adain => FeatureTransform::Adain,
+                    TransformArg::Wct => FeatureTransform::Wct,
+                },
+            ),
             engine::MAX_ARBITRARY_PIXELS,
         ),
         _ => (

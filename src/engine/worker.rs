@@ -448,8 +448,12 @@ impl Worker {
                 let refs: Vec<(&arbitrary::StyleStats, f64)> =
                     stats.iter().map(|(s, w)| (s.as_ref(), *w)).collect();
                 let blended = arbitrary::blend_stats(&refs)?;
-                let side =
-                    arbitrary::arbitrary_side(job.content.width(), job.content.height(), *size);
+                let side = arbitrary::arbitrary_side(
+                    job.content.width(),
+                    job.content.height(),
+                    *size,
+                    *transform,
+                );
                 let content = if side == job.content.width().max(job.content.height()) {
                     (*job.content).clone()
                 } else {
@@ -459,26 +463,46 @@ impl Worker {
                     transform: *transform,
                     strength: job.strength,
                 };
-                let mut stylized = arbitrary::stylize(
-                    &vgg,
-                    &decoders,
-                    &content,
-                    &blended,
-                    config,
-                    &self.device,
-                    |step, total_steps| {
-                        if cancel.load(Ordering::SeqCst) {
-                            return Err(Error::Cancelled);
-                        }
-                        outbox.send(EventBody::Progress {
-                            step,
-                            total_steps,
-                            losses: None,
-                            elapsed: started.elapsed(),
-                        });
-                        Ok(())
-                    },
-                )?;
+                let progress = |step, total_steps| {
+                    if cancel.load(Ordering::SeqCst) {
+                        return Err(Error::Cancelled);
+                    }
+                    outbox.send(EventBody::Progress {
+                        step,
+                        total_steps,
+                        losses: None,
+                        elapsed: started.elapsed(),
+                    });
+                    Ok(())
+                };
+                // AdaIN runs photos too large for one piece in tiles; WCT is capped in size.
+                let tile_core = match transform {
+                    arbitrary::FeatureTransform::Adain => {
+                        arbitrary::tile_core_for(content.width(), content.height())
+                    }
+                    arbitrary::FeatureTransform::Wct => None,
+                };
+                let mut stylized = match tile_core {
+                    Some(core) => arbitrary::stylize_tiled(
+                        &vgg,
+                        &decoders,
+                        &content,
+                        &blended,
+                        config,
+                        &self.device,
+                        core,
+                        progress,
+                    )?,
+                    None => arbitrary::stylize(
+                        &vgg,
+                        &decoders,
+                        &content,
+                        &blended,
+                        config,
+                        &self.device,
+                        progress,
+                    )?,
+                };
                 if *preserve_color {
                     stylized = color::keep_photo_colors(&stylized, &content);
                 }
