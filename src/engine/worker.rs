@@ -475,13 +475,8 @@ impl Worker {
                     });
                     Ok(())
                 };
-                // AdaIN runs photos too large for one piece in tiles; WCT is capped in size.
-                let tile_core = match transform {
-                    arbitrary::FeatureTransform::Adain => {
-                        arbitrary::tile_core_for(content.width(), content.height())
-                    }
-                    arbitrary::FeatureTransform::Wct => None,
-                };
+                // Photos too large for one piece run in tiles (WCT's size is also capped).
+                let tile_core = arbitrary::tile_core_for(content.width(), content.height());
                 let mut stylized = match tile_core {
                     Some(core) => arbitrary::stylize_tiled(
                         &vgg,

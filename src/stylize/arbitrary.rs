@@ -27,9 +27,10 @@ use crate::stylize::tiles;
 
 /// The levels of the WCT cascade, coarse to fine; AdaIN uses the first.
 pub const LEVELS: [&str; 4] = ["relu4_1", "relu3_1", "relu2_1", "relu1_1"];
-/// Largest photo WCT paints (in one piece): the cascade holds relu1_1 features three times
-/// over (about 1.4 GB per megapixel measured at 1024²), so bigger photos are downscaled. AdaIN
-/// runs larger photos in tiles ([`stylize_tiled`]) up to the input limit.
+/// Largest photo WCT paints: in one piece the cascade holds relu1_1 features three times over
+/// (about 1.4 GB per megapixel measured at 1024²); tiles ([`stylize_tiled`]) bound that, but
+/// the tiled cascade's own memory above this size is not measured yet, so bigger photos are
+/// downscaled. AdaIN runs in tiles up to the input limit.
 pub const MAX_ARBITRARY_PIXELS: u64 = 6_000_000;
 
 /// The longer side the arbitrary method with `transform` runs at for a `width`×`height` photo.
@@ -368,12 +369,12 @@ pub fn tile_core_for(width: u32, height: u32) -> Option<u32> {
     Some(side.saturating_sub(2 * TILE_HALO).max(2 * TILE_HALO) / 8 * 8)
 }
 
-/// [`stylize`] with AdaIN in tiles of at most `core`×`core` pixels (plus [`TILE_HALO`]), for
-/// photos too large for one piece: the tiles run twice, first to sum the photo's relu4_1
-/// statistics over their cores (the whole photo's, as AdaIN needs), then to transform with them
-/// and decode each core. The result matches the untiled one (tested: 0.0001 levels). WCT is
-/// refused: its tiled cascade came out 5.6 levels off the untiled one in the test, a cause not
-/// yet found, so WCT stays in one piece. `observe(done, total)` counts tile runs.
+/// [`stylize`] in tiles of at most `core`×`core` pixels (plus [`TILE_HALO`]), for photos too
+/// large for one piece. At each level the tiles run twice: first to sum the photo's feature
+/// statistics over their cores (channel moments for AdaIN, the covariance for WCT: the whole
+/// photo's, as the transforms need), then to transform with them and decode each core. The
+/// result matches the untiled one (tested: 0.0001 levels AdaIN, 0.01 WCT).
+/// `observe(done, total)` counts tile runs.
 #[allow(clippy::too_many_arguments)]
 pub fn stylize_tiled(
     vgg: &Vgg,
@@ -386,26 +387,42 @@ pub fn stylize_tiled(
     mut observe: impl FnMut(usize, usize) -> Result<()>,
 ) -> Result<RgbImage> {
     check_input(content, config)?;
-    if config.transform != FeatureTransform::Adain {
-        return Err(Error::invalid(
-            "only AdaIN runs in tiles; WCT paints photos in one piece",
-        ));
-    }
     let (width, height) = content.dimensions();
-    let (padded_w, padded_h) = (width.div_ceil(8) * 8, height.div_ceil(8) * 8);
-    let grid = tiles::grid(padded_w, padded_h, core.max(8), TILE_HALO, 8);
     let levels = config.transform.levels();
-    let total = 2 * levels.len() * grid.len();
-    let mut done = 0;
-    let mut image = content.clone();
+    // Each level pads the image to its own pools' multiple, as the untiled run does (the
+    // padding counts in the statistics: padding every level to 8 put WCT 5.6 levels off), and
+    // tiles it on that grid.
+    let mut grids = Vec::with_capacity(levels.len());
     for &layer in levels {
+        let multiple = 1u32 << decoder::layer_pools(layer)?;
+        let padded = (
+            width.div_ceil(multiple) * multiple,
+            height.div_ceil(multiple) * multiple,
+        );
+        let grid = tiles::grid(padded.0, padded.1, core.max(8), TILE_HALO, multiple);
+        grids.push((padded, grid));
+    }
+    let total: usize = grids.iter().map(|(_, grid)| 2 * grid.len()).sum();
+    let mut done = 0;
+    // Between levels the image stays in floats, as in the untiled cascade.
+    let (w, h) = (width as usize, height as usize);
+    let mut image = imaging::to_tensor(content, device)?;
+    for (&layer, ((padded_w, padded_h), grid)) in levels.iter().zip(&grids) {
         let style_stats = style
             .get(layer)
             .ok_or_else(|| Error::invalid(format!("no style statistics at {layer}")))?;
         let layer_name = layer.to_string();
         let scale = 1usize << decoder::layer_pools(layer)?;
+        // Extended once to the tiles' grid, as the untiled run pads (reflection).
+        let padded = pad_end_to(&image, 2, *padded_h as usize)?;
+        let padded = pad_end_to(&padded, 3, *padded_w as usize)?;
+        drop(image);
         let encode = |tile: &tiles::Tile| -> Result<Tensor> {
-            let x = imaging::to_tensor(&tiles::crop_reflected(&image, tile.input), device)?;
+            let r = tile.input;
+            let x = padded
+                .narrow(2, r.y as usize, r.height as usize)?
+                .narrow(3, r.x as usize, r.width as usize)?
+                .contiguous()?;
             vgg.features(&x, std::slice::from_ref(&layer_name))?
                 .remove(layer)
                 .ok_or_else(|| Error::invalid(format!("the VGG gave no {layer}")))
@@ -419,41 +436,79 @@ pub fn stylize_tiled(
             Ok(features.narrow(2, top, rows)?.narrow(3, left, cols)?)
         };
 
-        // Pass 1: the photo's channel means and variances at this level, over every core.
+        // Pass 1: the photo's statistics at this level, over every tile's core: channel means
+        // and variances for AdaIN, the full covariance for WCT.
         let mut diagonal: Option<(f64, Vec<(f64, f64)>)> = None;
-        for tile in &grid {
+        let mut moments: Option<Moments> = None;
+        for tile in grid {
             let part = core_of(&encode(tile)?, tile)?;
-            let (_, c, h, w) = part.dims4()?;
-            let sums = crate::nn::ops::window_sums(&part, 0..h, 0..w)?;
-            let (count, acc) = diagonal.get_or_insert_with(|| (0.0, vec![(0.0, 0.0); c]));
-            *count += (h * w) as f64;
-            for (a, s) in acc.iter_mut().zip(sums) {
-                a.0 += s.0;
-                a.1 += s.1;
+            let (_, c, ph, pw) = part.dims4()?;
+            match config.transform {
+                FeatureTransform::Adain => {
+                    let sums = crate::nn::ops::window_sums(&part, 0..ph, 0..pw)?;
+                    let (count, acc) = diagonal.get_or_insert_with(|| (0.0, vec![(0.0, 0.0); c]));
+                    *count += (ph * pw) as f64;
+                    for (a, s) in acc.iter_mut().zip(sums) {
+                        a.0 += s.0;
+                        a.1 += s.1;
+                    }
+                }
+                FeatureTransform::Wct => moments
+                    .get_or_insert_with(|| Moments::new(c))
+                    .add(&part.contiguous()?)?,
             }
             done += 1;
             observe(done, total)?;
         }
-        let Some((count, sums)) = diagonal else {
-            return Err(Error::invalid("the tiles covered no pixels"));
+        let content_stats = match (diagonal, moments) {
+            (Some((count, sums)), _) => diagonal_stats(count, &sums),
+            (None, Some(m)) => m.stats(),
+            (None, None) => return Err(Error::invalid("the tiles covered no pixels")),
         };
-        let content_stats = diagonal_stats(count, &sums);
 
         // Pass 2: transform with the whole photo's statistics, decode, keep each core.
         let alpha = f64::from(config.strength);
-        let mut next = RgbImage::new(width, height);
-        for tile in &grid {
+        let mut next = vec![0f32; 3 * w * h];
+        for tile in grid {
             let features = encode(tile)?;
-            let transformed = adain_with(&features, &content_stats, style_stats)?;
+            let transformed = match config.transform {
+                FeatureTransform::Adain => adain_with(&features, &content_stats, style_stats)?,
+                FeatureTransform::Wct => wct_with(&features, &content_stats, style_stats)?,
+            };
             let mixed = ((transformed * alpha)? + (features * (1.0 - alpha))?)?;
-            let decoded = decoders.get(layer)?.forward(&mixed)?.clamp(0f32, 255f32)?;
-            tiles::paste_core(&mut next, &imaging::from_tensor(&decoded)?, *tile);
+            let decoded = decoders
+                .get(layer)?
+                .forward(&mixed)?
+                .clamp(0f32, 255f32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            paste_planar(&mut next, (w, h), &decoded, *tile);
             done += 1;
             observe(done, total)?;
         }
-        image = next;
+        image = Tensor::from_vec(next, (1, 3, h, w), device)?;
     }
-    Ok(image)
+    imaging::from_tensor(&image)
+}
+
+/// Copies the core of `tile` from `tile_output` (3 planes of the tile's input size) into
+/// `out` (3 planes of `size`), clipped to `size`.
+fn paste_planar(out: &mut [f32], (w, h): (usize, usize), tile_output: &[f32], tile: tiles::Tile) {
+    let (iw, ih) = (tile.input.width as usize, tile.input.height as usize);
+    let (dx, dy) = (
+        (tile.core.x - tile.input.x) as usize,
+        (tile.core.y - tile.input.y) as usize,
+    );
+    let (x0, y0) = (tile.core.x as usize, tile.core.y as usize);
+    let cols = (tile.core.width as usize).min(w.saturating_sub(x0));
+    let rows = (tile.core.height as usize).min(h.saturating_sub(y0));
+    for c in 0..3 {
+        for r in 0..rows {
+            let from = c * iw * ih + (dy + r) * iw + dx;
+            let to = c * w * h + (y0 + r) * w + x0;
+            out[to..to + cols].copy_from_slice(&tile_output[from..from + cols]);
+        }
+    }
 }
 
 /// `m^power` of a symmetric positive semi-definite `c × c` matrix, through its
