@@ -2,6 +2,7 @@
 //! the untiled result, and the statistics that tiles estimate (a low-resolution pass, then sums
 //! over the tiles) bring a tiled photo within a fraction of a level of the untiled one.
 
+use atelier::bench::mean_abs_diff;
 use atelier::nn::transformer::{
     NormSums, TileWindow, TransformerNet, NORM_LAYERS, RECEPTIVE_RADIUS,
 };
@@ -37,16 +38,6 @@ fn tensor_of(image: &RgbImage) -> anyhow::Result<Tensor> {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> anyhow::Result<f32> {
     Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?)
-}
-
-fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
-    let total: u64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(&p, &q)| u64::from(p.abs_diff(q)))
-        .sum();
-    total as f64 / a.as_raw().len() as f64
 }
 
 #[test]

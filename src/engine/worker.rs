@@ -388,18 +388,7 @@ impl Worker {
                     &self.device,
                     mix.as_deref(),
                     plan,
-                    &mut |step, total_steps| {
-                        if cancel.load(Ordering::SeqCst) {
-                            return Err(Error::Cancelled);
-                        }
-                        outbox.send(EventBody::Progress {
-                            step,
-                            total_steps,
-                            losses: None,
-                            elapsed: started.elapsed(),
-                        });
-                        Ok(())
-                    },
+                    &mut pass_progress(outbox, cancel, started),
                 )?;
                 if stylized.dimensions() != content.dimensions() {
                     stylized = imaging::resize_exact(&stylized, content.width(), content.height());
@@ -463,18 +452,7 @@ impl Worker {
                     transform: *transform,
                     strength: job.strength,
                 };
-                let progress = |step, total_steps| {
-                    if cancel.load(Ordering::SeqCst) {
-                        return Err(Error::Cancelled);
-                    }
-                    outbox.send(EventBody::Progress {
-                        step,
-                        total_steps,
-                        losses: None,
-                        elapsed: started.elapsed(),
-                    });
-                    Ok(())
-                };
+                let progress = pass_progress(outbox, cancel, started);
                 // Photos too large for one piece run in tiles (WCT's size is also capped).
                 let tile_core = arbitrary::tile_core_for(content.width(), content.height());
                 let mut stylized = match tile_core {
@@ -781,6 +759,27 @@ fn finish(
         content,
         stats,
     })
+}
+
+/// Progress of a one-pass method (its tiles or levels, `(done, total)`) as events, stopping
+/// with [`Error::Cancelled`] once the job's flag is set.
+fn pass_progress<'a>(
+    outbox: &'a Outbox,
+    cancel: &'a AtomicBool,
+    started: Instant,
+) -> impl FnMut(usize, usize) -> Result<()> + 'a {
+    move |step, total_steps| {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Error::Cancelled);
+        }
+        outbox.send(EventBody::Progress {
+            step,
+            total_steps,
+            losses: None,
+            elapsed: started.elapsed(),
+        });
+        Ok(())
+    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -40,18 +40,22 @@ pub fn forward(
             let c = i % channels;
             let (mean, rstd) = stats(src, eps);
             let scale = rstd * gamma[c];
-            let shift = beta[c] - mean * scale;
-            if relu {
-                out.iter_mut()
-                    .zip(src)
-                    .for_each(|(o, &v)| *o = (v * scale + shift).max(0.0));
-            } else {
-                out.iter_mut()
-                    .zip(src)
-                    .for_each(|(o, &v)| *o = v * scale + shift);
-            }
+            scale_shift(out, src, scale, beta[c] - mean * scale, relu);
         });
     y
+}
+
+/// `out = act(src·scale + shift)` for one plane.
+fn scale_shift(out: &mut [f32], src: &[f32], scale: f32, shift: f32, relu: bool) {
+    if relu {
+        out.iter_mut()
+            .zip(src)
+            .for_each(|(o, &v)| *o = (v * scale + shift).max(0.0));
+    } else {
+        out.iter_mut()
+            .zip(src)
+            .for_each(|(o, &v)| *o = v * scale + shift);
+    }
 }
 
 /// Gradients of [`forward`]: returns (dx, dγ, dβ).
@@ -126,14 +130,7 @@ pub fn affine(
         .zip(x.par_chunks(plane))
         .enumerate()
         .for_each(|(i, (out, src))| {
-            let (a, b) = (scale[i % channels], shift[i % channels]);
-            if relu {
-                out.iter_mut()
-                    .zip(src)
-                    .for_each(|(o, &v)| *o = (v * a + b).max(0.0));
-            } else {
-                out.iter_mut().zip(src).for_each(|(o, &v)| *o = v * a + b);
-            }
+            scale_shift(out, src, scale[i % channels], shift[i % channels], relu);
         });
     y
 }
