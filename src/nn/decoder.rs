@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -345,7 +346,7 @@ static BUNDLED: [(&str, &[u8]); 4] = [
 ];
 
 /// The built-in decoders.
-pub fn bundled(device: &Device) -> Result<crate::stylize::arbitrary::Decoders> {
+pub fn bundled(device: &Device) -> Result<Decoders> {
     let decoders = BUNDLED
         .iter()
         .map(|(layer, bytes)| {
@@ -353,12 +354,12 @@ pub fn bundled(device: &Device) -> Result<crate::stylize::arbitrary::Decoders> {
             Decoder::from_weight_file(&WeightFile::from_bytes(bytes, Path::new(&name), device)?)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(crate::stylize::arbitrary::Decoders::new(decoders))
+    Ok(Decoders::new(decoders))
 }
 
 /// Every decoder in `dir`: its `*.safetensors` files and its subfolders' `decoder.safetensors`
 /// (what `atelier train-decoder -o DIR/decoder-LAYER` writes).
-pub fn load_folder(dir: &Path, device: &Device) -> Result<crate::stylize::arbitrary::Decoders> {
+pub fn load_folder(dir: &Path, device: &Device) -> Result<Decoders> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::weights(dir, e))?;
     let mut paths: Vec<std::path::PathBuf> = Vec::new();
     for entry in entries {
@@ -385,7 +386,39 @@ pub fn load_folder(dir: &Path, device: &Device) -> Result<crate::stylize::arbitr
         .iter()
         .map(|p| Decoder::load(p, device))
         .collect::<Result<Vec<_>>>()?;
-    Ok(crate::stylize::arbitrary::Decoders::new(decoders))
+    Ok(Decoders::new(decoders))
+}
+
+/// The decoders of the cascade levels, by layer.
+#[derive(Debug, Clone, Default)]
+pub struct Decoders {
+    by_layer: HashMap<String, Arc<Decoder>>,
+}
+
+impl Decoders {
+    pub fn new(decoders: impl IntoIterator<Item = Decoder>) -> Self {
+        Self {
+            by_layer: decoders
+                .into_iter()
+                .map(|d| (d.layer().to_string(), Arc::new(d)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, layer: &str) -> Result<&Decoder> {
+        self.by_layer.get(layer).map(|d| d.as_ref()).ok_or_else(|| {
+            Error::invalid(format!(
+                "no decoder for {layer} (have: {})",
+                self.layers().join(", ")
+            ))
+        })
+    }
+
+    pub fn layers(&self) -> Vec<String> {
+        let mut layers: Vec<String> = self.by_layer.keys().cloned().collect();
+        layers.sort();
+        layers
+    }
 }
 
 #[cfg(test)]

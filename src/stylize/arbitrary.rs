@@ -13,14 +13,14 @@
 //! gives statistics pooled over all of them (a personal style from a collection).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::imaging;
-use crate::nn::decoder::{self, Decoder};
+use crate::nn::decoder;
+pub use crate::nn::decoder::Decoders;
 use crate::nn::layers::pad_end_to;
 use crate::nn::vgg::Vgg;
 use crate::stylize::tiles;
@@ -77,38 +77,6 @@ impl FeatureTransform {
             FeatureTransform::Adain => &LEVELS[..1],
             FeatureTransform::Wct => &LEVELS,
         }
-    }
-}
-
-/// The decoders of the cascade levels, by layer.
-#[derive(Debug, Clone, Default)]
-pub struct Decoders {
-    by_layer: HashMap<String, Arc<Decoder>>,
-}
-
-impl Decoders {
-    pub fn new(decoders: impl IntoIterator<Item = Decoder>) -> Self {
-        Self {
-            by_layer: decoders
-                .into_iter()
-                .map(|d| (d.layer().to_string(), Arc::new(d)))
-                .collect(),
-        }
-    }
-
-    pub fn get(&self, layer: &str) -> Result<&Decoder> {
-        self.by_layer.get(layer).map(|d| d.as_ref()).ok_or_else(|| {
-            Error::invalid(format!(
-                "no decoder for {layer} (have: {})",
-                self.layers().join(", ")
-            ))
-        })
-    }
-
-    pub fn layers(&self) -> Vec<String> {
-        let mut layers: Vec<String> = self.by_layer.keys().cloned().collect();
-        layers.sort();
-        layers
     }
 }
 
