@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{imageops::FilterType, DynamicImage, GrayImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::error::{Error, Result};
 
@@ -69,6 +69,41 @@ pub fn decode_rgb(
             ));
         }
     }
+    Ok((decode_checked(bytes, format, name)?.to_rgb8(), warning))
+}
+
+/// A mask (a grey image: white paints, black keeps) from a file: any image format; an alpha
+/// channel counts too (transparent keeps), so a PNG painted on a transparent layer works.
+pub fn load_mask(path: &Path) -> Result<GrayImage> {
+    check_regular_file(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::image(path, e))?;
+    decode_mask(bytes, path)
+}
+
+/// [`load_mask`] for bytes already in memory (a recipe's PNG chunk, an upload).
+pub fn decode_mask(bytes: Vec<u8>, name: &Path) -> Result<GrayImage> {
+    let format = image::guess_format(&bytes)
+        .ok()
+        .or_else(|| image::ImageFormat::from_path(name).ok())
+        .ok_or_else(|| {
+            Error::image(
+                name,
+                "a mask must be an image (PNG, JPEG, WebP, BMP or TIFF): unrecognised format",
+            )
+        })?;
+    let image = decode_checked(bytes, format, name)?;
+    if !image.color().has_alpha() {
+        return Ok(image.to_luma8());
+    }
+    let grey_alpha = image.to_luma_alpha8();
+    Ok(GrayImage::from_fn(image.width(), image.height(), |x, y| {
+        let [v, a] = grey_alpha.get_pixel(x, y).0;
+        image::Luma([((u16::from(v) * u16::from(a) + 127) / 255) as u8])
+    }))
+}
+
+/// Decodes `bytes` of `format`, with the size checks and the EXIF orientation applied.
+fn decode_checked(bytes: Vec<u8>, format: image::ImageFormat, name: &Path) -> Result<DynamicImage> {
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes));
     reader.set_format(format);
     let mut decoder = reader
@@ -82,7 +117,7 @@ pub fn decode_rgb(
     let mut image = DynamicImage::from_decoder(decoder)
         .map_err(|e| Error::image(name, format!("corrupt or truncated image: {e}")))?;
     image.apply_orientation(orientation);
-    Ok((image.to_rgb8(), warning))
+    Ok(image)
 }
 
 /// `ELOOP`, "too many levels of symbolic links", where the platform's number is known.

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atelier::engine::{
-    Engine, Event, EventBody, Failure, GatysConfig, Job, JobId, JobKind, Method, StyleImage,
+    Engine, Event, EventBody, Failure, GatysConfig, Job, JobId, JobKind, Method, NetworkStyle,
+    StyleImage,
 };
 use atelier::nn::transformer::TransformerNet;
 use image::RgbImage;
@@ -34,6 +35,7 @@ fn optimize_job(vgg: PathBuf, size: u32, steps: usize) -> Job {
             },
         },
         strength: 1.0,
+        regions: None,
     }
 }
 
@@ -41,13 +43,13 @@ fn network_job(model: &Path, content: Arc<RgbImage>) -> Job {
     Job {
         content,
         method: Method::Network {
-            model: model.to_path_buf(),
+            styles: vec![NetworkStyle::new(model, None)],
             size: None,
-            mix: None,
             preserve_color: false,
             stroke: 1.0,
         },
         strength: 1.0,
+        regions: None,
     }
 }
 
@@ -408,13 +410,13 @@ fn network_job_runs_and_blends_with_strength() {
         let id = engine.preview(Job {
             content: content.clone(),
             method: Method::Network {
-                model: model.clone(),
+                styles: vec![NetworkStyle::new(model.clone(), None)],
                 size: None,
-                mix: None,
                 preserve_color: false,
                 stroke: 1.0,
             },
             strength,
+            regions: None,
         });
         match events_until_done(&engine, id.unwrap(), Duration::from_secs(60)).pop() {
             Some(Event {
@@ -445,13 +447,13 @@ fn network_job_preserves_the_photos_colours_when_asked() {
         let id = engine.preview(Job {
             content: content.clone(),
             method: Method::Network {
-                model: model.clone(),
+                styles: vec![NetworkStyle::new(model.clone(), None)],
                 size: None,
-                mix: None,
                 preserve_color,
                 stroke: 1.0,
             },
             strength: 1.0,
+            regions: None,
         });
         match events_until_done(&engine, id.unwrap(), Duration::from_secs(60)).pop() {
             Some(Event {
@@ -481,13 +483,13 @@ fn the_stroke_scale_runs_the_network_at_another_size_and_keeps_the_photos() {
         let id = engine.render(Job {
             content: content.clone(),
             method: Method::Network {
-                model: model.clone(),
+                styles: vec![NetworkStyle::new(model.clone(), None)],
                 size: None,
-                mix: None,
                 preserve_color: false,
                 stroke,
             },
             strength: 1.0,
+            regions: None,
         });
         events_until_done(&engine, id.unwrap(), Duration::from_secs(120)).pop()
     };

@@ -14,7 +14,7 @@ use super::tasks;
 use super::{AtelierApp, Shown};
 use crate::engine::{
     network_side, ArbitraryStyle, Event, EventBody, Failure, Job, JobId, JobKind, JobOutput,
-    JobStats, Method, StyleImage, MAX_NETWORK_PIXELS,
+    JobStats, Method, NetworkStyle, StyleImage, MAX_NETWORK_PIXELS,
 };
 use crate::imaging;
 use crate::styles::StyleEntry;
@@ -83,10 +83,9 @@ impl AtelierApp {
                     JobPurpose::Save => None,
                 };
                 Method::Network {
-                    model,
+                    styles: vec![NetworkStyle::new(model, mix)],
                     size,
                     preserve_color: controls.preserve_color,
-                    mix,
                     stroke: controls.stroke,
                 }
             }
@@ -175,6 +174,7 @@ impl AtelierApp {
             content,
             method,
             strength: controls.strength,
+            regions: None,
         };
         Ok((job, side))
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use atelier::engine::{
     self, ArbitraryStyle, Engine, EventBody, FeatureTransform, GatysConfig, Init, Job, JobId,
-    JobKind, JobStats, Method, OptimizerKind, StyleImage,
+    JobKind, JobStats, Method, NetworkStyle, OptimizerKind, StyleImage,
 };
 use atelier::imaging::{self, OutputFormat};
 use clap::{Args, ValueEnum};
@@ -361,10 +361,9 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
                 Some(atelier::styles::resolve_mix(&styles, &args.mix).map_err(anyhow::Error::msg)?)
             };
             Method::Network {
-                model,
+                styles: vec![NetworkStyle::new(model, mix)],
                 size: args.size,
                 preserve_color: args.preserve_color,
-                mix,
                 stroke: args.stroke,
             }
         }
@@ -692,6 +691,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
                         content: Arc::new(photo),
                         method: method.clone(),
                         strength: args.strength,
+                        regions: None,
                     })?;
                     in_flight.push(Submitted {
                         job,

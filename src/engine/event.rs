@@ -109,6 +109,9 @@ pub struct JobStats {
     pub initial_style_loss: Option<f64>,
     /// How a photo too large for one piece was tiled (network methods); `None`: one piece.
     pub tiling: Option<TileReport>,
+    /// What the user should know about the job's input (masks stretched to fit, empty or
+    /// all-white masks), one sentence each.
+    pub notes: Vec<String>,
 }
 
 /// A finished training job.

@@ -7,6 +7,7 @@ use image::RgbImage;
 
 pub use crate::stylize::arbitrary::FeatureTransform;
 use crate::stylize::gatys::{GatysConfig, StyleImage};
+use crate::stylize::regions::Regions;
 
 /// Identifies a submitted job; later jobs have larger ids.
 pub type JobId = u64;
@@ -47,12 +48,11 @@ pub enum Method {
     /// (`None`: the photo's own size, capped for memory); `preserve_color` keeps the photo's
     /// chrominance and takes only the network's luminance.
     Network {
-        model: PathBuf,
+        /// The network to run: one, or one per region of the job's [`Job::regions`] (several
+        /// styles of one conditional network paint their regions in one pass).
+        styles: Vec<NetworkStyle>,
         size: Option<u32>,
         preserve_color: bool,
-        /// For a conditional network: one weight per style (normalised by the engine; a
-        /// one-hot mix paints one style). `None`: a one-style network, or the even blend.
-        mix: Option<Vec<f64>>,
         /// Stroke scale: the network runs on the photo scaled by 1/`stroke` and its result is
         /// scaled back, so 2 paints strokes twice as large
         /// ([`crate::stylize::network::STROKE_RANGE`]; 1: as trained).
@@ -76,6 +76,24 @@ pub enum Method {
     },
 }
 
+/// A trained network and, for a conditional one, the style mix it paints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkStyle {
+    pub model: PathBuf,
+    /// For a conditional network: one weight per style (normalised by the engine; a one-hot
+    /// mix paints one style). `None`: a one-style network, or the even blend.
+    pub mix: Option<Vec<f64>>,
+}
+
+impl NetworkStyle {
+    pub fn new(model: impl Into<PathBuf>, mix: Option<Vec<f64>>) -> Self {
+        Self {
+            model: model.into(),
+            mix,
+        }
+    }
+}
+
 /// One style of an arbitrary stylisation: a painting, or a collection of works whose
 /// statistics are pooled, with its blend weight.
 #[derive(Clone)]
@@ -85,6 +103,15 @@ pub struct ArbitraryStyle {
 }
 
 impl Method {
+    /// How many styles the method paints with: what [`Job::regions`] gives one mask each.
+    pub fn style_count(&self) -> usize {
+        match self {
+            Method::Optimize { styles, .. } => styles.len(),
+            Method::Network { styles, .. } => styles.len(),
+            Method::Arbitrary { styles, .. } => styles.len(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Method::Optimize { .. } => "optimize",
@@ -101,4 +128,6 @@ pub struct Job {
     pub method: Method,
     /// 0 keeps the photo, 1 is the full stylisation; in between blends the two.
     pub strength: f32,
+    /// Where each style paints (`None`: everywhere, blended by the method's weights).
+    pub regions: Option<Regions>,
 }

@@ -33,7 +33,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 pub use event::{Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle};
 pub use failure::{EngineError, Failure};
-pub use job::{ArbitraryStyle, FeatureTransform, Job, JobId, JobKind, Method};
+pub use job::{ArbitraryStyle, FeatureTransform, Job, JobId, JobKind, Method, NetworkStyle};
 
 // ---- What UIs need of the methods ----
 pub use crate::nn::device::best_device;
@@ -47,6 +47,7 @@ pub use crate::stylize::network::{
     network_side, stroke_side, TileReport, MAX_NETWORK_PIXELS, STROKE_RANGE,
 };
 pub use crate::stylize::optim::OptimizerKind;
+pub use crate::stylize::regions::{Regions, Rest, MAX_FEATHER};
 pub use crate::train::checkpoint::{peek as peek_checkpoint, CheckpointInfo, CHECKPOINT_NAME};
 pub use crate::train::data::list_images;
 pub use crate::train::decoder::{

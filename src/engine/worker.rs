@@ -16,7 +16,7 @@ use image::RgbImage;
 
 use super::event::{Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle};
 use super::failure::Failure;
-use super::job::{Job, JobId, JobKind, Method};
+use super::job::{Job, JobId, JobKind, Method, NetworkStyle};
 use super::{Command, Shared};
 use crate::error::{Error, Result};
 use crate::imaging;
@@ -24,6 +24,7 @@ use crate::nn::transformer::TransformerNet;
 use crate::nn::vgg::Vgg;
 use crate::stylize::cache::FeatureCache;
 use crate::stylize::gatys::{self, Observer, StepUpdate};
+use crate::stylize::regions::RegionWeights;
 use crate::stylize::{arbitrary, color, network};
 use crate::train::decoder::{self as decoder_training, DecoderEvent, DecoderTrainConfig};
 use crate::train::{session, TrainConfig, TrainEvent};
@@ -299,6 +300,9 @@ impl Worker {
                 job.strength
             )));
         }
+        if let Some(regions) = &job.regions {
+            regions.check(job.method.style_count())?;
+        }
         let started = Instant::now();
         match &job.method {
             Method::Optimize {
@@ -317,15 +321,20 @@ impl Worker {
                     started,
                     cancel,
                 };
-                let out = gatys::stylize(
+                let (final_w, final_h) =
+                    imaging::fit_size(job.content.width(), job.content.height(), config.size);
+                let weights = regions_at(job, final_w, final_h);
+                let out = gatys::stylize_in_regions(
                     &vgg,
                     &self.device,
                     &job.content,
                     styles,
                     config,
+                    weights.as_ref(),
                     &mut self.features,
                     &mut observer,
                 )?;
+                let weights = weights.map(|w| w.resized(out.image.width(), out.image.height()));
                 let content = Arc::new(imaging::resize_exact(
                     &job.content,
                     out.image.width(),
@@ -335,6 +344,7 @@ impl Worker {
                     job,
                     out.image,
                     content,
+                    weights.as_ref(),
                     JobStats {
                         method: job.method.name(),
                         width: 0,
@@ -345,25 +355,17 @@ impl Worker {
                         losses: Some(out.losses),
                         initial_style_loss: Some(out.initial_style_loss),
                         tiling: None,
+                        notes: Vec::new(),
                     },
                 )
             }
             Method::Network {
-                model,
+                styles,
                 size,
                 preserve_color,
-                mix,
                 stroke,
             } => {
                 outbox.send(EventBody::Started { total_steps: 1 });
-                let net = self.load_network(model)?;
-                let mix = mix
-                    .as_deref()
-                    .map(|weights| network::style_mix(&net, weights, model))
-                    .transpose()?;
-                if cancel.load(Ordering::SeqCst) {
-                    return Err(Error::Cancelled);
-                }
                 let (width, height) = job.content.dimensions();
                 let side = network::network_side(width, height, *size);
                 let content = if side == width.max(height) {
@@ -371,28 +373,14 @@ impl Worker {
                 } else {
                     Arc::new(imaging::resize_longer_side(&job.content, side))
                 };
-                // The stroke scale runs the network on a smaller (larger strokes) or larger
-                // copy of the photo, and the result is scaled back to the photo's size.
-                let run_side = network::stroke_side(content.width(), content.height(), *stroke)?;
-                let scaled;
-                let input = if run_side == side {
-                    &*content
-                } else {
-                    scaled = imaging::resize_longer_side(&content, run_side);
-                    &scaled
-                };
-                let plan = network::TilePlan::for_photo(&net, input.width(), input.height());
-                let (mut stylized, tiling) = network::stylize_planned(
-                    &net,
-                    input,
-                    &self.device,
-                    mix.as_deref(),
-                    plan,
+                let weights = regions_at(job, content.width(), content.height());
+                let (mut stylized, tiling) = self.run_networks(
+                    styles,
+                    &content,
+                    *stroke,
+                    weights.as_ref(),
                     &mut pass_progress(outbox, cancel, started),
                 )?;
-                if stylized.dimensions() != content.dimensions() {
-                    stylized = imaging::resize_exact(&stylized, content.width(), content.height());
-                }
                 if *preserve_color {
                     // Luminance-only transfer, as the optimisation does it: the network paints
                     // the brightness, the photo keeps its colours.
@@ -402,6 +390,7 @@ impl Worker {
                     job,
                     stylized,
                     content,
+                    weights.as_ref(),
                     JobStats {
                         method: job.method.name(),
                         width: 0,
@@ -412,6 +401,7 @@ impl Worker {
                         losses: None,
                         initial_style_loss: None,
                         tiling,
+                        notes: Vec::new(),
                     },
                 )
             }
@@ -436,7 +426,6 @@ impl Worker {
                     .collect::<Result<Vec<_>>>()?;
                 let refs: Vec<(&arbitrary::StyleStats, f64)> =
                     stats.iter().map(|(s, w)| (s.as_ref(), *w)).collect();
-                let blended = arbitrary::blend_stats(&refs)?;
                 let side = arbitrary::arbitrary_side(
                     job.content.width(),
                     job.content.height(),
@@ -453,24 +442,39 @@ impl Worker {
                     strength: job.strength,
                 };
                 let progress = pass_progress(outbox, cancel, started);
+                let weights = regions_at(job, content.width(), content.height());
                 // Photos too large for one piece run in tiles (WCT's size is also capped).
                 let tile_core = arbitrary::tile_core_for(content.width(), content.height());
-                let mut stylized = match tile_core {
-                    Some(core) => arbitrary::stylize_tiled(
+                let mut stylized = match (&weights, tile_core) {
+                    (Some(weights), _) => {
+                        let styles: Vec<&arbitrary::StyleStats> =
+                            refs.iter().map(|(s, _)| *s).collect();
+                        arbitrary::stylize_in_regions(
+                            &vgg,
+                            &decoders,
+                            &content,
+                            &styles,
+                            weights,
+                            config,
+                            &self.device,
+                            progress,
+                        )?
+                    }
+                    (None, Some(core)) => arbitrary::stylize_tiled(
                         &vgg,
                         &decoders,
                         &content,
-                        &blended,
+                        &arbitrary::blend_stats(&refs)?,
                         config,
                         &self.device,
                         core,
                         progress,
                     )?,
-                    None => arbitrary::stylize(
+                    (None, None) => arbitrary::stylize(
                         &vgg,
                         &decoders,
                         &content,
-                        &blended,
+                        &arbitrary::blend_stats(&refs)?,
                         config,
                         &self.device,
                         progress,
@@ -478,6 +482,9 @@ impl Worker {
                 };
                 if *preserve_color {
                     stylized = color::keep_photo_colors(&stylized, &content);
+                }
+                if let Some(weights) = &weights {
+                    stylized = weights.composite(&content, &[&stylized])?;
                 }
                 let stats = JobStats {
                     method: job.method.name(),
@@ -489,6 +496,11 @@ impl Worker {
                     losses: None,
                     initial_style_loss: None,
                     tiling: None,
+                    notes: job
+                        .regions
+                        .as_ref()
+                        .map(|r| r.notes(content.width(), content.height()))
+                        .unwrap_or_default(),
                 };
                 // Strength already acted in feature space: no pixel fade on top.
                 let image = Arc::new(stylized);
@@ -500,6 +512,85 @@ impl Worker {
                 })
             }
         }
+    }
+
+    /// The networks of `styles` on `content` (at its size, strokes scaled by `stroke`): one
+    /// network, or with `weights` each style where it paints — one pass of a conditional
+    /// network with per-pixel style parameters when every style is one of its styles and the
+    /// photo fits in one piece, else a pass per style composited by the styles' shares.
+    fn run_networks(
+        &mut self,
+        styles: &[NetworkStyle],
+        content: &RgbImage,
+        stroke: f64,
+        weights: Option<&RegionWeights>,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<(RgbImage, Option<network::TileReport>)> {
+        let nets = styles
+            .iter()
+            .map(|style| {
+                let net = self.load_network(&style.model)?;
+                let mix = style
+                    .mix
+                    .as_deref()
+                    .map(|weights| network::style_mix(&net, weights, &style.model))
+                    .transpose()?;
+                Ok((net, mix))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let Some(((first, _), weights)) = nets.first().zip(weights) else {
+            return match nets.first() {
+                Some((net, mix)) if nets.len() == 1 => network::stylize_at_stroke(
+                    net,
+                    content,
+                    &self.device,
+                    mix.as_deref(),
+                    stroke,
+                    progress,
+                ),
+                _ => Err(Error::invalid(
+                    "a network job paints one network; several need regions (one mask each)",
+                )),
+            };
+        };
+        let one_network = first.styles() > 1
+            && styles.iter().all(|s| s.model == styles[0].model)
+            && nets.iter().all(|(_, mix)| mix.is_some());
+        if one_network {
+            let mixes: Vec<Vec<f32>> = nets.iter().filter_map(|(_, m)| m.clone()).collect();
+            if let Some(painted) = network::stylize_regions_one_pass(
+                first,
+                content,
+                &self.device,
+                &mixes,
+                weights,
+                stroke,
+                progress,
+            )? {
+                return Ok((painted, None));
+            }
+        }
+        let shares = RegionWeights {
+            maps: weights.style_shares(),
+            ..weights.clone()
+        };
+        let count = nets.len();
+        let mut painted = Vec::with_capacity(count);
+        let mut tiling = None;
+        for (index, (net, mix)) in nets.iter().enumerate() {
+            let (image, report) = network::stylize_at_stroke(
+                net,
+                content,
+                &self.device,
+                mix.as_deref(),
+                stroke,
+                &mut |done, total| progress(index * total + done, count * total),
+            )?;
+            tiling = tiling.or(report);
+            painted.push(image);
+        }
+        let refs: Vec<&RgbImage> = painted.iter().collect();
+        Ok((shares.composite(content, &refs)?, tiling))
     }
 
     /// Starts the training thread (it loads the loss network, or takes the loaded one, once its
@@ -738,12 +829,27 @@ fn training_body(shared: &Shared, id: JobId, event: TrainEvent) -> Option<EventB
     })
 }
 
+/// The job's regions as weights at `width`×`height` (the result's size).
+fn regions_at(job: &Job, width: u32, height: u32) -> Option<RegionWeights> {
+    job.regions.as_ref().map(|r| r.weights(width, height))
+}
+
+/// The job's output from the styles' image `stylized`: the photo put back where no region
+/// paints (`weights`), then the strength blend.
 fn finish(
     job: &Job,
     stylized: RgbImage,
     content: Arc<RgbImage>,
+    weights: Option<&RegionWeights>,
     mut stats: JobStats,
 ) -> Result<JobOutput> {
+    let stylized = match weights {
+        Some(weights) => weights.composite(&content, &[&stylized])?,
+        None => stylized,
+    };
+    if let Some(regions) = &job.regions {
+        stats.notes = regions.notes(content.width(), content.height());
+    }
     let stylized = Arc::new(stylized);
     // At full strength the result is the stylised image itself: no third copy (150 MB at 50 MP).
     let image = if job.strength >= 1.0 && stylized.dimensions() == content.dimensions() {

@@ -269,6 +269,40 @@ impl InstanceNorm {
         })
     }
 
+    /// The norm with per-pixel style weights `weights` (1, S, H, W, at `x`'s resolution): the
+    /// input normalised as usual, then each pixel scaled and shifted by the styles' parameters
+    /// mixed with its weights.
+    fn forward_spatial(
+        &self,
+        x: &Tensor,
+        relu: bool,
+        weights: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        let (_, styles, wh, ww) = weights.dims4()?;
+        if self.weight.rank() != 2 || (wh, ww) != (h, w) {
+            bail!(
+                "{}: per-pixel style weights {:?} for a norm of parameters {:?} on {h}x{w}",
+                self.name,
+                weights.dims(),
+                self.weight.dims()
+            )
+        }
+        let ones = Tensor::ones(c, DType::F32, x.device())?;
+        let zeros = Tensor::zeros(c, DType::F32, x.device())?;
+        let normed = ops::instance_norm(x, &ones, &zeros, INSTANCE_NORM_EPS, false)?;
+        let weights = weights.reshape((styles, h * w))?;
+        // (C, S)·(S, H·W): each pixel's scale and shift.
+        let scale = self.weight.t()?.matmul(&weights)?.reshape((1, c, h, w))?;
+        let shift = self.bias.t()?.matmul(&weights)?.reshape((1, c, h, w))?;
+        let y = normed.mul(&scale)?.add(&shift)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
     /// The norm with statistics taken elsewhere: `(x − mean)/sqrt(var + eps)·γ + β` as one
     /// per-channel scale and shift.
     fn forward_with(
@@ -429,6 +463,9 @@ impl TileState {
 enum Norming<'a> {
     /// Over its own input (the network as trained).
     Own,
+    /// Over its own input, with per-pixel style weights (1, S, H, W) at the network's input
+    /// resolution instead of one mix: each pixel's scale and shift mix the styles' by its weights.
+    Spatial(&'a Tensor),
     /// Over its own input, and records the statistics.
     Measure(&'a mut Vec<ChannelStats>),
     /// With whole-image statistics; optionally adds the tile window's share to `sums`.
@@ -449,6 +486,15 @@ impl Norming<'_> {
     ) -> candle_core::Result<Tensor> {
         match self {
             Norming::Own => norm.forward(x, relu, mix),
+            Norming::Spatial(weights) => {
+                let stride = NORM_STRIDES[layer];
+                let here = if stride == 1 {
+                    (*weights).clone()
+                } else {
+                    weights.avg_pool2d(stride)?
+                };
+                norm.forward_spatial(x, relu, &here)
+            }
             Norming::Measure(out) => {
                 let (_, _, h, w) = x.dims4()?;
                 let sums = ops::window_sums(x, 0..h, 0..w)?;
@@ -782,6 +828,40 @@ impl TransformerNet {
         let x = pad_end_to(x, 2, run_size(h))?;
         let x = pad_end_to(&x, 3, run_size(w))?;
         let mut y = self.run(&x, mix, &mut Norming::Own)?;
+        if y.dim(2)? != h || y.dim(3)? != w {
+            y = y.narrow(2, 0, h)?.narrow(3, 0, w)?;
+        }
+        Ok(y)
+    }
+
+    /// A conditional network with a style mix per pixel: `weights` (1, S, H, W) at `x`'s size
+    /// gives each pixel's weights of the network's S styles (summing to 1 keeps the norms'
+    /// scale), so regions of different styles paint in one pass without a seam.
+    pub fn forward_spatial(&self, x: &Tensor, weights: &Tensor) -> Result<Tensor> {
+        let styles = self.styles();
+        let (_, channels, h, w) = x.dims4()?;
+        if styles < 2 {
+            return Err(Error::invalid(
+                "per-pixel style weights need a conditional network (atelier train --conditional)",
+            ));
+        }
+        if channels != 3 || h == 0 || w == 0 {
+            return Err(Error::invalid(format!(
+                "the style network expects a non-empty RGB image, got {:?}",
+                x.dims()
+            )));
+        }
+        if weights.dims() != [1, styles, h, w] {
+            return Err(Error::invalid(format!(
+                "per-pixel style weights of shape {:?} for a {h}x{w} image and {styles} styles",
+                weights.dims()
+            )));
+        }
+        let pad = |t: &Tensor| -> candle_core::Result<Tensor> {
+            pad_end_to(&pad_end_to(t, 2, run_size(h))?, 3, run_size(w))
+        };
+        let (x, weights) = (pad(x)?, pad(&weights.to_dtype(DType::F32)?)?);
+        let mut y = self.run(&x, None, &mut Norming::Spatial(&weights))?;
         if y.dim(2)? != h || y.dim(3)? != w {
             y = y.narrow(2, 0, h)?.narrow(3, 0, w)?;
         }

@@ -22,7 +22,9 @@ use super::error::ApiError;
 use super::jobs::{Jobs, SubmitError};
 use super::upload::{self, Submission};
 use super::{openapi, ServeConfig};
-use crate::engine::{self, ArbitraryStyle, FeatureTransform, GatysConfig, Job, Method, StyleImage};
+use crate::engine::{
+    self, ArbitraryStyle, FeatureTransform, GatysConfig, Job, Method, NetworkStyle, StyleImage,
+};
 use crate::recipe::{Recipe, RecipeStyle};
 
 const PAGE: &str = include_str!("page.html");
@@ -364,10 +366,9 @@ fn build_job(state: &ServerState, form: Submission) -> Result<(Job, Recipe), Api
             recipe.model = Some(PathBuf::from(&style.id));
             recipe.mix = mix.clone();
             Method::Network {
-                model,
+                styles: vec![NetworkStyle::new(model, mix)],
                 size: Some(side),
                 preserve_color: form.preserve_color,
-                mix,
                 stroke: form.stroke.unwrap_or(1.0),
             }
         }
@@ -437,6 +438,7 @@ fn build_job(state: &ServerState, form: Submission) -> Result<(Job, Recipe), Api
             content: Arc::new(content),
             method,
             strength,
+            regions: None,
         },
         recipe,
     ))

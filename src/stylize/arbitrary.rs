@@ -23,6 +23,7 @@ use crate::nn::decoder;
 pub use crate::nn::decoder::Decoders;
 use crate::nn::layers::pad_end_to;
 use crate::nn::vgg::Vgg;
+use crate::stylize::regions::RegionWeights;
 use crate::stylize::tiles;
 
 /// The levels of the WCT cascade, coarse to fine; AdaIN uses the first.
@@ -581,6 +582,43 @@ pub fn stylize(
         observe(index + 1, levels.len())?;
     }
     imaging::from_tensor(&image)
+}
+
+/// Paints each style of `styles` in its region (`weights`: one map per style, at `content`'s
+/// size) and returns the styles' image everywhere; the engine puts the photo back where no
+/// style paints.
+#[allow(clippy::too_many_arguments)]
+pub fn stylize_in_regions(
+    vgg: &Vgg,
+    decoders: &Decoders,
+    content: &RgbImage,
+    styles: &[&StyleStats],
+    weights: &RegionWeights,
+    config: ArbitraryConfig,
+    device: &Device,
+    mut observe: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<RgbImage> {
+    // TODO(feature-space regions): one pass with the transform per region.
+    let levels = config.transform.levels().len();
+    let total = levels * styles.len();
+    let mut painted = Vec::with_capacity(styles.len());
+    for (index, style) in styles.iter().enumerate() {
+        painted.push(stylize(
+            vgg,
+            decoders,
+            content,
+            style,
+            config,
+            device,
+            |done, _| observe(index * levels + done, total),
+        )?);
+    }
+    let shares = RegionWeights {
+        maps: weights.style_shares(),
+        ..weights.clone()
+    };
+    let refs: Vec<&RgbImage> = painted.iter().collect();
+    shares.composite(content, &refs)
 }
 
 #[cfg(test)]

