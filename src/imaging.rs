@@ -82,15 +82,13 @@ pub fn load_mask(path: &Path) -> Result<GrayImage> {
 
 /// [`load_mask`] for bytes already in memory (a recipe's PNG chunk, an upload).
 pub fn decode_mask(bytes: Vec<u8>, name: &Path) -> Result<GrayImage> {
-    let format = image::guess_format(&bytes)
-        .ok()
-        .or_else(|| image::ImageFormat::from_path(name).ok())
-        .ok_or_else(|| {
-            Error::image(
-                name,
-                "a mask must be an image (PNG, JPEG, WebP, BMP or TIFF): unrecognised format",
-            )
-        })?;
+    // A mask is judged by its content alone: a text file named mask.png is not an image.
+    let format = image::guess_format(&bytes).map_err(|_| {
+        Error::image(
+            name,
+            "not an image: a mask is a grey PNG, JPEG, WebP, BMP or TIFF (white paints)",
+        )
+    })?;
     let image = decode_checked(bytes, format, name)?;
     if !image.color().has_alpha() {
         return Ok(image.to_luma8());

@@ -2,6 +2,7 @@
 
 mod bench;
 pub mod interrupt;
+mod regions;
 mod score;
 mod serve;
 mod stylize;

@@ -16,6 +16,8 @@ use atelier::imaging::{self, OutputFormat};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::regions::{self, RegionArg, StyleSpec};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum MethodArg {
     /// Gatys optimisation with VGG (any style image; slower).
@@ -41,8 +43,22 @@ pub struct StylizeArgs {
     #[arg(required = true)]
     pub content: Vec<PathBuf>,
     /// Style image (optimize) or model file / style folder (network); repeat to blend styles.
-    #[arg(long = "style", required = true)]
+    /// With --region: the default style for what no region covers (else the photo stays there).
+    #[arg(long = "style", required_unless_present = "regions")]
     pub styles: Vec<PathBuf>,
+    /// Paint the style only where this grey image is white (any size, scaled to the photo;
+    /// black keeps the photo, grey blends).
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// A region with its own style, MASK=STYLE (repeatable); for one style of a conditional
+    /// network MASK=FOLDER#NAME (its --mix terms). What no region covers keeps the photo, or
+    /// takes --style.
+    #[arg(long = "region", value_parser = super::regions::parse_region)]
+    pub regions: Vec<RegionArg>,
+    /// Feather of the masks' edges in pixels of the result: each edge fades over about this
+    /// distance on either side.
+    #[arg(long, default_value_t = 16.0)]
+    pub feather: f32,
     /// Blend weights for several styles, e.g. 0.7,0.3 (default: equal).
     #[arg(long, value_delimiter = ',')]
     pub blend: Vec<f64>,
@@ -279,6 +295,10 @@ fn plan(args: &StylizeArgs) -> anyhow::Result<Vec<Item>> {
     let single_file = photos.len() == 1 && !args.content[0].is_dir() && names_a_file;
     let mut inputs: Vec<&Path> = photos.iter().map(PathBuf::as_path).collect();
     inputs.extend(args.styles.iter().map(PathBuf::as_path));
+    inputs.extend(args.mask.iter().map(PathBuf::as_path));
+    for region in &args.regions {
+        inputs.extend([region.mask.as_path(), region.style.as_path()]);
+    }
     if single_file {
         let format = OutputFormat::from_path(&args.output, args.quality)?;
         imaging::ensure_not_an_input(&args.output, &inputs)?;
@@ -346,22 +366,37 @@ fn check_folder_writable(output: &Path, dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The method for every photo of the run (style images are read once).
-fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
+/// The method for every photo of the run (style images are read once), its styles in the order
+/// of `specs` (the regions' first).
+fn build_method(args: &StylizeArgs, specs: &[StyleSpec]) -> anyhow::Result<Method> {
+    if args.method != MethodArg::Network && specs.iter().any(|s| !s.mix.is_empty()) {
+        bail!("MASK=FOLDER#NAME picks a conditional network's style: use it with --method network");
+    }
     Ok(match args.method {
         MethodArg::Network => {
-            if args.styles.len() != 1 {
-                bail!("--method network takes exactly one --style (a model file or style folder)");
+            if specs.len() != 1 && args.regions.is_empty() {
+                bail!(
+                    "--method network takes exactly one --style (a model file or style folder);                      several networks paint regions (--region MASK=STYLE)"
+                );
             }
-            let model = resolve_model(&args.styles[0])?;
-            let mix = if args.mix.is_empty() {
-                None
-            } else {
-                let styles = conditional_styles(&args.styles[0], &model)?;
-                Some(atelier::styles::resolve_mix(&styles, &args.mix).map_err(anyhow::Error::msg)?)
-            };
+            let styles = specs
+                .iter()
+                .map(|spec| {
+                    let model = resolve_model(&spec.path)?;
+                    let mix = if spec.mix.is_empty() {
+                        None
+                    } else {
+                        let styles = conditional_styles(&spec.path, &model)?;
+                        Some(
+                            atelier::styles::resolve_mix(&styles, &spec.mix)
+                                .map_err(anyhow::Error::msg)?,
+                        )
+                    };
+                    Ok(NetworkStyle::new(model, mix))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
             Method::Network {
-                styles: vec![NetworkStyle::new(model, mix)],
+                styles,
                 size: args.size,
                 preserve_color: args.preserve_color,
                 stroke: args.stroke,
@@ -377,9 +412,9 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
             if args.style_side < 64 {
                 bail!("--style-side must be at least 64, got {}", args.style_side);
             }
-            let styles = blend_weights(args)?
+            let styles = blend_weights(args, specs.len())?
                 .into_iter()
-                .zip(&args.styles)
+                .zip(specs.iter().map(|s| &s.path))
                 .map(|(weight, path)| {
                     // A folder is a collection: its works' statistics are pooled.
                     let paths = if path.is_dir() {
@@ -419,10 +454,10 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
         }
         MethodArg::Optimize => {
             let vgg = engine::resolve_vgg(args.vgg.as_deref())?;
-            let blend = blend_weights(args)?;
-            let styles = args
-                .styles
+            let blend = blend_weights(args, specs.len())?;
+            let styles = specs
                 .iter()
+                .map(|s| &s.path)
                 .zip(blend)
                 .map(|(path, weight)| {
                     let (image, warning) = load_image(args, path)?;
@@ -490,10 +525,12 @@ fn build_method(args: &StylizeArgs) -> anyhow::Result<Method> {
     })
 }
 
-/// The weight of each `--style` (equal unless `--blend` gives one per style).
-fn blend_weights(args: &StylizeArgs) -> anyhow::Result<Vec<f64>> {
+/// The weight of each of the `count` styles (equal unless `--blend` gives one per style).
+fn blend_weights(args: &StylizeArgs, count: usize) -> anyhow::Result<Vec<f64>> {
     if args.blend.is_empty() {
-        Ok(vec![1.0; args.styles.len()])
+        Ok(vec![1.0; count])
+    } else if !args.regions.is_empty() {
+        bail!("--blend mixes styles everywhere; with --region each region has its own style")
     } else if args.blend.len() == args.styles.len() {
         Ok(args.blend.clone())
     } else {
@@ -614,7 +651,14 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
     }
-    let method = build_method(&args)?;
+    let specs = regions::style_specs(&args.regions, &args.styles, &args.mix);
+    let method = build_method(&args, &specs)?;
+    let job_regions = regions::build(
+        args.mask.as_deref(),
+        &args.regions,
+        &args.styles,
+        args.feather,
+    )?;
     let per_photo = steps_per_photo(&method);
     let batch = items.len() > 1;
 
@@ -691,7 +735,7 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
                         content: Arc::new(photo),
                         method: method.clone(),
                         strength: args.strength,
-                        regions: None,
+                        regions: job_regions.clone(),
                     })?;
                     in_flight.push(Submitted {
                         job,
@@ -765,6 +809,9 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
                         output.stats.height
                     ));
                 }
+                for note in &output.stats.notes {
+                    say(format!("note: {}: {note}", item.input.display()));
+                }
                 match imaging::save_atomic(&output.image, &item.output, item.format) {
                     Ok(()) => {
                         if args.json {
@@ -834,6 +881,7 @@ fn print_json(stats: &JobStats, input: &Path, output: &Path) -> anyhow::Result<(
         "total_loss": stats.losses.map(|_| losses.total),
         "initial_style_loss": stats.initial_style_loss,
         "tiling": stats.tiling,
+        "notes": stats.notes,
         "output": output.display().to_string(),
     });
     println!("{value}");
