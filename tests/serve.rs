@@ -664,3 +664,69 @@ fn fifty_clients_with_four_jobs_each_all_finish() {
         server.peak_rss_mib()
     );
 }
+
+#[test]
+fn a_mask_keeps_the_photo_where_it_is_black_and_says_when_it_is_stretched() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&["--styles", &styles_arg(dir.path())]);
+    let agent = agent();
+    let photo_image = fixtures::gradient_image(48, 32);
+    let photo = png_bytes(&photo_image);
+    // White on the left half; square, so it is stretched to the 3:2 photo.
+    let mask =
+        image::GrayImage::from_fn(32, 32, |x, _| image::Luma([if x < 16 { 255 } else { 0 }]));
+    let mut mask_png = Vec::new();
+    image::DynamicImage::ImageLuma8(mask)
+        .write_to(
+            &mut std::io::Cursor::new(&mut mask_png),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    let submitted = post_form(
+        &agent,
+        &server.url("/api/jobs"),
+        &[
+            Part::File("photo", "p.png", &photo),
+            Part::Text("style", "tiny"),
+            Part::File("mask", "left.png", &mask_png),
+            Part::Text("feather", "3"),
+        ],
+        None,
+    );
+    assert_eq!(submitted.status, 202, "{}", submitted.json());
+    let id = submitted.json()["id"].as_str().unwrap().to_string();
+    let view = wait_for_job(&agent, &server, &id, Duration::from_secs(60));
+    assert_eq!(view["state"], "finished", "{view}");
+    assert!(
+        view["notes"][0].as_str().unwrap().contains("stretched"),
+        "{view}"
+    );
+    let result = get(&agent, &server.url(view["result"].as_str().unwrap()), None);
+    let image = image::load_from_memory(&result.body).unwrap().to_rgb8();
+    for y in 0..32 {
+        // The stretched mask blurs over about a pixel, the feather over three more.
+        for x in 24 + 5..48 {
+            assert_eq!(
+                image.get_pixel(x, y),
+                photo_image.get_pixel(x, y),
+                "({x}, {y})"
+            );
+        }
+    }
+
+    let not_a_mask = post_form(
+        &agent,
+        &server.url("/api/jobs"),
+        &[
+            Part::File("photo", "p.png", &photo),
+            Part::Text("style", "tiny"),
+            Part::File("mask", "mask.png", b"not an image"),
+        ],
+        None,
+    );
+    assert_eq!(not_a_mask.status, 415, "{}", not_a_mask.json());
+    assert!(not_a_mask.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("mask"));
+}

@@ -27,6 +27,9 @@ use crate::engine::{
 };
 use crate::recipe::{Recipe, RecipeStyle};
 
+/// Feather of an uploaded mask's edge when the form gives none, in result pixels (the CLI's).
+const DEFAULT_FEATHER: f32 = 16.0;
+
 const PAGE: &str = include_str!("page.html");
 
 pub struct ServerState {
@@ -274,6 +277,9 @@ fn build_job(state: &ServerState, form: Submission) -> Result<(Job, Recipe), Api
         .photo
         .ok_or_else(|| bad_setting("the form needs a `photo` file"))?;
     upload::check_header(&photo, "photo", config.max_pixels)?;
+    if let Some(mask) = &form.mask {
+        upload::check_header(mask, "mask", config.max_pixels)?;
+    }
     if let Some(painting) = &form.painting {
         upload::check_header(painting, "painting", config.max_pixels)?;
     }
@@ -433,12 +439,28 @@ fn build_job(state: &ServerState, form: Submission) -> Result<(Job, Recipe), Api
             }
         }
     };
+    let feather = form.feather.unwrap_or(DEFAULT_FEATHER);
+    if !(0.0..=engine::MAX_FEATHER).contains(&feather) {
+        return Err(bad_setting(format!(
+            "feather must be between 0 and {} pixels, got {feather}",
+            engine::MAX_FEATHER
+        )));
+    }
+    let regions = match &form.mask {
+        Some(upload) => {
+            let mut regions =
+                engine::Regions::single(Arc::new(upload::decode_mask(upload)?), feather);
+            regions.labels = vec![upload.name.clone()];
+            Some(regions)
+        }
+        None => None,
+    };
     Ok((
         Job {
             content: Arc::new(content),
             method,
             strength,
-            regions: None,
+            regions,
         },
         recipe,
     ))

@@ -79,6 +79,9 @@ pub struct JobView {
     pub expires_in: Option<u64>,
     /// How the result was (or will be) made; stored in the result PNG too.
     pub recipe: Recipe,
+    /// What the user should know about the inputs (a mask stretched to fit, an empty mask).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 struct Record {
@@ -222,6 +225,7 @@ impl Jobs {
             preview: None,
             expires_in: None,
             recipe,
+            notes: Vec::new(),
         };
         let (published, _) = watch::channel(view.clone());
         table.by_engine.insert(engine_id, id.clone());
@@ -359,8 +363,9 @@ impl Jobs {
                     record.view.preview = Some(format!("/api/jobs/{id}/preview?v={version}"));
                 }
             }
-            EventBody::Finished(_) => match attachment {
+            EventBody::Finished(output) => match attachment {
                 Some(Attachment::Result(Ok((path, width, height)))) => {
+                    record.view.notes = output.stats.notes.clone();
                     record.result_path = Some(path);
                     record.view.width = Some(width);
                     record.view.height = Some(height);

@@ -50,7 +50,9 @@ pub fn document() -> Value {
                                 "steps": { "type": "integer", "default": 100, "description": "Optimisation steps (optimize)" },
                                 "transform": { "type": "string", "enum": ["adain", "wct"], "default": "adain", "description": "Feature transform (arbitrary)" },
                                 "seed": { "type": "integer", "default": 0 },
-                                "stroke": { "type": "number", "minimum": 0.25, "maximum": 4, "default": 1, "description": "Stroke scale of the network method: 2 paints strokes twice as large" }
+                                "stroke": { "type": "number", "minimum": 0.25, "maximum": 4, "default": 1, "description": "Stroke scale of the network method: 2 paints strokes twice as large" },
+                                "mask": { "type": "string", "format": "binary", "description": "Where the style paints: a grey image, white paints, black keeps the photo (any size, scaled to the photo)" },
+                                "feather": { "type": "number", "minimum": 0, "maximum": 1000, "default": 16, "description": "Feather of the mask's edge in pixels of the result" }
                             }
                         } } }
                     },

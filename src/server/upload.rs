@@ -31,10 +31,14 @@ pub struct Submission {
     pub transform: Option<String>,
     pub seed: Option<u64>,
     pub stroke: Option<f64>,
+    /// Where the style paints: a grey image, white paints (any size, scaled to the photo).
+    pub mask: Option<Upload>,
+    /// Feather of the mask's edge in pixels of the result.
+    pub feather: Option<f32>,
 }
 
 /// The form's field names, for the message when a client sends another.
-pub const FIELDS: [&str; 11] = [
+pub const FIELDS: [&str; 13] = [
     "photo",
     "painting",
     "style",
@@ -46,6 +50,8 @@ pub const FIELDS: [&str; 11] = [
     "transform",
     "seed",
     "stroke",
+    "mask",
+    "feather",
 ];
 
 fn multipart_error(error: MultipartError) -> ApiError {
@@ -100,7 +106,7 @@ pub async fn read(mut multipart: Multipart) -> Result<Submission, ApiError> {
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
-            "photo" | "painting" => {
+            "photo" | "painting" | "mask" => {
                 let file_name = field
                     .file_name()
                     .filter(|n| !n.is_empty())
@@ -117,10 +123,10 @@ pub async fn read(mut multipart: Multipart) -> Result<Submission, ApiError> {
                     name: file_name,
                     bytes,
                 });
-                if name == "photo" {
-                    form.photo = upload;
-                } else {
-                    form.painting = upload;
+                match name.as_str() {
+                    "photo" => form.photo = upload,
+                    "mask" => form.mask = upload,
+                    _ => form.painting = upload,
                 }
             }
             "style" => form.style = Some(text(field, &name).await?).filter(|s| !s.is_empty()),
@@ -141,6 +147,12 @@ pub async fn read(mut multipart: Multipart) -> Result<Submission, ApiError> {
                 let value = text(field, &name).await?;
                 if !value.is_empty() {
                     form.stroke = Some(number(&value, &name)?);
+                }
+            }
+            "feather" => {
+                let value = text(field, &name).await?;
+                if !value.is_empty() {
+                    form.feather = Some(number(&value, &name)?);
                 }
             }
             "preserve_color" => form.preserve_color = flag(&text(field, &name).await?, &name)?,
@@ -199,6 +211,17 @@ pub fn check_header(upload: &Upload, what: &str, max_pixels: u64) -> Result<(), 
         )));
     }
     Ok(())
+}
+
+/// Decodes an uploaded mask whose header passed [`check_header`].
+pub fn decode_mask(upload: &Upload) -> Result<image::GrayImage, ApiError> {
+    imaging::decode_mask(upload.bytes.to_vec(), Path::new(&upload.name)).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_image",
+            format!("the mask cannot be used: {e}"),
+        )
+    })
 }
 
 /// Decodes an upload whose header passed [`check_header`] (slow for big photos: call it on
