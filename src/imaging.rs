@@ -530,10 +530,12 @@ fn unfinished_writes() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 }
 
 /// Keeps a temporary file on the list while it exists.
-struct UnfinishedWrite(PathBuf);
+/// A temporary file being written: removed by [`remove_unfinished_writes`] if the process is
+/// stopped by a signal before the guard is dropped (video outputs use it too).
+pub struct UnfinishedWrite(PathBuf);
 
 impl UnfinishedWrite {
-    fn register(path: &Path) -> Self {
+    pub fn register(path: &Path) -> Self {
         unfinished_writes().push(path.to_path_buf());
         Self(path.to_path_buf())
     }

@@ -22,5 +22,6 @@ pub mod server;
 pub mod styles;
 pub mod stylize;
 pub mod train;
+pub mod video;
 
 pub use error::{Error, Result};

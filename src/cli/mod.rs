@@ -8,6 +8,7 @@ mod serve;
 mod stylize;
 mod train;
 mod train_decoder;
+mod video;
 mod training_progress;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub struct Cli {
 enum Command {
     /// Stylise a photo with style images (optimisation) or a trained network.
     Stylize(Box<stylize::StylizeArgs>),
+    /// Stylise a video (or a folder of frames) without flicker: atelier video IN -o OUT --style …
+    Video(Box<video::VideoArgs>),
     /// Train a feed-forward style from a painting (or a folder of works) on a folder of photos.
     Train(Box<train::TrainArgs>),
     /// Train a decoder that inverts the VGG16 at one layer (for `--method arbitrary`).
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match command {
         Command::Stylize(args) => stylize::run(*args),
+        Command::Video(args) => video::run(*args),
         Command::Train(args) => train::run(*args),
         Command::TrainDecoder(args) => train_decoder::run(*args),
         Command::Bench(args) => bench::run(args),

@@ -66,8 +66,9 @@ pub struct StylizeArgs {
     /// or a group such as ukiyo-e; in one pass. Default: the even blend of all its styles.
     #[arg(long, value_delimiter = ',')]
     pub mix: Vec<String>,
-    #[arg(long, value_enum, default_value_t = MethodArg::Optimize)]
-    pub method: MethodArg,
+    /// How to stylise (default: optimize for `stylize`, network for `video`).
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
     /// VGG weights (.safetensors or .pth); default $ATELIER_VGG, then the user cache.
     #[arg(long)]
     pub vgg: Option<PathBuf>,
@@ -155,6 +156,13 @@ pub struct StylizeArgs {
     /// each photo's name with the --format extension). Never one of the inputs.
     #[arg(long, short = 'o')]
     pub output: PathBuf,
+}
+
+impl StylizeArgs {
+    /// The method asked for, else optimisation.
+    pub fn method(&self) -> MethodArg {
+        self.method.unwrap_or(MethodArg::Optimize)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -368,11 +376,11 @@ fn check_folder_writable(output: &Path, dir: PathBuf) -> anyhow::Result<()> {
 
 /// The method for every photo of the run (style images are read once), its styles in the order
 /// of `specs` (the regions' first).
-fn build_method(args: &StylizeArgs, specs: &[StyleSpec]) -> anyhow::Result<Method> {
-    if args.method != MethodArg::Network && specs.iter().any(|s| !s.mix.is_empty()) {
+pub(super) fn build_method(args: &StylizeArgs, specs: &[StyleSpec]) -> anyhow::Result<Method> {
+    if args.method() != MethodArg::Network && specs.iter().any(|s| !s.mix.is_empty()) {
         bail!("MASK=FOLDER#NAME picks a conditional network's style: use it with --method network");
     }
-    Ok(match args.method {
+    Ok(match args.method() {
         MethodArg::Network => {
             if specs.len() != 1 && args.regions.is_empty() {
                 bail!(
@@ -574,10 +582,10 @@ fn load_image(
 /// Refuses a `--size` the network cannot run at for a `width`×`height` photo (it would be
 /// capped to fit in memory, silently).
 fn check_network_size(args: &StylizeArgs, (width, height): (u32, u32)) -> Result<(), String> {
-    let (MethodArg::Network | MethodArg::Arbitrary, Some(side)) = (args.method, args.size) else {
+    let (MethodArg::Network | MethodArg::Arbitrary, Some(side)) = (args.method(), args.size) else {
         return Ok(());
     };
-    let (most, limit) = match args.method {
+    let (most, limit) = match args.method() {
         MethodArg::Arbitrary => (
             engine::arbitrary_side(
                 width,
@@ -617,6 +625,21 @@ struct Submitted {
 }
 
 pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
+    check_settings(&args)?;
+    let items = plan(&args)?;
+    if let Some(dir) = &args.preview_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
+    }
+    let specs = regions::style_specs(&args.regions, &args.styles, &args.mix);
+    let method = build_method(&args, &specs)?;
+    let job_regions =
+        regions::build(args.mask.as_deref(), &args.regions, &args.styles, args.feather)?;
+    run_items(&args, items, method, job_regions)
+}
+
+/// Refuses settings out of range or that do not go together, before any work.
+pub(super) fn check_settings(args: &StylizeArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.strength) {
         bail!("--strength must be between 0 and 1, got {}", args.strength);
     }
@@ -631,34 +654,31 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
             args.stroke
         );
     }
-    if args.stroke != 1.0 && !matches!(args.method, MethodArg::Network) {
+    if args.stroke != 1.0 && !matches!(args.method(), MethodArg::Network) {
         bail!("--stroke applies to --method network (the arbitrary method has --style-side)");
     }
     if !(1..=100).contains(&args.quality) {
         bail!("--quality must be between 1 and 100, got {}", args.quality);
     }
-    if args.method == MethodArg::Network && !args.blend.is_empty() {
+    if args.method() == MethodArg::Network && !args.blend.is_empty() {
         bail!(
             "--blend needs several styles; --method network takes one (for a conditional \
              network's styles use --mix NAME=WEIGHT,...)"
         );
     }
-    if args.method != MethodArg::Network && !args.mix.is_empty() {
+    if args.method() != MethodArg::Network && !args.mix.is_empty() {
         bail!("--mix picks the styles of a conditional network: use it with --method network");
     }
-    let items = plan(&args)?;
-    if let Some(dir) = &args.preview_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create preview folder {}", dir.display()))?;
-    }
-    let specs = regions::style_specs(&args.regions, &args.styles, &args.mix);
-    let method = build_method(&args, &specs)?;
-    let job_regions = regions::build(
-        args.mask.as_deref(),
-        &args.regions,
-        &args.styles,
-        args.feather,
-    )?;
+    Ok(())
+}
+
+/// Runs the photos of `items` through the engine's render lane with one progress bar.
+fn run_items(
+    args: &StylizeArgs,
+    items: Vec<Item>,
+    method: Method,
+    job_regions: Option<atelier::engine::Regions>,
+) -> anyhow::Result<()> {
     let per_photo = steps_per_photo(&method);
     let batch = items.len() > 1;
 

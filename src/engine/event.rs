@@ -112,6 +112,28 @@ pub struct JobStats {
     /// What the user should know about the job's input (masks stretched to fit, empty or
     /// all-white masks), one sentence each.
     pub notes: Vec<String>,
+    /// A video job's figures.
+    pub video: Option<VideoReport>,
+}
+
+/// What a video job did.
+#[derive(Clone, Debug, Serialize)]
+pub struct VideoReport {
+    pub frames: usize,
+    /// The clip's (and the output's) frame rate.
+    pub frame_rate: f64,
+    /// Frames stylised per second of wall time (flow and writing included).
+    pub frames_per_second: f64,
+    /// Mean |out_t − warp(out_{t−1})| over the pixels where the input's flow is reliable (0..1),
+    /// of the result and of the frames as the method painted them alone; `None` for a single
+    /// frame.
+    pub warping_error: Option<f64>,
+    pub per_frame_warping_error: Option<f64>,
+    /// Cuts detected (the previous result was not carried over them).
+    pub scene_cuts: usize,
+    /// The input's audio was copied.
+    pub audio: bool,
+    pub temporal_weight: f32,
 }
 
 /// A finished training job.

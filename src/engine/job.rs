@@ -131,3 +131,27 @@ pub struct Job {
     /// Where each style paints (`None`: everywhere, blended by the method's weights).
     pub regions: Option<Regions>,
 }
+
+/// A clip to stylise frame by frame (render lane): frames from `input` (a video file through
+/// ffmpeg, or a folder of images), each through `method`, the previous result carried along
+/// the optical flow where it is reliable (`temporal`), written to `output` (a video file with
+/// the input's audio, or a folder of PNG frames), which appears only when complete.
+#[derive(Clone)]
+pub struct VideoJob {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// The method for every frame; its `size` (network, arbitrary) or `config.size`
+    /// (optimisation) sets the frames' size.
+    pub method: Method,
+    pub strength: f32,
+    pub regions: Option<Regions>,
+    /// How much of the previous result is carried into each frame where the flow is reliable
+    /// (0: plain per-frame processing). `None`: the default.
+    pub temporal: Option<f32>,
+    /// Optimisation only: keep finished frames in a work folder beside the output so a stopped
+    /// run resumes from the last finished frame.
+    pub resumable: bool,
+    /// Only the first this many frames (a look at a long clip); `None`: all.
+    pub max_frames: Option<usize>,
+}
+

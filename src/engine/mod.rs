@@ -20,6 +20,7 @@
 mod event;
 mod failure;
 mod job;
+mod video;
 mod worker;
 
 use std::collections::HashMap;
@@ -31,9 +32,13 @@ use std::thread::JoinHandle;
 use candle_core::Device;
 use crossbeam_channel::{Receiver, Sender};
 
-pub use event::{Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle};
+pub use event::{
+    Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle, VideoReport,
+};
 pub use failure::{EngineError, Failure};
-pub use job::{ArbitraryStyle, FeatureTransform, Job, JobId, JobKind, Method, NetworkStyle};
+pub use job::{
+    ArbitraryStyle, FeatureTransform, Job, JobId, JobKind, Method, NetworkStyle, VideoJob,
+};
 
 // ---- What UIs need of the methods ----
 pub use crate::nn::device::best_device;
@@ -48,6 +53,7 @@ pub use crate::stylize::network::{
 };
 pub use crate::stylize::optim::OptimizerKind;
 pub use crate::stylize::regions::{Regions, Rest, MAX_FEATHER};
+pub use crate::video::clip::{probe as probe_clip, ClipInfo};
 pub use crate::train::checkpoint::{peek as peek_checkpoint, CheckpointInfo, CHECKPOINT_NAME};
 pub use crate::train::data::list_images;
 pub use crate::train::decoder::{
@@ -75,6 +81,11 @@ enum Command {
         id: JobId,
         config: Box<DecoderTrainConfig>,
         vgg: PathBuf,
+        cancel: Arc<AtomicBool>,
+    },
+    Video {
+        id: JobId,
+        job: Box<VideoJob>,
         cancel: Arc<AtomicBool>,
     },
     Shutdown,
@@ -219,6 +230,21 @@ impl Engine {
             Command::Stylize {
                 id,
                 kind: JobKind::Render,
+                job: Box::new(job),
+                cancel,
+            },
+        )
+    }
+
+    /// Queues a video behind the renders already queued; returns its id. Its progress counts
+    /// frames, each finished frame waits in the render lane's preview slot, and cancelling it
+    /// leaves no output.
+    pub fn video(&self, job: VideoJob) -> Result<JobId, EngineError> {
+        let (id, cancel) = self.register(JobKind::Render);
+        self.send(
+            id,
+            Command::Video {
+                id,
                 job: Box::new(job),
                 cancel,
             },

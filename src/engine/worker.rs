@@ -16,7 +16,7 @@ use image::RgbImage;
 
 use super::event::{Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle};
 use super::failure::Failure;
-use super::job::{Job, JobId, JobKind, Method, NetworkStyle};
+use super::job::{Job, JobId, JobKind, Method, NetworkStyle, VideoJob};
 use super::{Command, Shared};
 use crate::error::{Error, Result};
 use crate::imaging;
@@ -67,11 +67,17 @@ impl SharedVgg {
     }
 }
 
+/// What a queued job does.
+pub(super) enum Work {
+    Stylize(Box<Job>),
+    Video(Box<VideoJob>),
+}
+
 /// A preview or render waiting for its turn.
 struct Queued {
     id: JobId,
     kind: JobKind,
-    job: Box<Job>,
+    work: Work,
     cancel: Arc<AtomicBool>,
 }
 
@@ -83,14 +89,24 @@ impl Queued {
 
 /// Sends one job's events.
 #[derive(Clone)]
-struct Outbox {
-    id: JobId,
-    kind: JobKind,
+pub(super) struct Outbox {
+    pub(super) id: JobId,
+    pub(super) kind: JobKind,
     events: Sender<Event>,
 }
 
 impl Outbox {
-    fn send(&self, body: EventBody) {
+    /// An outbox whose events go nowhere: for the frames of a video, whose job reports frames.
+    pub(super) fn quiet(&self) -> Self {
+        let (events, _) = crossbeam_channel::bounded(0);
+        Self {
+            id: self.id,
+            kind: self.kind,
+            events,
+        }
+    }
+
+    pub(super) fn send(&self, body: EventBody) {
         // The receiver may be gone (the caller exited); nothing useful to do then.
         let _ = self.events.send(Event {
             job: self.id,
@@ -111,7 +127,7 @@ pub(super) struct Worker {
     device: Device,
     commands: Receiver<Command>,
     events: Sender<Event>,
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     vgg: Arc<SharedVgg>,
     /// The network the cached features were computed with.
     features_of: Option<Arc<Vgg>>,
@@ -199,6 +215,7 @@ impl Worker {
         while let Ok(command) = self.commands.try_recv() {
             let (id, kind) = match command {
                 Command::Stylize { id, kind, .. } => (id, kind),
+                Command::Video { id, .. } => (id, JobKind::Render),
                 Command::Train { id, .. } | Command::TrainDecoder { id, .. } => {
                     (id, JobKind::Training)
                 }
@@ -227,13 +244,23 @@ impl Worker {
                 let queued = Queued {
                     id,
                     kind,
-                    job,
+                    work: Work::Stylize(job),
                     cancel,
                 };
                 match kind {
                     JobKind::Preview => self.previews.push_back(queued),
                     _ => self.renders.push_back(queued),
                 }
+                false
+            }
+            Command::Video { id, job, cancel } => {
+                let queued = Queued {
+                    id,
+                    kind: JobKind::Render,
+                    work: Work::Video(job),
+                    cancel,
+                };
+                self.renders.push_back(queued);
                 false
             }
             Command::Train { id, config, cancel } => {
@@ -278,7 +305,10 @@ impl Worker {
         let outbox = self.outbox(queued.id, queued.kind);
         // A panic inside candle or a kernel must not take the caller down: it becomes an event.
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.run_job(&outbox, &queued.job, &queued.cancel)
+            match &queued.work {
+                Work::Stylize(job) => self.run_job(&outbox, job, &queued.cancel),
+                Work::Video(job) => self.run_video(&outbox, job, &queued.cancel),
+            }
         }));
         let body = match outcome {
             // A job cancelled in its very last step still counts as cancelled.
@@ -293,7 +323,12 @@ impl Worker {
         self.end(&queued, body);
     }
 
-    fn run_job(&mut self, outbox: &Outbox, job: &Job, cancel: &AtomicBool) -> Result<JobOutput> {
+    pub(super) fn run_job(
+        &mut self,
+        outbox: &Outbox,
+        job: &Job,
+        cancel: &AtomicBool,
+    ) -> Result<JobOutput> {
         if !(0.0..=1.0).contains(&job.strength) || job.strength.is_nan() {
             return Err(Error::invalid(format!(
                 "strength must be between 0 and 1, got {}",
@@ -356,6 +391,7 @@ impl Worker {
                         initial_style_loss: Some(out.initial_style_loss),
                         tiling: None,
                         notes: Vec::new(),
+                        video: None,
                     },
                 )
             }
@@ -402,6 +438,7 @@ impl Worker {
                         initial_style_loss: None,
                         tiling,
                         notes: Vec::new(),
+                        video: None,
                     },
                 )
             }
@@ -501,6 +538,7 @@ impl Worker {
                         .as_ref()
                         .map(|r| r.notes(content.width(), content.height()))
                         .unwrap_or_default(),
+                    video: None,
                 };
                 // Strength already acted in feature space: no pixel fade on top.
                 let image = Arc::new(stylized);

@@ -1,0 +1,380 @@
+//! The render lane's video jobs: frames read one at a time, each stylised by the job's method
+//! (through the same code as a photo), the previous result carried along the optical flow of
+//! the input where forward and backward flow agree, written as they finish. Progress counts
+//! frames; the newest frame waits in the lane's preview slot.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use image::RgbImage;
+
+use super::event::{EventBody, JobOutput, JobStats, PreviewFrame, VideoReport};
+use super::job::{Job, Method, VideoJob};
+use super::worker::{Outbox, Worker};
+use crate::error::{Error, Result};
+use crate::imaging::{self, OutputFormat};
+use crate::video::{clip, flow, temporal};
+
+/// One finished frame, kept for the next one's flow and blend.
+struct Previous {
+    /// The input frame at the output's size.
+    input: RgbImage,
+    output: RgbImage,
+    /// The frame as the method painted it alone (for the report's per-frame figure); `None`
+    /// for a frame taken from a resumed run's work folder.
+    fresh: Option<RgbImage>,
+}
+
+/// Running sums of the report's warping errors.
+#[derive(Default)]
+struct Flicker {
+    result: f64,
+    per_frame: f64,
+    pairs: usize,
+    scene_cuts: usize,
+}
+
+impl Worker {
+    pub(super) fn run_video(
+        &mut self,
+        outbox: &Outbox,
+        job: &VideoJob,
+        cancel: &AtomicBool,
+    ) -> Result<JobOutput> {
+        let started = Instant::now();
+        let weight = job.temporal.unwrap_or(temporal::DEFAULT_WEIGHT);
+        if !(0.0..1.0).contains(&weight) {
+            return Err(Error::invalid(format!(
+                "the temporal weight must be at least 0 and below 1, got {weight}"
+            )));
+        }
+        imaging::ensure_not_an_input(&job.output, &[job.input.as_path()])?;
+        let mut source = clip::open(&job.input)?;
+        let info = source.info().clone();
+        let mut notes = Vec::new();
+        if info.variable_frame_rate {
+            notes.push(format!(
+                "the clip has a variable frame rate: every frame is kept, written at a constant \
+                 {:.3} frames/s",
+                info.fps()
+            ));
+        }
+        let mut total = info.frames.unwrap_or(0) as usize;
+        if let Some(most) = job.max_frames {
+            total = if total == 0 { most } else { total.min(most) };
+        }
+        outbox.send(EventBody::Started { total_steps: total });
+        // Each frame's own job reports nothing: the video's progress counts frames.
+        let quiet = outbox.quiet();
+        let mut work = if job.resumable {
+            Some(WorkFolder::open(&job.output, &fingerprint(job, &info))?)
+        } else {
+            None
+        };
+        let mut sink: Option<Box<dyn clip::FrameSink>> = None;
+        let mut previous: Option<Previous> = None;
+        let mut flicker = Flicker::default();
+        let mut resumed = 0usize;
+        let mut index = 0usize;
+        while job.max_frames.is_none_or(|most| index < most) {
+            let Some(frame) = source.next_frame()? else {
+                break;
+            };
+            if cancel.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            index += 1;
+            let size = previous.as_ref().map(|p| p.output.dimensions());
+            let input = match size {
+                Some((w, h)) if (w, h) != frame.dimensions() => {
+                    imaging::resize_exact(&frame, w, h)
+                }
+                _ => frame.clone(),
+            };
+            let kept = work.as_ref().and_then(|w| w.frame(index));
+            let (output, fresh, input) = match kept {
+                Some(output) => {
+                    resumed += 1;
+                    let input = imaging::resize_exact(&frame, output.width(), output.height());
+                    (output, None, input)
+                }
+                None => {
+                    let flows = previous.as_ref().map(|p| Flows::between(&p.input, &input));
+                    let flows = flows.transpose()?;
+                    let method = frame_method(&job.method, previous.as_ref(), flows.as_ref(), &input);
+                    let painted = self.run_job(
+                        &quiet,
+                        &Job {
+                            content: Arc::new(frame),
+                            method,
+                            strength: job.strength,
+                            regions: job.regions.clone(),
+                        },
+                        cancel,
+                    )?;
+                    let fresh = Arc::unwrap_or_clone(painted.image);
+                    let input = if input.dimensions() == fresh.dimensions() {
+                        input
+                    } else {
+                        imaging::resize_exact(&input, fresh.width(), fresh.height())
+                    };
+                    let output = match (&previous, flows) {
+                        (Some(previous), Some(flows)) if flows.input_matches(&input) => {
+                            carry(previous, &fresh, &flows, weight, &mut flicker)?
+                        }
+                        _ => fresh.clone(),
+                    };
+                    (output, Some(fresh), input)
+                }
+            };
+            let sink = match &mut sink {
+                Some(sink) => sink,
+                None => sink.insert(clip::create(
+                    &job.output,
+                    output.width(),
+                    output.height(),
+                    info.frame_rate,
+                    info.has_audio.then_some(job.input.as_path()),
+                )?),
+            };
+            sink.write_frame(&output)?;
+            if let Some(work) = &mut work {
+                if fresh.is_some() {
+                    work.save(index, &output)?;
+                }
+            }
+            let shown = Arc::new(output.clone());
+            self.shared.put_preview(
+                outbox.kind,
+                PreviewFrame {
+                    job: outbox.id,
+                    step: index,
+                    image: shown,
+                },
+            );
+            outbox.send(EventBody::Preview {
+                step: index,
+                saved: None,
+            });
+            outbox.send(EventBody::Progress {
+                step: index,
+                total_steps: total.max(index),
+                losses: None,
+                elapsed: started.elapsed(),
+            });
+            previous = Some(Previous {
+                input,
+                output,
+                fresh,
+            });
+        }
+        let (Some(sink), Some(last)) = (sink, previous) else {
+            return Err(Error::image(&job.input, "the clip has no frames"));
+        };
+        sink.finish()?;
+        if let Some(work) = work {
+            work.remove();
+        }
+        if resumed > 0 {
+            notes.push(format!(
+                "resumed: {resumed} frames came from the stopped run's work folder"
+            ));
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let ran = index - resumed;
+        let pairs = flicker.pairs.max(1) as f64;
+        let report = VideoReport {
+            frames: index,
+            frame_rate: info.fps(),
+            frames_per_second: ran as f64 / seconds.max(1e-9),
+            warping_error: (flicker.pairs > 0).then(|| flicker.result / pairs),
+            per_frame_warping_error: (flicker.pairs > 0).then(|| flicker.per_frame / pairs),
+            scene_cuts: flicker.scene_cuts,
+            audio: info.has_audio,
+            temporal_weight: weight,
+        };
+        let image = Arc::new(last.output);
+        Ok(JobOutput {
+            image: image.clone(),
+            stylized: image.clone(),
+            content: Arc::new(last.input),
+            stats: JobStats {
+                method: job.method.name(),
+                width: image.width(),
+                height: image.height(),
+                steps: index,
+                evaluations: ran,
+                seconds,
+                losses: None,
+                initial_style_loss: None,
+                tiling: None,
+                notes,
+                video: Some(report),
+            },
+        })
+    }
+}
+
+/// The optical flow between two input frames (at the output's size), both ways, and where it
+/// can be trusted.
+struct Flows {
+    /// From the current frame to the previous one: where each pixel was.
+    backward: flow::Flow,
+    reliable: Vec<bool>,
+}
+
+impl Flows {
+    fn between(previous: &RgbImage, current: &RgbImage) -> Result<Self> {
+        let backward = flow::dense_flow(current, previous)?;
+        let forward = flow::dense_flow(previous, current)?;
+        let reliable = flow::reliable(&forward, &backward);
+        Ok(Self { backward, reliable })
+    }
+
+    fn input_matches(&self, input: &RgbImage) -> bool {
+        (self.backward.width, self.backward.height) == input.dimensions()
+    }
+}
+
+/// The method for one frame: the optimisation starts from the previous result warped along
+/// the flow (the photo where the flow is unreliable), at one scale, as Ruder et al. (2016)
+/// initialise; the one-pass methods run as they are.
+fn frame_method(
+    method: &Method,
+    previous: Option<&Previous>,
+    flows: Option<&Flows>,
+    input: &RgbImage,
+) -> Method {
+    let (Method::Optimize { vgg, styles, config }, Some(previous), Some(flows)) =
+        (method, previous, flows)
+    else {
+        return method.clone();
+    };
+    if temporal::is_scene_cut(&flows.reliable) || !flows.input_matches(input) {
+        return method.clone();
+    }
+    let warped = temporal::warp(&previous.output, &flows.backward);
+    let mut start = input.clone();
+    for (p, (out, warped)) in start.pixels_mut().zip(warped.pixels()).enumerate() {
+        if flows.reliable[p] {
+            *out = *warped;
+        }
+    }
+    let mut config = config.clone();
+    config.start_from = Some(Arc::new(start));
+    config.scales = 1;
+    Method::Optimize {
+        vgg: vgg.clone(),
+        styles: styles.clone(),
+        config,
+    }
+}
+
+/// Frame `fresh` with the previous result carried in along the flow where it is reliable (a
+/// scene cut starts afresh); adds the pair's warping errors to `flicker`.
+fn carry(
+    previous: &Previous,
+    fresh: &RgbImage,
+    flows: &Flows,
+    weight: f32,
+    flicker: &mut Flicker,
+) -> Result<RgbImage> {
+    if temporal::is_scene_cut(&flows.reliable) {
+        flicker.scene_cuts += 1;
+        return Ok(fresh.clone());
+    }
+    let output = temporal::Blender::new(weight)?.blend(
+        fresh,
+        &previous.output,
+        &flows.backward,
+        &flows.reliable,
+    )?;
+    if let Some(previous_fresh) = &previous.fresh {
+        flicker.result += temporal::warping_error(
+            &output,
+            &previous.output,
+            &flows.backward,
+            &flows.reliable,
+        )?;
+        flicker.per_frame +=
+            temporal::warping_error(fresh, previous_fresh, &flows.backward, &flows.reliable)?;
+        flicker.pairs += 1;
+    }
+    Ok(output)
+}
+
+/// What a resumed run must share with the stopped one for its frames to be reused.
+fn fingerprint(job: &VideoJob, info: &clip::ClipInfo) -> String {
+    let size = match &job.method {
+        Method::Optimize { config, .. } => Some(config.size),
+        Method::Network { size, .. } | Method::Arbitrary { size, .. } => *size,
+    };
+    format!(
+        "input {}\nclip {}x{} {:?} {:?}\nmethod {}\nsize {size:?}\nstrength {}\n",
+        job.input.display(),
+        info.width,
+        info.height,
+        info.frame_rate,
+        info.frames,
+        job.method.name(),
+        job.strength
+    )
+}
+
+/// Finished frames of a resumable (optimisation) video, kept beside the output until the video
+/// is complete: `.NAME.atelier-frames/00001.png`… and the job's fingerprint.
+struct WorkFolder {
+    dir: PathBuf,
+}
+
+const FINGERPRINT_FILE: &str = "job.txt";
+
+impl WorkFolder {
+    fn open(output: &Path, fingerprint: &str) -> Result<Self> {
+        let name = output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "video".into());
+        let parent = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = parent.join(format!(".{name}.atelier-frames"));
+        let same_job = std::fs::read_to_string(dir.join(FINGERPRINT_FILE))
+            .map(|f| f == fingerprint)
+            .unwrap_or(false);
+        if !same_job && dir.exists() {
+            // Another job's frames: they cannot be reused.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let write_error = |e: std::io::Error| Error::Write {
+            path: dir.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&dir).map_err(write_error)?;
+        imaging::write_bytes_atomic(&dir.join(FINGERPRINT_FILE), fingerprint.as_bytes())?;
+        Ok(Self { dir })
+    }
+
+    fn path(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("{index:05}.png"))
+    }
+
+    /// Frame `index` of the stopped run, when it finished it.
+    fn frame(&self, index: usize) -> Option<RgbImage> {
+        let path = self.path(index);
+        path.is_file()
+            .then(|| imaging::load_rgb(&path).ok())
+            .flatten()
+    }
+
+    fn save(&mut self, index: usize, frame: &RgbImage) -> Result<()> {
+        imaging::save_atomic(frame, &self.path(index), OutputFormat::Png)
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
