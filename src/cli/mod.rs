@@ -8,8 +8,8 @@ mod serve;
 mod stylize;
 mod train;
 mod train_decoder;
-mod video;
 mod training_progress;
+mod video;
 
 use std::path::PathBuf;
 

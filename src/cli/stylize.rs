@@ -633,8 +633,12 @@ pub fn run(args: StylizeArgs) -> anyhow::Result<()> {
     }
     let specs = regions::style_specs(&args.regions, &args.styles, &args.mix);
     let method = build_method(&args, &specs)?;
-    let job_regions =
-        regions::build(args.mask.as_deref(), &args.regions, &args.styles, args.feather)?;
+    let job_regions = regions::build(
+        args.mask.as_deref(),
+        &args.regions,
+        &args.styles,
+        args.feather,
+    )?;
     run_items(&args, items, method, job_regions)
 }
 

@@ -154,4 +154,3 @@ pub struct VideoJob {
     /// Only the first this many frames (a look at a long clip); `None`: all.
     pub max_frames: Option<usize>,
 }
-

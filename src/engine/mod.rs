@@ -32,9 +32,7 @@ use std::thread::JoinHandle;
 use candle_core::Device;
 use crossbeam_channel::{Receiver, Sender};
 
-pub use event::{
-    Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle, VideoReport,
-};
+pub use event::{Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle, VideoReport};
 pub use failure::{EngineError, Failure};
 pub use job::{
     ArbitraryStyle, FeatureTransform, Job, JobId, JobKind, Method, NetworkStyle, VideoJob,
@@ -53,7 +51,6 @@ pub use crate::stylize::network::{
 };
 pub use crate::stylize::optim::OptimizerKind;
 pub use crate::stylize::regions::{Regions, Rest, MAX_FEATHER};
-pub use crate::video::clip::{probe as probe_clip, ClipInfo};
 pub use crate::train::checkpoint::{peek as peek_checkpoint, CheckpointInfo, CHECKPOINT_NAME};
 pub use crate::train::data::list_images;
 pub use crate::train::decoder::{
@@ -64,6 +61,7 @@ pub use crate::train::{
     ExportedStyle, StyleCredits, StyleGroup, TrainConfig, TrainLosses, TrainProgress, TrainRecipe,
     DEFAULT_WIDTH,
 };
+pub use crate::video::clip::{probe as probe_clip, ClipInfo};
 
 enum Command {
     Stylize {

@@ -88,9 +88,7 @@ impl Worker {
             index += 1;
             let size = previous.as_ref().map(|p| p.output.dimensions());
             let input = match size {
-                Some((w, h)) if (w, h) != frame.dimensions() => {
-                    imaging::resize_exact(&frame, w, h)
-                }
+                Some((w, h)) if (w, h) != frame.dimensions() => imaging::resize_exact(&frame, w, h),
                 _ => frame.clone(),
             };
             let kept = work.as_ref().and_then(|w| w.frame(index));
@@ -103,7 +101,8 @@ impl Worker {
                 None => {
                     let flows = previous.as_ref().map(|p| Flows::between(&p.input, &input));
                     let flows = flows.transpose()?;
-                    let method = frame_method(&job.method, previous.as_ref(), flows.as_ref(), &input);
+                    let method =
+                        frame_method(&job.method, previous.as_ref(), flows.as_ref(), &input);
                     let painted = self.run_job(
                         &quiet,
                         &Job {
@@ -129,6 +128,14 @@ impl Worker {
                     (output, Some(fresh), input)
                 }
             };
+            if sink.is_none() && clip::pads_odd_sides(&job.output, output.dimensions()) {
+                notes.push(format!(
+                    "the frames are {}x{}: H.264 needs even sides, so the video repeats the last \
+                     column or row",
+                    output.width(),
+                    output.height()
+                ));
+            }
             let sink = match &mut sink {
                 Some(sink) => sink,
                 None => sink.insert(clip::create(
@@ -247,8 +254,15 @@ fn frame_method(
     flows: Option<&Flows>,
     input: &RgbImage,
 ) -> Method {
-    let (Method::Optimize { vgg, styles, config }, Some(previous), Some(flows)) =
-        (method, previous, flows)
+    let (
+        Method::Optimize {
+            vgg,
+            styles,
+            config,
+        },
+        Some(previous),
+        Some(flows),
+    ) = (method, previous, flows)
     else {
         return method.clone();
     };
@@ -292,12 +306,8 @@ fn carry(
         &flows.reliable,
     )?;
     if let Some(previous_fresh) = &previous.fresh {
-        flicker.result += temporal::warping_error(
-            &output,
-            &previous.output,
-            &flows.backward,
-            &flows.reliable,
-        )?;
+        flicker.result +=
+            temporal::warping_error(&output, &previous.output, &flows.backward, &flows.reliable)?;
         flicker.per_frame +=
             temporal::warping_error(fresh, previous_fresh, &flows.backward, &flows.reliable)?;
         flicker.pairs += 1;

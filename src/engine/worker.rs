@@ -304,11 +304,9 @@ impl Worker {
     fn run_stylize(&mut self, queued: Queued) {
         let outbox = self.outbox(queued.id, queued.kind);
         // A panic inside candle or a kernel must not take the caller down: it becomes an event.
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            match &queued.work {
-                Work::Stylize(job) => self.run_job(&outbox, job, &queued.cancel),
-                Work::Video(job) => self.run_video(&outbox, job, &queued.cancel),
-            }
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match &queued.work {
+            Work::Stylize(job) => self.run_job(&outbox, job, &queued.cancel),
+            Work::Video(job) => self.run_video(&outbox, job, &queued.cancel),
         }));
         let body = match outcome {
             // A job cancelled in its very last step still counts as cancelled.

@@ -65,7 +65,14 @@ pub fn probe(path: &Path) -> Result<ClipInfo> {
         return Err(Error::image(path, "no such file"));
     }
     let output = tool("ffprobe")
-        .args(["-v", "error", "-of", "json", "-show_streams", "-show_format"])
+        .args([
+            "-v",
+            "error",
+            "-of",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
         .arg(path)
         .output()
         .map_err(|e| missing_tool("ffprobe", &e))?;
@@ -91,9 +98,9 @@ pub fn probe(path: &Path) -> Result<ClipInfo> {
     }
     let base = parse_rate(video["r_frame_rate"].as_str().unwrap_or(""));
     let average = parse_rate(video["avg_frame_rate"].as_str().unwrap_or(""));
-    let frame_rate = average.or(base).ok_or_else(|| {
-        Error::image(path, "the video stream states no frame rate")
-    })?;
+    let frame_rate = average
+        .or(base)
+        .ok_or_else(|| Error::image(path, "the video stream states no frame rate"))?;
     let variable_frame_rate = match (base, average) {
         (Some(b), Some(a)) => {
             let (b, a) = (rate_value(b), rate_value(a));
@@ -222,14 +229,20 @@ impl FrameSource for FfmpegSource {
         }
         if filled == 0 {
             if self.read == 0 {
-                return Err(Error::image(&self.path, "the video has no frames ffmpeg can decode"));
+                return Err(Error::image(
+                    &self.path,
+                    "the video has no frames ffmpeg can decode",
+                ));
             }
             return Ok(None);
         }
         if filled < bytes.len() {
             return Err(Error::image(
                 &self.path,
-                format!("frame {} was cut short: the video is damaged", self.read + 1),
+                format!(
+                    "frame {} was cut short: the video is damaged",
+                    self.read + 1
+                ),
             ));
         }
         self.read += 1;
@@ -329,6 +342,12 @@ pub fn create(
     }
 }
 
+/// Whether frames of `size` written to `path` are padded to even sides (a video file; frames in
+/// a folder keep their size).
+pub fn pads_odd_sides(path: &Path, (width, height): (u32, u32)) -> bool {
+    !(path.is_dir() || path.extension().is_none()) && (width % 2 == 1 || height % 2 == 1)
+}
+
 /// A video encoded by ffmpeg from raw frames on its stdin into a temporary file beside the
 /// output, renamed when complete.
 pub struct FfmpegSink {
@@ -368,7 +387,10 @@ impl FfmpegSink {
             _ => PathBuf::from("."),
         };
         if !dir.is_dir() {
-            return Err(write_error(format!("folder {} does not exist", dir.display())));
+            return Err(write_error(format!(
+                "folder {} does not exist",
+                dir.display()
+            )));
         }
         let name = path
             .file_name()
@@ -512,7 +534,9 @@ impl FolderSink {
         let temp = tempfile::Builder::new()
             .prefix(".atelier-frames-")
             .tempdir_in(&dir)
-            .map_err(|e| write_error(format!("cannot create a folder in {}: {e}", dir.display())))?;
+            .map_err(|e| {
+                write_error(format!("cannot create a folder in {}: {e}", dir.display()))
+            })?;
         Ok(Self {
             temp: Some(temp),
             path: path.to_path_buf(),
