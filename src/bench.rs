@@ -16,6 +16,8 @@ use crate::nn::vgg::{Vgg, VggArch};
 use crate::stylize::cache::FeatureCache;
 use crate::stylize::gatys::{GatysConfig, StyleImage, StyleProblem};
 
+mod video;
+
 /// One line of the benchmark table.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BenchRow {
@@ -391,6 +393,7 @@ pub fn run_all(
     rows.extend(conditional_rows(device, options, iterations)?);
     rows.extend(arbitrary_rows(device, options, iterations)?);
     rows.extend(tiled_rows(device, options)?);
+    rows.extend(video::video_rows(device, options)?);
     Ok(rows)
 }
 

@@ -11,6 +11,12 @@
 //! Strength blends the photo's and the transformed features (in feature space, not a pixel
 //! fade). Several paintings blend as a weighted mean of their statistics, and a folder of works
 //! gives statistics pooled over all of them (a personal style from a collection).
+//!
+//! Regions (local style, [`stylize_in_regions`]) stay in feature space too: at each level the
+//! photo's statistics are taken within each style's region (weighted by its mask at the
+//! features' resolution), each style's transform runs with its region's statistics, and the
+//! transforms mix by the styles' shares per feature pixel before the decoder paints. One
+//! cascade serves the whole photo, its tiles and its regions.
 
 use std::collections::HashMap;
 
@@ -91,47 +97,144 @@ pub struct FeatureStats {
     pub covariance: Vec<f64>,
 }
 
-/// Sums that pool into [`FeatureStats`].
+/// Sums that pool into [`FeatureStats`], each pixel counted with a weight (1 for a whole
+/// photo, a region's mask for local style), so tiles and regions share one code path.
 #[derive(Debug, Clone)]
 struct Moments {
+    /// Total weight (the pixel count when unweighted).
     count: f64,
     sum: Vec<f64>,
+    /// Σ x·xᵀ, row-major `channels × channels` when `full`; only its diagonal (the sums of
+    /// squares) otherwise, which is all AdaIN needs and costs C rather than C² per pixel.
     outer: Vec<f64>,
+    full: bool,
 }
 
 impl Moments {
-    fn new(channels: usize) -> Self {
+    fn new(channels: usize, full: bool) -> Self {
         Self {
             count: 0.0,
             sum: vec![0.0; channels],
-            outer: vec![0.0; channels * channels],
+            outer: vec![0.0; if full { channels * channels } else { channels }],
+            full,
         }
     }
 
-    /// Adds the pixels of a (1, C, h, w) feature map.
-    fn add(&mut self, features: &Tensor) -> Result<()> {
+    /// The moments `transform` needs: the full covariance for WCT, the diagonal for AdaIN.
+    fn for_transform(channels: usize, transform: FeatureTransform) -> Self {
+        Self::new(channels, transform == FeatureTransform::Wct)
+    }
+
+    /// Adds the pixels of a (1, C, h, w) feature map, each with its weight in `weights` (h·w
+    /// values, any shape) or 1 when `None`.
+    fn add(&mut self, features: &Tensor, weights: Option<&Tensor>) -> Result<()> {
         let (_, c, h, w) = features.dims4()?;
-        let x = features.reshape((c, h * w))?.to_dtype(DType::F32)?;
-        let sum = x.sum(1)?.to_vec1::<f32>()?;
-        let outer = x.matmul(&x.t()?)?.flatten_all()?.to_vec1::<f32>()?;
-        for (acc, v) in self.sum.iter_mut().zip(sum) {
-            *acc += f64::from(v);
+        if c != self.sum.len() {
+            return Err(Error::invalid(format!(
+                "a feature map of {c} channels added to moments of {}",
+                self.sum.len()
+            )));
         }
-        for (acc, v) in self.outer.iter_mut().zip(outer) {
-            *acc += f64::from(v);
+        let x = features
+            .contiguous()?
+            .reshape((c, h * w))?
+            .to_dtype(DType::F32)?;
+        let weights = match weights {
+            Some(weights) => {
+                if weights.elem_count() != h * w {
+                    return Err(Error::invalid(format!(
+                        "{} weights for a {w}x{h} feature map",
+                        weights.elem_count()
+                    )));
+                }
+                Some(
+                    weights
+                        .contiguous()?
+                        .reshape((1, h * w))?
+                        .to_dtype(DType::F32)?,
+                )
+            }
+            None => None,
+        };
+        if self.full {
+            // With weights: Σ w·x and (x·w)·xᵀ; an all-ones map gives exactly the plain sums.
+            let weighted = match &weights {
+                Some(weights) => x.broadcast_mul(weights)?,
+                None => x.clone(),
+            };
+            let sum = weighted.sum(1)?.to_vec1::<f32>()?;
+            let outer = weighted.matmul(&x.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            for (acc, v) in self.sum.iter_mut().zip(sum) {
+                *acc += f64::from(v);
+            }
+            for (acc, v) in self.outer.iter_mut().zip(outer) {
+                *acc += f64::from(v);
+            }
+            self.count += match &weights {
+                Some(weights) => weights
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .sum(),
+                None => (h * w) as f64,
+            };
+        } else {
+            // Accumulated in f64: the variance is E[x²] − mean², which f32 sums over a large
+            // photo would round away.
+            let n = h * w;
+            let values = x.flatten_all()?.to_vec1::<f32>()?;
+            let weights = match &weights {
+                Some(weights) => Some(weights.flatten_all()?.to_vec1::<f32>()?),
+                None => None,
+            };
+            for ((channel, sum), sq) in values
+                .chunks_exact(n.max(1))
+                .zip(&mut self.sum)
+                .zip(&mut self.outer)
+            {
+                let (mut s, mut q) = (0.0f64, 0.0f64);
+                match &weights {
+                    Some(weights) => {
+                        for (&v, &wt) in channel.iter().zip(weights) {
+                            let (v, wt) = (f64::from(v), f64::from(wt));
+                            s += wt * v;
+                            q += wt * v * v;
+                        }
+                    }
+                    None => {
+                        for &v in channel {
+                            let v = f64::from(v);
+                            s += v;
+                            q += v * v;
+                        }
+                    }
+                }
+                *sum += s;
+                *sq += q;
+            }
+            self.count += match &weights {
+                Some(weights) => weights.iter().map(|&v| f64::from(v)).sum(),
+                None => n as f64,
+            };
         }
-        self.count += (h * w) as f64;
         Ok(())
     }
 
     fn stats(&self) -> FeatureStats {
         let c = self.sum.len();
-        let n = self.count.max(1.0);
+        // A region's weights may sum to less than one feature pixel: divide by them as they
+        // are (only an empty sum, which callers skip, would divide by 0).
+        let n = if self.count > 0.0 { self.count } else { 1.0 };
         let mean: Vec<f64> = self.sum.iter().map(|s| s / n).collect();
         let mut covariance = vec![0.0; c * c];
         for i in 0..c {
-            for j in 0..c {
-                covariance[i * c + j] = self.outer[i * c + j] / n - mean[i] * mean[j];
+            if self.full {
+                for j in 0..c {
+                    covariance[i * c + j] = self.outer[i * c + j] / n - mean[i] * mean[j];
+                }
+            } else {
+                covariance[i * c + i] = (self.outer[i] / n - mean[i] * mean[i]).max(0.0);
             }
         }
         FeatureStats {
@@ -140,6 +243,21 @@ impl Moments {
             covariance,
         }
     }
+}
+
+/// The photo's statistics that `transform` works with, from a (1, C, h, w) feature map: channel
+/// means and variances (a diagonal covariance) for AdaIN, the mean and full covariance for WCT.
+/// `weights` (h·w values) counts each pixel by its weight, a region's mask at the features'
+/// resolution ([`region_weights_at`]), so the statistics are the region's; `None` counts every
+/// pixel once (the plain transforms' statistics, which all-ones weights reproduce).
+pub fn feature_stats(
+    features: &Tensor,
+    weights: Option<&Tensor>,
+    transform: FeatureTransform,
+) -> Result<FeatureStats> {
+    let mut moments = Moments::for_transform(features.dim(1)?, transform);
+    moments.add(features, weights)?;
+    Ok(moments.stats())
 }
 
 /// A painting's (or a collection's) statistics at every cascade level.
@@ -172,8 +290,8 @@ pub fn style_stats(
             let c = f.dim(1)?;
             moments
                 .entry(layer)
-                .or_insert_with(|| Moments::new(c))
-                .add(&f)?;
+                .or_insert_with(|| Moments::new(c, true))
+                .add(&f, None)?;
         }
     }
     Ok(moments
@@ -220,38 +338,22 @@ pub fn blend_stats(styles: &[(&StyleStats, f64)]) -> Result<StyleStats> {
 }
 
 /// AdaIN: `features` (1, C, h, w) with each channel's mean and standard deviation replaced by
-/// the style's.
+/// the style's. The same scale and shift as [`adain_with`] with the features' own statistics,
+/// so a whole photo, its tiles and its regions all go through one transform.
 pub fn adain(features: &Tensor, style: &FeatureStats) -> Result<Tensor> {
-    let (_, c, h, w) = features.dims4()?;
-    check_channels(c, style)?;
-    let x = features.reshape((c, h * w))?;
-    let mean = x.mean_keepdim(1)?;
-    let centered = x.broadcast_sub(&mean)?;
-    let std = (centered.sqr()?.mean_keepdim(1)? + 1e-5)?.sqrt()?;
-    let style_std: Vec<f32> = (0..c)
-        .map(|i| style.covariance[i * c + i].max(0.0).sqrt() as f32)
-        .collect();
-    let style_mean: Vec<f32> = style.mean.iter().map(|&m| m as f32).collect();
-    let device = features.device();
-    let style_std = Tensor::from_vec(style_std, (c, 1), device)?;
-    let style_mean = Tensor::from_vec(style_mean, (c, 1), device)?;
-    let y = centered
-        .broadcast_div(&std)?
-        .broadcast_mul(&style_std)?
-        .broadcast_add(&style_mean)?;
-    Ok(y.reshape((1, c, h, w))?)
+    let content = feature_stats(features, None, FeatureTransform::Adain)?;
+    adain_with(features, &content, style)
 }
 
 /// WCT: `features` (1, C, h, w) whitened (their own covariance removed) and coloured with the
 /// style's covariance and mean.
 pub fn wct(features: &Tensor, style: &FeatureStats) -> Result<Tensor> {
-    let (_, c, _, _) = features.dims4()?;
-    let mut content = Moments::new(c);
-    content.add(features)?;
-    wct_with(features, &content.stats(), style)
+    let content = feature_stats(features, None, FeatureTransform::Wct)?;
+    wct_with(features, &content, style)
 }
 
-/// [`wct`] with the photo's statistics `content` taken elsewhere (over a whole tiled photo).
+/// [`wct`] with the photo's statistics `content` taken elsewhere: over a whole tiled photo, or
+/// over a region ([`feature_stats`] with its weights).
 pub fn wct_with(features: &Tensor, content: &FeatureStats, style: &FeatureStats) -> Result<Tensor> {
     let (_, c, h, w) = features.dims4()?;
     check_channels(c, style)?;
@@ -280,7 +382,7 @@ pub fn wct_with(features: &Tensor, content: &FeatureStats, style: &FeatureStats)
 }
 
 /// [`adain`] with the photo's channel means and variances (the diagonal of `content`) taken
-/// elsewhere (over a whole tiled photo), as one per-channel scale and shift.
+/// elsewhere (over a whole tiled photo, or a region), as one per-channel scale and shift.
 pub fn adain_with(
     features: &Tensor,
     content: &FeatureStats,
@@ -302,26 +404,15 @@ pub fn adain_with(
     )?)
 }
 
-/// Channel means and variances from per-channel (sum, sum of squares) over `count` pixels,
-/// as [`FeatureStats`] with a diagonal covariance (all AdaIN needs).
-fn diagonal_stats(count: f64, sums: &[(f64, f64)]) -> FeatureStats {
-    let c = sums.len();
-    let n = count.max(1.0);
-    let mean: Vec<f64> = sums.iter().map(|(s, _)| s / n).collect();
-    let mut covariance = vec![0.0; c * c];
-    for (i, ((_, sq), m)) in sums.iter().zip(&mean).enumerate() {
-        covariance[i * c + i] = (sq / n - m * m).max(0.0);
-    }
-    FeatureStats {
-        channels: c,
-        mean,
-        covariance,
-    }
-}
-
 /// Activation memory of the method in one piece per photo pixel (the WCT cascade at relu1_1,
 /// see [`MAX_ARBITRARY_PIXELS`]).
 const BYTES_PER_PIXEL: u64 = 1400;
+/// What regions add per photo pixel in one piece: the mix being summed and one style's
+/// transform beside it, two relu1_1 maps of 64 floats (an estimate, not measured).
+const REGION_BYTES_PER_PIXEL: u64 = 2 * 64 * 4;
+/// A style whose map sums to less than this (photo pixels) paints nowhere and is skipped: its
+/// region's statistics would come from a sliver of one feature pixel.
+const EMPTY_REGION: f64 = 0.01;
 
 /// Margin of every tile (photo pixels): the VGG encoder's receptive field to relu4_1 (about
 /// 40 px with its pools) plus the decoder's back (about as much), on the pools' 8 px grid. A
@@ -331,7 +422,12 @@ pub const TILE_HALO: u32 = 96;
 /// Core side of the tiles for a `width`×`height` photo with the memory available now; `None`
 /// when it fits in one piece.
 pub fn tile_core_for(width: u32, height: u32) -> Option<u32> {
-    let side = tiles::tile_side_for(tiles::tile_budget_bytes(), BYTES_PER_PIXEL, 8);
+    tile_core_with(width, height, BYTES_PER_PIXEL)
+}
+
+/// [`tile_core_for`] for a run that needs `bytes_per_pixel` in one piece.
+fn tile_core_with(width: u32, height: u32, bytes_per_pixel: u64) -> Option<u32> {
+    let side = tiles::tile_side_for(tiles::tile_budget_bytes(), bytes_per_pixel, 8);
     if u64::from(width) * u64::from(height) <= u64::from(side) * u64::from(side) {
         return None;
     }
@@ -353,14 +449,184 @@ pub fn stylize_tiled(
     config: ArbitraryConfig,
     device: &Device,
     core: u32,
+    observe: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<RgbImage> {
+    let painting = Painting::Whole(style);
+    cascade(
+        vgg,
+        decoders,
+        content,
+        painting,
+        config,
+        device,
+        Some(core),
+        observe,
+    )
+}
+
+/// What a cascade paints: one style over the whole photo, or each style in its region.
+#[derive(Clone, Copy)]
+enum Painting<'a> {
+    Whole(&'a StyleStats),
+    Regions {
+        styles: &'a [&'a StyleStats],
+        /// At the photo's size, checked against it ([`active_styles`]).
+        weights: &'a RegionWeights,
+        /// The styles that paint somewhere, in order (at least one).
+        active: &'a [usize],
+    },
+}
+
+/// One transform of a level: a style's statistics there and, in regions, its weight map (for
+/// its region's statistics) and its share of the mix, both (1, 1, H, W) over the whole padded
+/// photo at the features' resolution. `None`: every pixel counts once, all of the mix.
+struct Part<'a> {
+    style: &'a FeatureStats,
+    weight: Option<Tensor>,
+    share: Option<Tensor>,
+}
+
+fn style_at<'a>(style: &'a StyleStats, layer: &str) -> Result<&'a FeatureStats> {
+    style
+        .get(layer)
+        .ok_or_else(|| Error::invalid(format!("no style statistics at {layer}")))
+}
+
+/// The transforms `painting` runs at `layer`.
+fn level_parts<'a>(painting: Painting<'a>, layer: &str, device: &Device) -> Result<Vec<Part<'a>>> {
+    let (styles, weights, active) = match painting {
+        Painting::Whole(style) => {
+            return Ok(vec![Part {
+                style: style_at(style, layer)?,
+                weight: None,
+                share: None,
+            }])
+        }
+        Painting::Regions {
+            styles,
+            weights,
+            active,
+        } => (styles, weights, active),
+    };
+    let level = region_weights_at(weights, layer)?;
+    let (w, h) = (level.width as usize, level.height as usize);
+    let to_tensor =
+        |map: Vec<f32>| -> Result<Tensor> { Ok(Tensor::from_vec(map, (1, 1, h, w), device)?) };
+    let mut chosen = Vec::with_capacity(active.len());
+    for &i in active {
+        let map = level
+            .maps
+            .get(i)
+            .ok_or_else(|| Error::invalid(format!("no weight map for style {}", i + 1)))?;
+        chosen.push(map.clone());
+    }
+    let chosen = RegionWeights {
+        width: level.width,
+        height: level.height,
+        maps: chosen,
+    };
+    // Shares among the styles that paint; a single one takes all of the mix, which is then
+    // the plain transform with its region's statistics.
+    let mut shares = (active.len() > 1).then(|| chosen.style_shares().into_iter());
+    let mut parts = Vec::with_capacity(active.len());
+    for (&i, map) in active.iter().zip(chosen.maps) {
+        let style = styles
+            .get(i)
+            .ok_or_else(|| Error::invalid(format!("no statistics for style {}", i + 1)))?;
+        let share = match shares.as_mut().and_then(Iterator::next) {
+            Some(share) => Some(to_tensor(share)?),
+            None => None,
+        };
+        parts.push(Part {
+            style: style_at(style, layer)?,
+            weight: Some(to_tensor(map)?),
+            share,
+        });
+    }
+    Ok(parts)
+}
+
+/// `weights` (at the photo's size) at the resolution of `layer`'s features: padded to the
+/// pools' multiple by reflection exactly as the photo is before it is encoded, then averaged
+/// over each feature pixel's square of photo pixels, so the maps line up with the features
+/// (and with every tile cut from them) and keep each cell's share of the region.
+pub fn region_weights_at(weights: &RegionWeights, layer: &str) -> Result<RegionWeights> {
+    let (w, h) = (weights.width as usize, weights.height as usize);
+    if w == 0 || h == 0 || weights.maps.iter().any(|m| m.len() != w * h) {
+        return Err(Error::invalid(format!(
+            "region weights of {w}x{h} hold maps of other sizes"
+        )));
+    }
+    let multiple = 1usize << decoder::layer_pools(layer)?;
+    let (padded_w, padded_h) = (
+        w.div_ceil(multiple) * multiple,
+        h.div_ceil(multiple) * multiple,
+    );
+    let (fw, fh) = (padded_w / multiple, padded_h / multiple);
+    let count = weights.maps.len();
+    if count == 0 {
+        return Ok(RegionWeights {
+            width: fw as u32,
+            height: fh as u32,
+            maps: Vec::new(),
+        });
+    }
+    let maps = Tensor::from_vec(weights.maps.concat(), (1, count, h, w), &Device::Cpu)?;
+    let maps = pad_end_to(&maps, 2, padded_h)?;
+    let maps = pad_end_to(&maps, 3, padded_w)?;
+    let maps = if multiple > 1 {
+        maps.avg_pool2d(multiple)?
+    } else {
+        maps
+    };
+    let values = maps.flatten_all()?.to_vec1::<f32>()?;
+    Ok(RegionWeights {
+        width: fw as u32,
+        height: fh as u32,
+        maps: values.chunks_exact(fw * fh).map(<[f32]>::to_vec).collect(),
+    })
+}
+
+/// The part of a feature-resolution tensor (…, H, W) that covers `rect` (photo pixels), when
+/// the tensor starts at photo pixel `origin` and a feature pixel spans `scale` photo pixels.
+fn feature_window(
+    t: &Tensor,
+    rect: tiles::Rect,
+    origin: (u32, u32),
+    scale: usize,
+) -> Result<Tensor> {
+    let top = rect.y.saturating_sub(origin.1) as usize / scale;
+    let left = rect.x.saturating_sub(origin.0) as usize / scale;
+    let rows = rect.height as usize / scale;
+    let cols = rect.width as usize / scale;
+    Ok(t.narrow(2, top, rows)?.narrow(3, left, cols)?)
+}
+
+/// The cascade behind every entry point: for each level, coarse to fine, the photo (padded
+/// to the level's pools' multiple by reflection) is encoded, the photo's statistics are
+/// summed (over the whole photo, or weighted by each region's map), each style's transform
+/// runs with them, the transforms mix by the styles' shares, the strength blends in the
+/// photo's features, and the decoder paints. `core: None` runs in one piece (progress per
+/// level); `Some` in tiles on each level's grid, twice over (statistics first, then the
+/// transform and decoder), so every core sees what the untiled run sees (progress per tile
+/// run).
+#[allow(clippy::too_many_arguments)]
+fn cascade(
+    vgg: &Vgg,
+    decoders: &Decoders,
+    content: &RgbImage,
+    painting: Painting<'_>,
+    config: ArbitraryConfig,
+    device: &Device,
+    core: Option<u32>,
     mut observe: impl FnMut(usize, usize) -> Result<()>,
 ) -> Result<RgbImage> {
     check_input(content, config)?;
     let (width, height) = content.dimensions();
     let levels = config.transform.levels();
-    // Each level pads the image to its own pools' multiple, as the untiled run does (the
-    // padding counts in the statistics: padding every level to 8 put WCT 5.6 levels off), and
-    // tiles it on that grid.
+    // Each level pads the image to its own pools' multiple (the padding counts in the
+    // statistics: padding every level to 8 put tiled WCT 5.6 levels off), and tiles it on
+    // that grid.
     let mut grids = Vec::with_capacity(levels.len());
     for &layer in levels {
         let multiple = 1u32 << decoder::layer_pools(layer)?;
@@ -368,21 +634,39 @@ pub fn stylize_tiled(
             width.div_ceil(multiple) * multiple,
             height.div_ceil(multiple) * multiple,
         );
-        let grid = tiles::grid(padded.0, padded.1, core.max(8), TILE_HALO, multiple);
+        let grid = match core {
+            Some(core) => tiles::grid(padded.0, padded.1, core.max(8), TILE_HALO, multiple),
+            None => {
+                let whole = tiles::Rect {
+                    x: 0,
+                    y: 0,
+                    width: padded.0,
+                    height: padded.1,
+                };
+                vec![tiles::Tile {
+                    input: whole,
+                    core: whole,
+                }]
+            }
+        };
         grids.push((padded, grid));
     }
-    let total: usize = grids.iter().map(|(_, grid)| 2 * grid.len()).sum();
+    let tiled = core.is_some();
+    let total: usize = if tiled {
+        grids.iter().map(|(_, grid)| 2 * grid.len()).sum()
+    } else {
+        levels.len()
+    };
     let mut done = 0;
-    // Between levels the image stays in floats, as in the untiled cascade.
+    let alpha = f64::from(config.strength);
+    // Between levels the image stays in floats, clamped to pixels (the next encoder expects
+    // them).
     let (w, h) = (width as usize, height as usize);
     let mut image = imaging::to_tensor(content, device)?;
-    for (&layer, ((padded_w, padded_h), grid)) in levels.iter().zip(&grids) {
-        let style_stats = style
-            .get(layer)
-            .ok_or_else(|| Error::invalid(format!("no style statistics at {layer}")))?;
+    for (index, (&layer, ((padded_w, padded_h), grid))) in levels.iter().zip(&grids).enumerate() {
+        let parts = level_parts(painting, layer, device)?;
         let layer_name = layer.to_string();
         let scale = 1usize << decoder::layer_pools(layer)?;
-        // Extended once to the tiles' grid, as the untiled run pads (reflection).
         let padded = pad_end_to(&image, 2, *padded_h as usize)?;
         let padded = pad_end_to(&padded, 3, *padded_w as usize)?;
         drop(image);
@@ -396,54 +680,69 @@ pub fn stylize_tiled(
                 .remove(layer)
                 .ok_or_else(|| Error::invalid(format!("the VGG gave no {layer}")))
         };
-        // The tile's core in feature pixels.
-        let core_of = |features: &Tensor, tile: &tiles::Tile| -> Result<Tensor> {
-            let top = (tile.core.y - tile.input.y) as usize / scale;
-            let left = (tile.core.x - tile.input.x) as usize / scale;
-            let rows = tile.core.height as usize / scale;
-            let cols = tile.core.width as usize / scale;
-            Ok(features.narrow(2, top, rows)?.narrow(3, left, cols)?)
-        };
 
-        // Pass 1: the photo's statistics at this level, over every tile's core: channel means
-        // and variances for AdaIN, the full covariance for WCT.
-        let mut diagonal: Option<(f64, Vec<(f64, f64)>)> = None;
-        let mut moments: Option<Moments> = None;
-        for tile in grid {
-            let part = core_of(&encode(tile)?, tile)?;
-            let (_, c, ph, pw) = part.dims4()?;
-            match config.transform {
-                FeatureTransform::Adain => {
-                    let sums = crate::nn::ops::window_sums(&part, 0..ph, 0..pw)?;
-                    let (count, acc) = diagonal.get_or_insert_with(|| (0.0, vec![(0.0, 0.0); c]));
-                    *count += (ph * pw) as f64;
-                    for (a, s) in acc.iter_mut().zip(sums) {
-                        a.0 += s.0;
-                        a.1 += s.1;
-                    }
-                }
-                FeatureTransform::Wct => moments
-                    .get_or_insert_with(|| Moments::new(c))
-                    .add(&part.contiguous()?)?,
-            }
-            done += 1;
-            observe(done, total)?;
-        }
-        let content_stats = match (diagonal, moments) {
-            (Some((count, sums)), _) => diagonal_stats(count, &sums),
-            (None, Some(m)) => m.stats(),
-            (None, None) => return Err(Error::invalid("the tiles covered no pixels")),
-        };
-
-        // Pass 2: transform with the whole photo's statistics, decode, keep each core.
-        let alpha = f64::from(config.strength);
-        let mut next = vec![0f32; 3 * w * h];
+        // Pass 1: the photo's statistics at this level for each transform, over every tile's
+        // core, each pixel weighted by the transform's region.
+        let mut moments: Vec<Option<Moments>> = parts.iter().map(|_| None).collect();
+        // One piece: the features serve both passes.
+        let mut kept = None;
         for tile in grid {
             let features = encode(tile)?;
-            let transformed = match config.transform {
-                FeatureTransform::Adain => adain_with(&features, &content_stats, style_stats)?,
-                FeatureTransform::Wct => wct_with(&features, &content_stats, style_stats)?,
+            let part = feature_window(&features, tile.core, (tile.input.x, tile.input.y), scale)?;
+            let c = part.dim(1)?;
+            for (transform, sums) in parts.iter().zip(&mut moments) {
+                let weight = match &transform.weight {
+                    Some(map) => Some(feature_window(map, tile.core, (0, 0), scale)?),
+                    None => None,
+                };
+                sums.get_or_insert_with(|| Moments::for_transform(c, config.transform))
+                    .add(&part, weight.as_ref())?;
+            }
+            if grid.len() == 1 {
+                kept = Some(features);
+            }
+            if tiled {
+                done += 1;
+                observe(done, total)?;
+            }
+        }
+        let content_stats = moments
+            .iter()
+            .map(|m| {
+                m.as_ref()
+                    .map(Moments::stats)
+                    .ok_or_else(|| Error::invalid("the tiles covered no pixels"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        // Pass 2: each transform with its statistics, mixed by the shares, blended with the
+        // photo's features by the strength, decoded; each core kept.
+        let mut next = vec![0f32; 3 * w * h];
+        for tile in grid {
+            let features = match kept.take() {
+                Some(features) => features,
+                None => encode(tile)?,
             };
+            let mut transformed: Option<Tensor> = None;
+            for (part, stats) in parts.iter().zip(&content_stats) {
+                let t = match config.transform {
+                    FeatureTransform::Adain => adain_with(&features, stats, part.style)?,
+                    FeatureTransform::Wct => wct_with(&features, stats, part.style)?,
+                };
+                let t = match &part.share {
+                    Some(share) => {
+                        let share = feature_window(share, tile.input, (0, 0), scale)?;
+                        t.broadcast_mul(&share)?
+                    }
+                    None => t,
+                };
+                transformed = Some(match transformed {
+                    Some(sum) => (sum + t)?,
+                    None => t,
+                });
+            }
+            let transformed = transformed
+                .ok_or_else(|| Error::invalid(format!("nothing to paint at {layer}")))?;
             let mixed = ((transformed * alpha)? + (features * (1.0 - alpha))?)?;
             let decoded = decoders
                 .get(layer)?
@@ -452,10 +751,15 @@ pub fn stylize_tiled(
                 .flatten_all()?
                 .to_vec1::<f32>()?;
             paste_planar(&mut next, (w, h), &decoded, *tile);
-            done += 1;
-            observe(done, total)?;
+            if tiled {
+                done += 1;
+                observe(done, total)?;
+            }
         }
         image = Tensor::from_vec(next, (1, 3, h, w), device)?;
+        if !tiled {
+            observe(index + 1, total)?;
+        }
     }
     imaging::from_tensor(&image)
 }
@@ -548,45 +852,25 @@ pub fn stylize(
     style: &StyleStats,
     config: ArbitraryConfig,
     device: &Device,
-    mut observe: impl FnMut(usize, usize) -> Result<()>,
+    observe: impl FnMut(usize, usize) -> Result<()>,
 ) -> Result<RgbImage> {
-    check_input(content, config)?;
-    let (w, h) = (content.width() as usize, content.height() as usize);
-    let levels = config.transform.levels();
-    let mut image = imaging::to_tensor(content, device)?;
-    for (index, &layer) in levels.iter().enumerate() {
-        // The VGG halves the image at each pool: pad (reflection) to a multiple, crop after.
-        let multiple = 1usize << decoder::layer_pools(layer)?;
-        let padded = pad_end_to(&image, 2, h.div_ceil(multiple) * multiple)?;
-        let padded = pad_end_to(&padded, 3, w.div_ceil(multiple) * multiple)?;
-        let layer_name = layer.to_string();
-        let features = vgg
-            .features(&padded, std::slice::from_ref(&layer_name))?
-            .remove(layer)
-            .ok_or_else(|| Error::invalid(format!("the VGG gave no {layer}")))?;
-        let stats = style
-            .get(layer)
-            .ok_or_else(|| Error::invalid(format!("no style statistics at {layer}")))?;
-        let transformed = match config.transform {
-            FeatureTransform::Adain => adain(&features, stats)?,
-            FeatureTransform::Wct => wct(&features, stats)?,
-        };
-        let alpha = f64::from(config.strength);
-        let mixed = ((transformed * alpha)? + (features * (1.0 - alpha))?)?;
-        let decoded = decoders.get(layer)?.forward(&mixed)?;
-        // Clamped between levels: the next encoder expects pixels.
-        image = decoded
-            .narrow(2, 0, h)?
-            .narrow(3, 0, w)?
-            .clamp(0f32, 255f32)?;
-        observe(index + 1, levels.len())?;
-    }
-    imaging::from_tensor(&image)
+    let painting = Painting::Whole(style);
+    cascade(
+        vgg, decoders, content, painting, config, device, None, observe,
+    )
 }
 
 /// Paints each style of `styles` in its region (`weights`: one map per style, at `content`'s
-/// size) and returns the styles' image everywhere; the engine puts the photo back where no
-/// style paints.
+/// size) in one pass through the levels: at each level the photo's statistics are taken within
+/// each region (weighted by its map at the features' resolution, [`region_weights_at`]), each
+/// style's transform runs with its region's statistics, and the transforms mix by the styles'
+/// shares at every feature pixel before the strength blend and the decoder. So a region is
+/// painted from its own content's statistics, and the decoder smooths the seams in feature
+/// space (a composite of whole-photo passes would use the whole photo's statistics for every
+/// style). Returns the styles' painting everywhere: the engine puts the photo back where no
+/// style paints. Styles whose maps are empty are skipped (with none left, the photo comes back
+/// as it is); photos too large for one piece run in tiles, as
+/// [`stylize_in_regions_tiled`]. `observe(done, total)` counts levels, or tile runs when tiled.
 #[allow(clippy::too_many_arguments)]
 pub fn stylize_in_regions(
     vgg: &Vgg,
@@ -596,29 +880,112 @@ pub fn stylize_in_regions(
     weights: &RegionWeights,
     config: ArbitraryConfig,
     device: &Device,
-    mut observe: impl FnMut(usize, usize) -> Result<()>,
+    observe: impl FnMut(usize, usize) -> Result<()>,
 ) -> Result<RgbImage> {
-    // TODO(feature-space regions): one pass with the transform per region.
-    let levels = config.transform.levels().len();
-    let total = levels * styles.len();
-    let mut painted = Vec::with_capacity(styles.len());
-    for (index, style) in styles.iter().enumerate() {
-        painted.push(stylize(
-            vgg,
-            decoders,
-            content,
-            style,
-            config,
-            device,
-            |done, _| observe(index * levels + done, total),
-        )?);
+    let core = tile_core_with(
+        content.width(),
+        content.height(),
+        BYTES_PER_PIXEL + REGION_BYTES_PER_PIXEL,
+    );
+    regions_cascade(
+        vgg, decoders, content, styles, weights, config, device, core, observe,
+    )
+}
+
+/// [`stylize_in_regions`] in tiles of at most `core`×`core` pixels (plus [`TILE_HALO`]), as
+/// [`stylize_tiled`]: each region's weighted statistics are summed over the tiles' cores
+/// before any tile is transformed, so the tiles match the untiled run.
+#[allow(clippy::too_many_arguments)]
+pub fn stylize_in_regions_tiled(
+    vgg: &Vgg,
+    decoders: &Decoders,
+    content: &RgbImage,
+    styles: &[&StyleStats],
+    weights: &RegionWeights,
+    config: ArbitraryConfig,
+    device: &Device,
+    core: u32,
+    observe: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<RgbImage> {
+    regions_cascade(
+        vgg,
+        decoders,
+        content,
+        styles,
+        weights,
+        config,
+        device,
+        Some(core),
+        observe,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn regions_cascade(
+    vgg: &Vgg,
+    decoders: &Decoders,
+    content: &RgbImage,
+    styles: &[&StyleStats],
+    weights: &RegionWeights,
+    config: ArbitraryConfig,
+    device: &Device,
+    core: Option<u32>,
+    observe: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<RgbImage> {
+    check_input(content, config)?;
+    let active = active_styles(content, styles, weights)?;
+    if active.is_empty() {
+        return Ok(content.clone());
     }
-    let shares = RegionWeights {
-        maps: weights.style_shares(),
-        ..weights.clone()
+    let painting = Painting::Regions {
+        styles,
+        weights,
+        active: &active,
     };
-    let refs: Vec<&RgbImage> = painted.iter().collect();
-    shares.composite(content, &refs)
+    cascade(
+        vgg, decoders, content, painting, config, device, core, observe,
+    )
+}
+
+/// The styles that paint somewhere (their maps sum to [`EMPTY_REGION`] or more), once `weights`
+/// are checked against `content` and `styles`.
+fn active_styles(
+    content: &RgbImage,
+    styles: &[&StyleStats],
+    weights: &RegionWeights,
+) -> Result<Vec<usize>> {
+    if styles.is_empty() {
+        return Err(Error::invalid("regions without a style"));
+    }
+    if weights.maps.len() != styles.len() {
+        return Err(Error::invalid(format!(
+            "{} region maps for {} styles",
+            weights.maps.len(),
+            styles.len()
+        )));
+    }
+    let (w, h) = content.dimensions();
+    let pixels = w as usize * h as usize;
+    if (weights.width, weights.height) != (w, h) || weights.maps.iter().any(|m| m.len() != pixels) {
+        return Err(Error::invalid(format!(
+            "region weights of {}x{} for a photo of {w}x{h}",
+            weights.width, weights.height
+        )));
+    }
+    let mut active = Vec::new();
+    for (index, map) in weights.maps.iter().enumerate() {
+        if map.iter().any(|v| !(0.0..=1.0 + 1e-4).contains(v)) {
+            return Err(Error::invalid(format!(
+                "the weights of style {} must lie between 0 and 1",
+                index + 1
+            )));
+        }
+        let sum: f64 = map.iter().map(|&v| f64::from(v)).sum();
+        if sum >= EMPTY_REGION {
+            active.push(index);
+        }
+    }
+    Ok(active)
 }
 
 #[cfg(test)]
@@ -642,9 +1009,7 @@ mod tests {
     }
 
     fn stats_of(t: &Tensor) -> FeatureStats {
-        let mut m = Moments::new(t.dim(1).unwrap_or(0));
-        m.add(t).unwrap_or_else(|e| panic!("{e}"));
-        m.stats()
+        feature_stats(t, None, FeatureTransform::Wct).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
@@ -678,9 +1043,9 @@ mod tests {
     fn blends_are_weighted_means_and_pooling_is_exact() -> Result<()> {
         let a = random_features(3, 500, 5);
         let b = random_features(3, 500, 6);
-        let mut pooled = Moments::new(3);
-        pooled.add(&a)?;
-        pooled.add(&b)?;
+        let mut pooled = Moments::new(3, true);
+        pooled.add(&a, None)?;
+        pooled.add(&b, None)?;
         let joint = stats_of(&Tensor::cat(&[&a, &b], 3)?);
         for (x, y) in pooled.stats().covariance.iter().zip(&joint.covariance) {
             assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()));
@@ -707,6 +1072,74 @@ mod tests {
         assert!(values
             .iter()
             .all(|v| v.is_finite() && (v - 1.0).abs() < 1e-3));
+        Ok(())
+    }
+    #[test]
+    fn weighted_moments_are_the_regions_own() -> Result<()> {
+        let features = random_features(5, 300, 8);
+        // All ones: exactly the plain sums, in both modes.
+        let ones = Tensor::ones((1, 300), DType::F32, &Device::Cpu)?;
+        for transform in [FeatureTransform::Adain, FeatureTransform::Wct] {
+            assert_eq!(
+                feature_stats(&features, Some(&ones), transform)?,
+                feature_stats(&features, None, transform)?
+            );
+        }
+        // A 0/1 mask: the statistics of the pixels it selects; AdaIN's are the diagonal.
+        let mask: Vec<f32> = (0..300).map(|i| if i < 120 { 1.0 } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(mask, (1, 300), &Device::Cpu)?;
+        let selected = stats_of(&features.narrow(3, 0, 120)?);
+        let full = feature_stats(&features, Some(&mask), FeatureTransform::Wct)?;
+        let diagonal = feature_stats(&features, Some(&mask), FeatureTransform::Adain)?;
+        for (a, b) in full.covariance.iter().zip(&selected.covariance) {
+            assert!((a - b).abs() < 1e-3 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        for i in 0..5 {
+            assert!((full.mean[i] - selected.mean[i]).abs() < 1e-4);
+            assert!((diagonal.mean[i] - selected.mean[i]).abs() < 1e-4);
+            let (a, b) = (
+                diagonal.covariance[i * 5 + i],
+                selected.covariance[i * 5 + i],
+            );
+            assert!((a - b).abs() < 1e-3 * (1.0 + b), "{a} vs {b}");
+            assert_eq!(diagonal.covariance[i * 5 + (i + 1) % 5], 0.0);
+        }
+        // Weights below one pixel in all still give a mean, not a fraction of one.
+        let tiny = (mask * 0.001)?;
+        let tiny = feature_stats(&features, Some(&tiny), FeatureTransform::Adain)?;
+        assert!((tiny.mean[0] - selected.mean[0]).abs() < 1e-3);
+        Ok(())
+    }
+
+    #[test]
+    fn region_maps_are_padded_like_the_features() -> Result<()> {
+        // 10 columns, the left 5 painted: relu4_1 pads to 16 by reflection (columns 10..16
+        // mirror 8..3, so 14 and 15 are painted) and averages 8×8 squares.
+        let map: Vec<f32> = (0..60)
+            .map(|i| if i % 10 < 5 { 1.0 } else { 0.0 })
+            .collect();
+        let weights = RegionWeights {
+            width: 10,
+            height: 6,
+            maps: vec![map],
+        };
+        let level = region_weights_at(&weights, "relu4_1")?;
+        assert_eq!((level.width, level.height), (2, 1));
+        assert!(
+            (level.maps[0][0] - 0.625).abs() < 1e-6,
+            "{:?}",
+            level.maps[0]
+        );
+        assert!(
+            (level.maps[0][1] - 0.25).abs() < 1e-6,
+            "{:?}",
+            level.maps[0]
+        );
+        let fine = region_weights_at(&weights, "relu1_1")?;
+        assert_eq!(fine, weights);
+        let half = region_weights_at(&weights, "relu2_1")?;
+        assert_eq!((half.width, half.height), (5, 3));
+        assert!((half.maps[0][2] - 0.5).abs() < 1e-6);
         Ok(())
     }
 }

@@ -3,13 +3,17 @@
 //!
 //! Every loss term is normalised by the size of its target (‖F−P‖²/‖P‖², ‖G−A‖²/‖A‖²), so the
 //! weights mean the same for VGG16 and VGG19 and for any input normalisation.
+//!
+//! With regions (Gatys et al. 2017, "Controlling perceptual factors"), each style is matched only
+//! inside its own weight map: its Gram matrix is that of the result's features weighted by the
+//! map ([`masked_gram`]), compared with the whole painting's. The content loss stays global.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use image::RgbImage;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -239,7 +243,9 @@ pub fn stylize(
 }
 
 /// [`stylize`] with each style confined to its region: `regions` holds one weight map per
-/// style at the result's size (`imaging::fit_size(content, config.size)`).
+/// style at the result's size (`imaging::fit_size(content, config.size)`), resized to every
+/// scale. Each region gets its own style at full weight (the styles' `weight`s only scale them
+/// relative to the strongest); pixels no region covers get only the content and TV losses.
 #[allow(clippy::too_many_arguments)]
 pub fn stylize_in_regions(
     vgg: &Vgg,
@@ -252,8 +258,6 @@ pub fn stylize_in_regions(
     observer: &mut dyn Observer,
 ) -> Result<GatysOutput> {
     config.validate()?;
-    // TODO(spatial control): masked Gram matrices per region.
-    let _ = regions;
     if styles.is_empty() {
         return Err(Error::invalid("at least one style image is needed"));
     }
@@ -274,6 +278,15 @@ pub fn stylize_in_regions(
     {
         vgg.check_layer(layer)?;
     }
+    if let Some(regions) = regions {
+        check_regions(regions, styles.len())?;
+    }
+    // A blend shares one unit of style among the styles; regions give each its own region at
+    // full weight, so there the weights are only relative (the strongest style gets 1).
+    let weight_scale = match regions {
+        Some(_) => styles.iter().map(|s| s.weight).fold(0.0, f64::max),
+        None => blend_total,
+    };
 
     let sides = config.scale_sides();
     let total_steps = config.steps * sides.len();
@@ -293,7 +306,7 @@ pub fn stylize_in_regions(
             } else {
                 s.image.clone()
             },
-            weight: s.weight / blend_total,
+            weight: s.weight / weight_scale,
         })
         .collect();
 
@@ -311,8 +324,15 @@ pub fn stylize_in_regions(
             imaging::fit_size(content.width(), content.height(), side)
         };
         let content_scaled = imaging::resize_exact(&content_for_vgg, w, h);
-        let problem =
-            StyleProblem::new(vgg, &content_scaled, &styles_for_vgg, config, cache, device)?;
+        let problem = StyleProblem::with_regions(
+            vgg,
+            &content_scaled,
+            &styles_for_vgg,
+            config,
+            regions,
+            cache,
+            device,
+        )?;
 
         let start = match x.take() {
             None => initial_image(config, &content_scaled, device)?,
@@ -421,6 +441,119 @@ pub fn gram(features: &Tensor) -> Result<Tensor> {
     Ok((f.matmul(&f.t()?)? / (h * w) as f64)?)
 }
 
+/// Gram matrices of an (N, C, H, W) activation weighted by a mask `m` of H×W values
+/// (any shape holding them, e.g. (1, 1, H, W)): `Σ_p m(p)² F(p)F(p)ᵀ / Σ_p m(p)²`, which is
+/// [`gram`] for an all-ones mask, so a region's Gram is on the same scale as a painting's.
+pub fn masked_gram(features: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = features.dims4()?;
+    if mask.elem_count() != h * w {
+        return Err(Error::invalid(format!(
+            "a mask of {} values for a {w}x{h} feature map",
+            mask.elem_count()
+        )));
+    }
+    let mask = mask
+        .to_dtype(features.dtype())?
+        .to_device(features.device())?
+        .reshape((1, 1, h, w))?;
+    let mass = f64::from(
+        mask.to_dtype(DType::F32)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f32>()?,
+    );
+    if mass < MIN_REGION_MASS {
+        return Err(Error::invalid("the mask of a masked Gram matrix is empty"));
+    }
+    weighted_gram(features, &mask, mass)
+}
+
+/// [`masked_gram`] for a (1, 1, H, W) `mask` whose `Σ m²` is `mass`.
+fn weighted_gram(features: &Tensor, mask: &Tensor, mass: f64) -> Result<Tensor> {
+    let (n, c, h, w) = features.dims4()?;
+    // Weighting F by m weights F·Fᵀ by m².
+    let f = features.broadcast_mul(mask)?.reshape((n, c, h * w))?;
+    Ok((f.matmul(&f.t()?)? / mass)?)
+}
+
+/// Below this `Σ m²` (in feature pixels) a region is empty at a layer: its Gram would be noise.
+const MIN_REGION_MASS: f64 = 1e-4;
+/// A style whose map covers less than this many pixels of a scale (`Σ m`) paints nowhere there.
+const MIN_REGION_COVERAGE: f64 = 0.5;
+/// VGG pools at most this many times before its deepest layer (relu5_x follows the 4th pool).
+const MAX_POOLS: usize = 4;
+
+/// Refuses region weights that do not fit the styles: one map per style, of the stated size.
+fn check_regions(regions: &RegionWeights, styles: usize) -> Result<()> {
+    if regions.maps.len() != styles {
+        return Err(Error::invalid(format!(
+            "{} region maps for {styles} styles: give one per style",
+            regions.maps.len()
+        )));
+    }
+    let pixels = regions.width as usize * regions.height as usize;
+    if pixels == 0 {
+        return Err(Error::invalid("region maps of zero width or height"));
+    }
+    if regions.maps.iter().any(|m| m.len() != pixels) {
+        return Err(Error::invalid(format!(
+            "a region map does not hold {}x{} values",
+            regions.width, regions.height
+        )));
+    }
+    if regions.maps.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(Error::invalid(
+            "a region map holds a value that is not a number",
+        ));
+    }
+    Ok(())
+}
+
+/// One region's map at one feature resolution.
+struct MaskLevel {
+    width: usize,
+    height: usize,
+    /// (1, 1, H, W).
+    mask: Tensor,
+    /// `Σ m²`: the masked Gram's normaliser.
+    mass: f64,
+}
+
+/// A region's map at the scale's size and after each 2×2 pool, finest first. Pooling the map
+/// like VGG pools its features (average instead of max, odd rows and columns dropped the same
+/// way) keeps every level the exact size and alignment of the feature maps it weights.
+fn mask_pyramid(
+    map: &[f32],
+    width: usize,
+    height: usize,
+    device: &Device,
+) -> Result<Vec<MaskLevel>> {
+    let (mut w, mut h, mut values) = (width, height, map.to_vec());
+    let mut levels = Vec::new();
+    loop {
+        let mass = values.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let mask = Tensor::from_slice(&values, (1, 1, h, w), device)?;
+        levels.push(MaskLevel {
+            width: w,
+            height: h,
+            mask,
+            mass,
+        });
+        if levels.len() > MAX_POOLS || w < 2 || h < 2 {
+            return Ok(levels);
+        }
+        let (pw, ph) = (w / 2, h / 2);
+        values = (0..ph * pw)
+            .map(|i| {
+                let (y, x) = (2 * (i / pw), 2 * (i % pw));
+                let at = |yy: usize, xx: usize| values[yy * w + xx];
+                (at(y, x) + at(y, x + 1) + at(y + 1, x) + at(y + 1, x + 1)) / 4.0
+            })
+            .collect();
+        (w, h) = (pw, ph);
+    }
+}
+
 /// Mean squared difference between neighbouring pixels (both directions, summed); callers
 /// divide it by the photo's own so the weight is scale-free.
 pub(crate) fn total_variation(x: &Tensor) -> Result<Tensor> {
@@ -436,8 +569,20 @@ pub struct StyleProblem<'a> {
     config: &'a GatysConfig,
     layers: Vec<String>,
     content_targets: Vec<(String, Tensor, f64)>,
-    style_targets: Vec<(String, Tensor, f64)>,
+    style_targets: Vec<StyleTarget>,
+    /// Each painting region's map at every feature resolution ([`mask_pyramid`]).
+    regions: Vec<Vec<MaskLevel>>,
     tv_norm: f64,
+}
+
+/// One style layer's target Gram and the factor on its squared error.
+struct StyleTarget {
+    layer: String,
+    target: Tensor,
+    scale: f64,
+    /// The index in [`StyleProblem::regions`] of the region it is matched in; `None`: the whole
+    /// image.
+    region: Option<usize>,
 }
 
 fn cache_key(kind: &str, image: &RgbImage, layers: &[String]) -> u64 {
@@ -454,11 +599,28 @@ pub(crate) fn squared_norm(t: &Tensor) -> Result<f64> {
 }
 
 impl<'a> StyleProblem<'a> {
+    /// The problem of matching the photo's content and the styles' blend everywhere.
     pub fn new(
         vgg: &'a Vgg,
         content: &RgbImage,
         styles: &[StyleImage],
         config: &'a GatysConfig,
+        cache: &mut FeatureCache,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::with_regions(vgg, content, styles, config, None, cache, device)
+    }
+
+    /// [`Self::new`], or with `regions` (one map per style, at any size: resized to `content`)
+    /// each style matched in its own region alone, its `weight` multiplying its loss. Without
+    /// regions the `weight`s blend the styles' Grams.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_regions(
+        vgg: &'a Vgg,
+        content: &RgbImage,
+        styles: &[StyleImage],
+        config: &'a GatysConfig,
+        regions: Option<&RegionWeights>,
         cache: &mut FeatureCache,
         device: &Device,
     ) -> Result<Self> {
@@ -480,45 +642,83 @@ impl<'a> StyleProblem<'a> {
             content_targets.push((layer.clone(), target, inv_norm));
         }
 
-        // Blend several styles by mixing their Gram matrices.
         let style_side =
             ((content.width().max(content.height()) as f64) * config.style_scale).round() as u32;
-        let mut blended: HashMap<String, Tensor> = HashMap::new();
-        for style in styles {
+        // The Grams of the whole painting, cached: masks weight only the result's features.
+        let mut style_grams = |style: &StyleImage| {
             let scaled = imaging::resize_longer_side(&style.image, style_side.max(16));
-            let grams = cache.get_or_compute(cache_key("gram", &scaled, &style_layers), || {
+            cache.get_or_compute(cache_key("gram", &scaled, &style_layers), || {
                 let feats = vgg.features(&imaging::to_tensor(&scaled, device)?, &style_layers)?;
                 feats
                     .into_iter()
                     .map(|(name, f)| Ok((name, gram(&f)?)))
                     .collect()
-            })?;
-            for layer in &style_layers {
-                let g = grams
-                    .get(layer)
-                    .ok_or_else(|| Error::invalid(format!("missing layer {layer}")))?;
-                let weighted = (g * style.weight)?;
-                let sum = match blended.remove(layer) {
-                    Some(acc) => (acc + weighted)?,
-                    None => weighted,
-                };
-                blended.insert(layer.clone(), sum);
-            }
-        }
+            })
+        };
+        let missing = |layer: &str| Error::invalid(format!("missing layer {layer}"));
         let layer_weight_total: f64 = config.style_layers.iter().map(|(_, w)| w).sum();
-        let mut style_targets = Vec::new();
-        for (layer, weight) in &config.style_layers {
-            let target = blended
-                .remove(layer)
-                .ok_or_else(|| Error::invalid(format!("missing layer {layer}")))?
-                .detach();
-            let norm = squared_norm(&target)?.max(1e-12);
-            let share = if layer_weight_total > 0.0 {
+        let layer_share = |weight: f64| {
+            if layer_weight_total > 0.0 {
                 weight / layer_weight_total
             } else {
                 0.0
-            };
-            style_targets.push((layer.clone(), target, share / norm));
+            }
+        };
+        let mut style_targets = Vec::new();
+        let mut region_masks = Vec::new();
+        match regions {
+            None => {
+                // Blend several styles by mixing their Gram matrices.
+                let mut blended: HashMap<String, Tensor> = HashMap::new();
+                for style in styles {
+                    let grams = style_grams(style)?;
+                    for layer in &style_layers {
+                        let g = grams.get(layer).ok_or_else(|| missing(layer))?;
+                        let weighted = (g * style.weight)?;
+                        let sum = match blended.remove(layer) {
+                            Some(acc) => (acc + weighted)?,
+                            None => weighted,
+                        };
+                        blended.insert(layer.clone(), sum);
+                    }
+                }
+                for (layer, weight) in &config.style_layers {
+                    let target = blended
+                        .remove(layer)
+                        .ok_or_else(|| missing(layer))?
+                        .detach();
+                    let norm = squared_norm(&target)?.max(1e-12);
+                    style_targets.push(StyleTarget {
+                        layer: layer.clone(),
+                        target,
+                        scale: layer_share(*weight) / norm,
+                        region: None,
+                    });
+                }
+            }
+            Some(regions) => {
+                check_regions(regions, styles.len())?;
+                let (w, h) = (content.width(), content.height());
+                let regions = regions.resized(w, h);
+                for (style, map) in styles.iter().zip(&regions.maps) {
+                    let coverage: f64 = map.iter().map(|&v| f64::from(v)).sum();
+                    if style.weight <= 0.0 || coverage < MIN_REGION_COVERAGE {
+                        continue;
+                    }
+                    let grams = style_grams(style)?;
+                    for (layer, weight) in &config.style_layers {
+                        let target = grams.get(layer).ok_or_else(|| missing(layer))?.detach();
+                        let norm = squared_norm(&target)?.max(1e-12);
+                        style_targets.push(StyleTarget {
+                            layer: layer.clone(),
+                            target,
+                            scale: style.weight * layer_share(*weight) / norm,
+                            region: Some(region_masks.len()),
+                        });
+                    }
+                    region_masks.push(mask_pyramid(map, w as usize, h as usize, device)?);
+                }
+            }
         }
         let tv_norm =
             f64::from(total_variation(&imaging::to_tensor(content, device)?)?.to_scalar::<f32>()?)
@@ -536,6 +736,7 @@ impl<'a> StyleProblem<'a> {
             layers,
             content_targets,
             style_targets,
+            regions: region_masks,
             tv_norm,
         })
     }
@@ -580,9 +781,33 @@ impl<'a> StyleProblem<'a> {
             });
         }
         let mut style_term: Option<Tensor> = None;
-        for (layer, target, scale) in &self.style_targets {
-            let f = feats.get(layer).ok_or_else(|| missing(layer))?;
-            let term = ((gram(f)? - target)?.sqr()?.sum_all()? * *scale)?;
+        for t in &self.style_targets {
+            let f = feats.get(&t.layer).ok_or_else(|| missing(&t.layer))?;
+            let term = match t.region {
+                None => ((gram(f)? - &t.target)?.sqr()?.sum_all()? * t.scale)?,
+                Some(region) => {
+                    let (_, _, fh, fw) = f.dims4()?;
+                    let level = self
+                        .regions
+                        .get(region)
+                        .and_then(|levels| levels.iter().find(|l| (l.height, l.width) == (fh, fw)))
+                        .ok_or_else(|| {
+                            Error::invalid(format!(
+                                "no region mask of {fw}x{fh} for layer {}",
+                                t.layer
+                            ))
+                        })?;
+                    if level.mass < MIN_REGION_MASS {
+                        continue;
+                    }
+                    // Weighting the term by the region's share of the layer gives every pixel
+                    // inside it the pull of a whole-image style: the masked Gram divides by the
+                    // region's mass, which alone would make small regions pull ever harder.
+                    let share = level.mass / (fh * fw) as f64;
+                    let diff = (weighted_gram(f, &level.mask, level.mass)? - &t.target)?;
+                    (diff.sqr()?.sum_all()? * (t.scale * share))?
+                }
+            };
             style_term = Some(match style_term {
                 Some(acc) => (acc + term)?,
                 None => term,

@@ -1,0 +1,211 @@
+//! Video benchmarks (issue targets): on 30 frames of bikes.mp4 at 480 px, the warping error of
+//! the flicker-free result against plain per-frame processing (target ≤ 0.35×) with each
+//! frame's style loss within 1.2× of its per-frame result; and network video at 640×360 in
+//! frames per second, decoding, flow, blending and encoding included (target ≥ 8). They need
+//! ffmpeg and the clips in `../shared/data/video`; without them the rows say why.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use image::RgbImage;
+
+use super::{BenchOptions, BenchRow};
+use crate::engine::{Engine, EventBody, JobOutput, Method, NetworkStyle, VideoJob};
+use crate::error::{Error, Result};
+use crate::imaging;
+use crate::nn::vgg::{Vgg, BUNDLED_VGG};
+use crate::stylize::cache::FeatureCache;
+use crate::stylize::gatys::{GatysConfig, StyleImage, StyleProblem};
+
+const FLICKER: &str = "video network bikes 480 px, 30 frames (flicker)";
+const SPEED: &str = "video network 640x360 bigbuckbunny (decode+flow+blend+encode)";
+
+fn clips() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/video")
+}
+
+fn starry_night() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/starry-night/model.safetensors")
+}
+
+fn skipped(name: &str, why: impl Into<String>) -> BenchRow {
+    BenchRow {
+        name: name.into(),
+        ms: f64::NAN,
+        gflops: None,
+        peak_mb: None,
+        kernels: String::new(),
+        note: Some(format!("skipped: {}", why.into())),
+    }
+}
+
+fn run(engine: &Engine, job: VideoJob) -> Result<JobOutput> {
+    let id = engine
+        .video(job)
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    loop {
+        let event = engine
+            .events()
+            .recv_timeout(Duration::from_secs(1800))
+            .map_err(|_| Error::invalid("the video benchmark timed out"))?;
+        if event.job != id {
+            continue;
+        }
+        match event.body {
+            EventBody::Finished(output) => return Ok(*output),
+            EventBody::Failed(failure) => return Err(Error::invalid(failure.to_string())),
+            EventBody::Cancelled => return Err(Error::Cancelled),
+            _ => {}
+        }
+    }
+}
+
+fn network_job(input: &Path, output: &Path, side: u32, temporal: f32, frames: usize) -> VideoJob {
+    VideoJob {
+        input: input.to_path_buf(),
+        output: output.to_path_buf(),
+        method: Method::Network {
+            styles: vec![NetworkStyle::new(starry_night(), None)],
+            size: Some(side),
+            preserve_color: false,
+            stroke: 1.0,
+        },
+        strength: 1.0,
+        regions: None,
+        temporal: Some(temporal),
+        resumable: false,
+        max_frames: Some(frames),
+    }
+}
+
+pub(super) fn video_rows(device: &Device, options: &BenchOptions) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    if !options.wants(FLICKER) && !options.wants(SPEED) {
+        return Ok(rows);
+    }
+    if std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        rows.push(skipped(FLICKER, "ffmpeg is not installed"));
+        return Ok(rows);
+    }
+    let engine = Engine::new(device.clone()).map_err(|e| Error::invalid(e.to_string()))?;
+    let work = tempfile::tempdir().map_err(|e| Error::invalid(e.to_string()))?;
+    if options.wants(FLICKER) {
+        let bikes = clips().join("bikes.mp4");
+        rows.push(if bikes.exists() {
+            flicker_row(&engine, &bikes, work.path(), device)?
+        } else {
+            skipped(FLICKER, format!("{} not found", bikes.display()))
+        });
+    }
+    if options.wants(SPEED) {
+        let clip = clips().join("bigbuckbunny.mp4");
+        rows.push(if clip.exists() {
+            let started = Instant::now();
+            let out = run(
+                &engine,
+                network_job(&clip, &work.path().join("speed.mp4"), 640, 0.7, 132),
+            )?;
+            let seconds = started.elapsed().as_secs_f64();
+            let frames = out.stats.video.as_ref().map_or(0, |v| v.frames);
+            BenchRow {
+                name: SPEED.into(),
+                ms: seconds * 1000.0 / frames.max(1) as f64,
+                gflops: None,
+                peak_mb: None,
+                kernels: crate::nn::cpu::kernel_paths(),
+                note: Some(format!(
+                    "{:.1} frames/s over {frames} frames of {}x{} (target ≥ 8)",
+                    frames as f64 / seconds,
+                    out.stats.width,
+                    out.stats.height
+                )),
+            }
+        } else {
+            skipped(SPEED, format!("{} not found", clip.display()))
+        });
+    }
+    Ok(rows)
+}
+
+/// Per-frame and flicker-free runs of the same 30 frames; their warping errors, and each
+/// frame's style loss (the built-in VGG16, against the Starry Night thumbnail the style ships
+/// with, or the painting in `../shared` when present) as a ratio to the per-frame one.
+fn flicker_row(engine: &Engine, bikes: &Path, work: &Path, device: &Device) -> Result<BenchRow> {
+    let (plain_dir, smooth_dir) = (work.join("per-frame"), work.join("smooth"));
+    let started = Instant::now();
+    let smooth = run(engine, network_job(bikes, &smooth_dir, 480, 0.7, 30))?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0 / 30.0;
+    run(engine, network_job(bikes, &plain_dir, 480, 0.0, 30))?;
+    let report = smooth
+        .stats
+        .video
+        .ok_or_else(|| Error::invalid("the video job gave no report"))?;
+    let (Some(result), Some(per_frame)) = (report.warping_error, report.per_frame_warping_error)
+    else {
+        return Err(Error::invalid(
+            "no warping error: the clip had no frame pairs",
+        ));
+    };
+    let painting =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/styles/starry-night.jpg");
+    let painting = if painting.exists() {
+        painting
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("styles/starry-night/thumb.jpg")
+    };
+    let vgg = Vgg::load(Path::new(BUNDLED_VGG), device)?;
+    let style = StyleImage {
+        image: Arc::new(imaging::load_rgb(&painting)?),
+        weight: 1.0,
+    };
+    let config = GatysConfig {
+        size: 480,
+        style_layers: vec![
+            ("relu1_2".into(), 1.0),
+            ("relu2_2".into(), 1.0),
+            ("relu3_3".into(), 1.0),
+            ("relu4_3".into(), 1.0),
+        ],
+        ..GatysConfig::default()
+    };
+    let mut cache = FeatureCache::default();
+    let mut ratios = Vec::new();
+    for index in 1..=30 {
+        let name = format!("{index:05}.png");
+        let (plain, smooth): (RgbImage, RgbImage) = (
+            imaging::load_rgb(&plain_dir.join(&name))?,
+            imaging::load_rgb(&smooth_dir.join(&name))?,
+        );
+        let problem =
+            StyleProblem::new(&vgg, &plain, &[style.clone()], &config, &mut cache, device)?;
+        let loss = |image: &RgbImage| -> Result<f64> {
+            Ok(problem
+                .evaluate(&imaging::to_tensor(image, device)?, false)?
+                .0
+                .style)
+        };
+        ratios.push(loss(&smooth)? / loss(&plain)?.max(1e-12));
+    }
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    let worst = ratios.iter().cloned().fold(0.0, f64::max);
+    Ok(BenchRow {
+        name: FLICKER.into(),
+        ms,
+        gflops: None,
+        peak_mb: None,
+        kernels: crate::nn::cpu::kernel_paths(),
+        note: Some(format!(
+            "warping error {per_frame:.4} per-frame → {result:.4} ({:.2}×, target ≤ 0.35×); \
+             style loss {mean:.2}× per-frame (worst frame {worst:.2}×, target ≤ 1.2×); \
+             {} scene cuts",
+            result / per_frame.max(1e-12),
+            report.scene_cuts
+        )),
+    })
+}
