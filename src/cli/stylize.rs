@@ -522,6 +522,7 @@ pub(super) fn build_method(args: &StylizeArgs, specs: &[StyleSpec]) -> anyhow::R
                     Some(path) => Some(Arc::new(load_image(args, path)?.0)),
                     None => None,
                 },
+                temporal: None,
             };
             config.validate()?;
             Method::Optimize {

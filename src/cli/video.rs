@@ -182,17 +182,25 @@ pub fn run(mut args: VideoArgs) -> anyhow::Result<()> {
     }
     if args.report {
         if let Some(report) = &report {
-            print_report(report);
+            print_report(report, output_job.stats.method);
         }
     }
     Ok(())
 }
 
-fn print_report(report: &VideoReport) {
+fn print_report(report: &VideoReport, method: &str) {
     match (report.warping_error, report.per_frame_warping_error) {
         (Some(result), Some(per_frame)) => {
             println!("warping error (flicker, 0..1, where the input's flow is reliable):");
-            println!("  per-frame processing  {per_frame:.4}");
+            if method == "optimize" && report.temporal_weight > 0.0 {
+                // Each frame already starts from, and is held to, the previous one.
+                println!(
+                    "  frames before the blend {per_frame:.4}  (with the temporal loss; \
+                     --temporal 0 gives plain per-frame processing)"
+                );
+            } else {
+                println!("  per-frame processing  {per_frame:.4}");
+            }
             println!(
                 "  this result           {result:.4}  ({:.2}x per-frame, temporal weight {})",
                 result / per_frame.max(1e-12),

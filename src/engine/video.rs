@@ -15,6 +15,7 @@ use super::job::{Job, Method, VideoJob};
 use super::worker::{Outbox, Worker};
 use crate::error::{Error, Result};
 use crate::imaging::{self, OutputFormat};
+use crate::stylize::gatys::{TemporalTarget, TEMPORAL_WEIGHT};
 use crate::video::{clip, flow, temporal};
 
 /// One finished frame, kept for the next one's flow and blend.
@@ -101,8 +102,13 @@ impl Worker {
                 None => {
                     let flows = previous.as_ref().map(|p| Flows::between(&p.input, &input));
                     let flows = flows.transpose()?;
-                    let method =
-                        frame_method(&job.method, previous.as_ref(), flows.as_ref(), &input);
+                    let method = frame_method(
+                        &job.method,
+                        previous.as_ref(),
+                        flows.as_ref(),
+                        &input,
+                        weight,
+                    );
                     let painted = self.run_job(
                         &quiet,
                         &Job {
@@ -246,13 +252,15 @@ impl Flows {
 }
 
 /// The method for one frame: the optimisation starts from the previous result warped along
-/// the flow (the photo where the flow is unreliable), at one scale, as Ruder et al. (2016)
-/// initialise; the one-pass methods run as they are.
+/// the flow (the photo where the flow is unreliable), at one scale, with a temporal loss that
+/// keeps it close to that warped result where the flow is reliable, as Ruder et al. (2016) do;
+/// the one-pass methods run as they are (their frames are blended afterwards).
 fn frame_method(
     method: &Method,
     previous: Option<&Previous>,
     flows: Option<&Flows>,
     input: &RgbImage,
+    weight: f32,
 ) -> Method {
     let (
         Method::Optimize {
@@ -266,7 +274,11 @@ fn frame_method(
     else {
         return method.clone();
     };
-    if temporal::is_scene_cut(&flows.reliable) || !flows.input_matches(input) {
+    if weight <= 0.0
+        || temporal::is_scene_cut(&flows.reliable)
+        || !flows.input_matches(input)
+        || previous.output.dimensions() != input.dimensions()
+    {
         return method.clone();
     }
     let warped = temporal::warp(&previous.output, &flows.backward);
@@ -276,9 +288,19 @@ fn frame_method(
             *out = *warped;
         }
     }
+    let reliable = flows
+        .reliable
+        .iter()
+        .map(|&r| if r { 1.0 } else { 0.0 })
+        .collect();
     let mut config = config.clone();
     config.start_from = Some(Arc::new(start));
     config.scales = 1;
+    config.temporal = Some(TemporalTarget {
+        warped: Arc::new(warped),
+        reliable: Arc::new(reliable),
+        weight: TEMPORAL_WEIGHT * f64::from(weight / temporal::DEFAULT_WEIGHT),
+    });
     Method::Optimize {
         vgg: vgg.clone(),
         styles: styles.clone(),
