@@ -139,6 +139,12 @@ fn a_video_keeps_its_frame_count_rate_and_audio() {
         "{probe}"
     );
     assert!(probe.contains("codec_type=audio"), "{probe}");
+    // Scrubbing: one frame, by index.
+    let frame = atelier::engine::clip_frame_at(&clip, 5).unwrap();
+    assert_eq!(frame.dimensions(), (64, 48));
+    assert!(atelier::engine::clip_frame_at(&clip, 500).is_err());
+    let info = atelier::engine::describe_clip(&clip).unwrap();
+    assert_eq!((info.frames, info.has_audio), (Some(10), true));
 }
 
 #[test]

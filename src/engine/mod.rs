@@ -61,7 +61,9 @@ pub use crate::train::{
     ExportedStyle, StyleCredits, StyleGroup, TrainConfig, TrainLosses, TrainProgress, TrainRecipe,
     DEFAULT_WIDTH,
 };
-pub use crate::video::clip::{probe as probe_clip, ClipInfo};
+pub use crate::video::clip::{
+    describe as describe_clip, frame_at as clip_frame_at, probe as probe_clip, ClipInfo,
+};
 
 enum Command {
     Stylize {

@@ -150,6 +150,70 @@ fn rate_value((n, d): (u32, u32)) -> f64 {
     f64::from(n) / f64::from(d)
 }
 
+/// Frame `index` (0-based) of a clip, for scrubbing: the image in a folder, or the frame at
+/// `index / fps` seconds of a video (ffmpeg seeks to the keyframe before and decodes on).
+pub fn frame_at(path: &Path, index: u64) -> Result<RgbImage> {
+    if is_frame_folder(path) {
+        let frames = crate::train::data::list_images(path)?;
+        let frame = frames.get(index as usize).ok_or_else(|| {
+            Error::image(
+                path,
+                format!("has {} frames, no frame {}", frames.len(), index + 1),
+            )
+        })?;
+        return imaging::load_rgb(frame);
+    }
+    let info = probe(path)?;
+    let seconds = index as f64 / info.fps().max(1e-9);
+    let output = tool("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-nostdin",
+            "-ss",
+            &format!("{seconds:.4}"),
+            "-i",
+        ])
+        .arg(path)
+        .args([
+            "-map",
+            "0:v:0",
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .map_err(|e| missing_tool("ffmpeg", &e))?;
+    let expected = info.width as usize * info.height as usize * 3;
+    if !output.status.success() || output.stdout.len() < expected {
+        return Err(Error::image(
+            path,
+            format!(
+                "no frame {} ({})",
+                index + 1,
+                first_line(&String::from_utf8_lossy(&output.stderr))
+            ),
+        ));
+    }
+    let mut bytes = output.stdout;
+    bytes.truncate(expected);
+    RgbImage::from_raw(info.width, info.height, bytes)
+        .ok_or_else(|| Error::invalid("a frame of the wrong size"))
+}
+
+/// [`probe`] for a folder of frames too (its first image's size, [`FOLDER_FRAME_RATE`]).
+pub fn describe(path: &Path) -> Result<ClipInfo> {
+    if is_frame_folder(path) {
+        Ok(FolderSource::open(path)?.info.clone())
+    } else {
+        probe(path)
+    }
+}
+
 /// Where frames come from, one at a time, in order.
 pub trait FrameSource: Send {
     fn info(&self) -> &ClipInfo;
