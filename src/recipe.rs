@@ -1,11 +1,13 @@
-//! The recipe of a render (method, styles, weights, strength, seed, size, steps…), stored as a
-//! PNG `tEXt` chunk so a saved picture can be reproduced. image 0.25 cannot write text chunks,
-//! so PNGs with a recipe are encoded with the `png` crate directly.
+//! The recipe of a render (method, styles, weights, strength, seed, size, steps, masks…),
+//! stored as a PNG `tEXt` chunk so a saved picture can be reproduced. image 0.25 cannot write
+//! text chunks, so PNGs with a recipe are encoded with the `png` crate directly. Masks travel
+//! inside the JSON as grey PNGs in base64 (the chunk must stay Latin-1 text; PNG already
+//! compresses them, so a zTXt chunk would gain nothing).
 
 use std::io::{BufReader, Cursor};
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -62,6 +64,120 @@ pub struct Recipe {
     pub strength: f32,
     /// The photo it was made from (informational; not needed to load the controls).
     pub photo: Option<PathBuf>,
+    /// Where each style paints (local style); `None`: every style everywhere. Recipes written
+    /// before masks existed have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<RecipeRegions>,
+}
+
+/// The masks of a render and how they combine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecipeRegions {
+    pub masks: Vec<RecipeMask>,
+    /// The style (its gallery key) that paints where no mask does; `None`: the photo stays.
+    pub rest: Option<PathBuf>,
+    /// Feather radius in pixels of the photo the masks were painted on.
+    pub feather: f32,
+    /// That photo's longer side, so the feather scales to another photo.
+    pub photo_side: u32,
+}
+
+/// One mask: white where its style paints (or, for `style: None`, where the photo is kept).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecipeMask {
+    /// The style's gallery key; `None`: the "keep the photo here" mask.
+    pub style: Option<PathBuf>,
+    /// The mask as an 8-bit grey PNG, base64.
+    pub png: String,
+}
+
+impl RecipeMask {
+    /// Encodes `mask` (a grey PNG in base64).
+    pub fn new(style: Option<PathBuf>, mask: &GrayImage) -> Result<Self> {
+        let mut bytes = Vec::new();
+        {
+            let mut encoder = png::Encoder::new(&mut bytes, mask.width(), mask.height());
+            encoder.set_color(png::ColorType::Grayscale);
+            encoder.set_depth(png::BitDepth::Eight);
+            encoder
+                .write_header()
+                .and_then(|mut writer| {
+                    writer.write_image_data(mask.as_raw())?;
+                    writer.finish()
+                })
+                .map_err(|e| Error::invalid(format!("cannot encode a mask: {e}")))?;
+        }
+        Ok(Self {
+            style,
+            png: base64_encode(&bytes),
+        })
+    }
+
+    /// The mask's pixels; `name` names it in errors.
+    pub fn image(&self, name: &Path) -> Result<GrayImage> {
+        let bytes = base64_decode(&self.png)
+            .ok_or_else(|| Error::image(name, "a mask of the recipe is not valid base64"))?;
+        imaging::decode_mask(bytes, name)
+    }
+}
+
+const BASE64_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (RFC 4648), for masks inside the JSON.
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(
+                    BASE64_ALPHABET[(n >> (18 - 6 * i)) as usize & 63],
+                ));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The bytes of base64 `text` (padding optional, whitespace ignored); `None` if malformed.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let mut buffer = 0u32;
+    let mut bits = 0u32;
+    let mut padding = false;
+    for c in text.bytes() {
+        if c.is_ascii_whitespace() {
+            continue;
+        }
+        if c == b'=' {
+            padding = true;
+            continue;
+        }
+        if padding {
+            // Data after the padding.
+            return None;
+        }
+        let value = BASE64_ALPHABET.iter().position(|&a| a == c)? as u32;
+        buffer = (buffer << 6) | value;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    // A lone leftover sextet cannot come from whole bytes.
+    (bits < 6).then_some(out)
 }
 
 impl Default for Recipe {
@@ -84,6 +200,7 @@ impl Default for Recipe {
             steps: 200,
             strength: 1.0,
             photo: None,
+            regions: None,
         }
     }
 }
@@ -191,6 +308,71 @@ mod tests {
         // Still an ordinary PNG.
         let back = image::open(&path).unwrap().to_rgb8();
         assert_eq!(back, image);
+    }
+
+    #[test]
+    fn base64_round_trips_every_length() {
+        for len in 0..20 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let text = base64_encode(&bytes);
+            assert_eq!(text.len() % 4, 0);
+            assert_eq!(base64_decode(&text).as_deref(), Some(&bytes[..]), "{len}");
+        }
+        assert_eq!(base64_encode(b"Man"), "TWFu");
+        assert_eq!(base64_encode(b"Ma"), "TWE=");
+        assert_eq!(base64_decode("not base64!"), None);
+    }
+
+    #[test]
+    fn masks_round_trip_through_a_png_recipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("masked.png");
+        let sky = GrayImage::from_fn(40, 30, |x, y| image::Luma([((x * 6 + y) % 256) as u8]));
+        let keep = GrayImage::from_fn(40, 30, |x, _| image::Luma([if x < 10 { 255 } else { 0 }]));
+        let recipe = Recipe {
+            regions: Some(RecipeRegions {
+                masks: vec![
+                    RecipeMask::new(Some(PathBuf::from("/styles/sky.jpg")), &sky).unwrap(),
+                    RecipeMask::new(None, &keep).unwrap(),
+                ],
+                rest: Some(PathBuf::from("/styles/sea.jpg")),
+                feather: 12.5,
+                photo_side: 400,
+            }),
+            ..Recipe::default()
+        };
+        save_png_with_recipe(&RgbImage::new(4, 3), &path, &recipe).unwrap();
+        let back = load_recipe(&path).unwrap();
+        assert_eq!(back, recipe);
+        let regions = back.regions.unwrap();
+        assert_eq!(regions.masks[0].image(&path).unwrap(), sky);
+        assert_eq!(regions.masks[1].image(&path).unwrap(), keep);
+        assert_eq!(regions.masks[1].style, None);
+    }
+
+    #[test]
+    fn recipes_without_masks_still_load_and_write_none() {
+        // As written before masks existed.
+        let old = r#"{"version":1,"method":"network","model":"/m.safetensors","strength":0.5}"#;
+        let recipe = Recipe::from_text(old).unwrap();
+        assert_eq!(recipe.regions, None);
+        assert!((recipe.strength - 0.5).abs() < 1e-6);
+        assert!(!Recipe::default().to_text().unwrap().contains("regions"));
+    }
+
+    #[test]
+    fn a_damaged_mask_is_a_clear_error() {
+        let mask = RecipeMask {
+            style: None,
+            png: "@@@".into(),
+        };
+        let err = mask.image(Path::new("r.png")).unwrap_err().to_string();
+        assert!(err.contains("base64"), "{err}");
+        let not_png = RecipeMask {
+            style: None,
+            png: base64_encode(b"hello, not an image"),
+        };
+        assert!(not_png.image(Path::new("r.png")).is_err());
     }
 
     #[test]

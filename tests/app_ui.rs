@@ -5,17 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use atelier::app::canvas::StrokeInput;
 use atelier::app::controls::MethodChoice;
+use atelier::app::mask::{BrushMode, Layer};
+use atelier::app::mask_panel::MaskAction;
 use atelier::app::AtelierApp;
 use eframe::egui::accesskit::Role;
-use eframe::egui::{Key, Modifiers};
+use eframe::egui::{Key, Modifiers, Pos2};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use image::{Rgb, RgbImage};
 
 mod common;
 use common::fixtures::{chroma_gap, random_conditional_model, random_model};
-use common::harness::{gallery_names, harness, options, step_until, Dropped};
+use common::harness::{gallery_names, harness, has_message, options, step_until, Dropped};
 use common::png::png_header_only;
 
 const VGG: &str = "../shared/models/vgg16-features.safetensors";
@@ -703,4 +706,368 @@ fn a_conditional_network_lists_its_styles_and_blends_them_in_one_pass() {
         !app.is_busy()
     });
     assert_eq!(image::open(&out).unwrap().to_rgb8(), group);
+}
+
+/// Where photo pixel (`x`, `y`) of a `width`×`height` photo lies on the screen while the canvas
+/// fits the photo to its area.
+fn photo_to_screen(harness: &Harness<'_, AtelierApp>, size: (f32, f32), x: f32, y: f32) -> Pos2 {
+    let area = harness.get_by_role_and_label(Role::Image, "Canvas").rect();
+    let zoom = (area.width() / size.0).min(area.height() / size.1);
+    let origin = area.center() - eframe::egui::vec2(size.0, size.1) * zoom / 2.0;
+    origin + eframe::egui::vec2(x, y) * zoom
+}
+
+/// A stroke with the mouse through `points` (screen positions): press, moves, release.
+fn drag_through(harness: &mut Harness<'_, AtelierApp>, points: &[Pos2]) {
+    harness.hover_at(points[0]);
+    harness.step();
+    harness.drag_at(points[0]);
+    harness.step();
+    for &point in &points[1..] {
+        harness.hover_at(point);
+        harness.step();
+    }
+    harness.drop_at(points[points.len() - 1]);
+    harness.step();
+}
+
+fn painted(mask: &image::GrayImage) -> usize {
+    mask.pixels().filter(|p| p.0[0] > 0).count()
+}
+
+/// Waits for the preview a change started (a finished job after `done`, nothing pending).
+fn wait_for_preview(harness: &mut Harness<'_, AtelierApp>, done: usize, what: &str) -> RgbImage {
+    step_until(harness, Duration::from_secs(60), what, |app| {
+        app.finished_jobs() > done && !app.is_busy()
+    });
+    harness
+        .state()
+        .shown_image()
+        .expect("a result on the canvas")
+}
+
+/// Local style: in mask mode a drag on the canvas paints the chosen style's mask (and does not
+/// pan), the preview that follows keeps the photo exactly where nothing is painted, and undo,
+/// redo, invert and clear act on the mask.
+#[test]
+fn a_brush_stroke_confines_the_style_and_undo_redo_invert_clear_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = photo(dir.path());
+    let photo = image::open(&photo_path).unwrap().to_rgb8();
+    let model = dir.path().join("random-style.safetensors");
+    random_model(&model, 7);
+    let mut harness = harness(options(dir.path(), None));
+    harness.state_mut().open_photo(photo_path);
+    step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
+        app.has_photo()
+    });
+    harness.state_mut().add_user_styles(vec![model.clone()]);
+    let full = wait_for_preview(&mut harness, 0, "the unmasked result");
+    assert!(harness
+        .state()
+        .masks()
+        .layer(&Layer::Style(model.clone()))
+        .is_none());
+
+    // B turns the brush on; the canvas then paints instead of panning.
+    harness.key_press(Key::B);
+    harness.step();
+    assert!(harness.state().brush().on);
+    harness.state_mut().brush_mut().size = 10.0;
+    let zoom = harness.state().zoom_percent();
+    let size = (64.0, 40.0);
+    let stroke = [
+        photo_to_screen(&harness, size, 8.0, 20.0),
+        photo_to_screen(&harness, size, 16.0, 22.0),
+        photo_to_screen(&harness, size, 24.0, 20.0),
+    ];
+    let done = harness.state().finished_jobs();
+    drag_through(&mut harness, &stroke);
+    assert_eq!(
+        harness.state().zoom_percent(),
+        zoom,
+        "painting does not zoom"
+    );
+    let layer = Layer::Style(model.clone());
+    let mask = harness
+        .state()
+        .masks()
+        .layer(&layer)
+        .expect("the stroke made a mask")
+        .clone();
+    assert_eq!(
+        mask.dimensions(),
+        (64, 40),
+        "masks are kept at the photo's size"
+    );
+    assert_eq!(mask.get_pixel(16, 21).0[0], 255, "painted along the stroke");
+    assert_eq!(mask.get_pixel(16, 5).0[0], 0, "not far from it");
+    assert_eq!(mask.get_pixel(50, 20).0[0], 0);
+    assert!(harness.state().masks().can_undo());
+
+    let masked = wait_for_preview(&mut harness, done, "the masked preview");
+    assert_eq!(masked.dimensions(), photo.dimensions());
+    // Beyond the brush and the feather (8 px) the photo is kept exactly.
+    for y in 0..40 {
+        for x in 44..64 {
+            assert_eq!(
+                masked.get_pixel(x, y),
+                photo.get_pixel(x, y),
+                "pixel ({x}, {y}) is outside the mask"
+            );
+        }
+    }
+    // Inside, mostly the style (the feather softens the band's edges).
+    let gap = |a: &Rgb<u8>, b: &Rgb<u8>| -> u32 {
+        a.0.iter()
+            .zip(b.0)
+            .map(|(x, y)| u32::from(x.abs_diff(y)))
+            .sum()
+    };
+    let inside = masked.get_pixel(16, 22);
+    assert!(
+        gap(inside, full.get_pixel(16, 22)) < gap(inside, photo.get_pixel(16, 22)),
+        "the style paints inside the mask"
+    );
+
+    // Ctrl+Z takes the stroke back: no mask, the whole photo is stylised again.
+    let done = harness.state().finished_jobs();
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    harness.step();
+    assert!(harness.state().masks().layer(&layer).is_none());
+    assert_eq!(
+        wait_for_preview(&mut harness, done, "the undone preview"),
+        full
+    );
+    // Ctrl+Shift+Z brings it back.
+    let done = harness.state().finished_jobs();
+    harness.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+    harness.step();
+    assert_eq!(harness.state().masks().layer(&layer), Some(&mask));
+    assert_eq!(
+        wait_for_preview(&mut harness, done, "the redone preview"),
+        masked
+    );
+
+    // Invert swaps painted and unpainted; Clear removes the mask.
+    harness.get_by_label("Invert").click_accesskit();
+    harness.step();
+    let inverted = harness.state().masks().layer(&layer).unwrap().clone();
+    assert!(inverted
+        .pixels()
+        .zip(mask.pixels())
+        .all(|(i, m)| i.0[0] == 255 - m.0[0]));
+    // The eraser (X) takes paint away.
+    harness.key_press(Key::X);
+    harness.step();
+    assert_eq!(harness.state().brush().mode, BrushMode::Erase);
+    let down = [
+        photo_to_screen(&harness, size, 56.0, 5.0),
+        photo_to_screen(&harness, size, 56.0, 35.0),
+    ];
+    drag_through(&mut harness, &down);
+    let erased = harness.state().masks().layer(&layer).unwrap().clone();
+    assert_eq!(erased.get_pixel(56, 20).0[0], 0, "erased");
+    assert!(painted(&erased) < painted(&inverted));
+    harness.get_by_label("Clear").click_accesskit();
+    harness.step();
+    assert!(harness.state().masks().layer(&layer).is_none());
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    harness.step();
+    assert_eq!(harness.state().masks().layer(&layer), Some(&erased));
+
+    // With the brush off, a drag pans again and paints nothing.
+    harness.key_press(Key::B);
+    harness.step();
+    assert!(!harness.state().brush().on);
+    let before = harness.state().masks().layer(&layer).cloned();
+    let across = [
+        photo_to_screen(&harness, size, 10.0, 10.0),
+        photo_to_screen(&harness, size, 30.0, 30.0),
+    ];
+    drag_through(&mut harness, &across);
+    assert_eq!(harness.state().masks().layer(&layer).cloned(), before);
+    step_until(&mut harness, Duration::from_secs(60), "quiet", |app| {
+        !app.is_busy()
+    });
+}
+
+/// The masks travel in the saved PNG's recipe and "Load recipe" brings them back; "Load mask"
+/// takes any image (another shape is stretched, with a note) and a file that is not an image
+/// is a clear message that changes nothing.
+#[test]
+fn masks_round_trip_through_the_recipe_and_load_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = photo(dir.path());
+    let photo = image::open(&photo_path).unwrap().to_rgb8();
+    let model = dir.path().join("random-style.safetensors");
+    random_model(&model, 3);
+    let mut harness = harness(options(dir.path(), None));
+    harness.state_mut().open_photo(photo_path);
+    step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
+        app.has_photo()
+    });
+    harness.state_mut().add_user_styles(vec![model.clone()]);
+    wait_for_preview(&mut harness, 0, "the first result");
+    let layer = Layer::Style(model.clone());
+
+    // A stroke through the app's own brush input (photo pixels).
+    harness.state_mut().brush_mut().size = 12.0;
+    let done = harness.state().finished_jobs();
+    for input in [
+        StrokeInput::Begin(Pos2::new(40.0, 8.0)),
+        StrokeInput::To(Pos2::new(40.0, 32.0)),
+        StrokeInput::End,
+    ] {
+        harness.state_mut().mask_action(MaskAction::Stroke(input));
+    }
+    let mask = harness.state().masks().layer(&layer).unwrap().clone();
+    assert!(painted(&mask) > 100);
+    let masked = wait_for_preview(&mut harness, done, "the masked preview");
+    assert_eq!(masked.get_pixel(2, 2), photo.get_pixel(2, 2));
+
+    // Save writes the masks into the recipe.
+    let out = dir.path().join("masked.png");
+    harness.state_mut().save_to(out.clone());
+    step_until(&mut harness, Duration::from_secs(60), "the save", |app| {
+        !app.is_busy() && !app.saved_files().is_empty()
+    });
+    assert_eq!(
+        image::open(&out).unwrap().to_rgb8(),
+        masked,
+        "Save writes the preview"
+    );
+    let recipe = atelier::recipe::load_recipe(&out).unwrap();
+    let regions = recipe.regions.expect("the recipe has the masks");
+    assert_eq!(regions.masks.len(), 1);
+    assert_eq!(regions.masks[0].style.as_deref(), Some(model.as_path()));
+    assert_eq!(regions.masks[0].image(&out).unwrap(), mask);
+    assert_eq!(regions.photo_side, 64);
+
+    // Clear everything, then load the recipe: the masks come back, and the same picture.
+    harness.state_mut().mask_action(MaskAction::ClearAll);
+    assert!(!harness.state().masks().has_any());
+    step_until(
+        &mut harness,
+        Duration::from_secs(60),
+        "the unmasked preview",
+        |app| !app.is_busy(),
+    );
+    let done = harness.state().finished_jobs();
+    harness.state_mut().load_recipe_from(out.clone());
+    step_until(&mut harness, Duration::from_secs(20), "the recipe", |app| {
+        app.masks().has_any()
+    });
+    assert_eq!(harness.state().masks().layer(&layer), Some(&mask));
+    assert_eq!(
+        wait_for_preview(&mut harness, done, "the recipe's preview"),
+        masked,
+        "the recipe renders the same picture"
+    );
+
+    // A file that is not an image: a message, the mask stays.
+    let not_image = dir.path().join("notes.txt");
+    std::fs::write(&not_image, "not a picture").unwrap();
+    harness.state_mut().load_mask_from(not_image);
+    step_until(
+        &mut harness,
+        Duration::from_secs(20),
+        "the mask error",
+        |app| {
+            app.messages()
+                .iter()
+                .any(|(_, m)| m.contains("Cannot load the mask"))
+        },
+    );
+    assert_eq!(harness.state().masks().layer(&layer), Some(&mask));
+
+    // A square mask on the 64×40 photo: stretched to fit, with a note.
+    let square = dir.path().join("square-mask.png");
+    image::GrayImage::from_fn(30, 30, |x, _| image::Luma([if x < 15 { 255 } else { 0 }]))
+        .save(&square)
+        .unwrap();
+    harness.state_mut().load_mask_from(square);
+    step_until(
+        &mut harness,
+        Duration::from_secs(20),
+        "the loaded mask",
+        |app| app.masks().layer(&layer) != Some(&mask),
+    );
+    assert!(
+        has_message(&harness, "stretched to fit"),
+        "{:?}",
+        harness.state().messages()
+    );
+    let loaded = harness.state().masks().layer(&layer).unwrap().clone();
+    assert_eq!(loaded.dimensions(), (64, 40));
+    assert_eq!(loaded.get_pixel(5, 20).0[0], 255);
+    assert_eq!(loaded.get_pixel(60, 20).0[0], 0);
+    // Undo brings the previous mask back.
+    harness.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    harness.step();
+    assert_eq!(harness.state().masks().layer(&layer), Some(&mask));
+    step_until(&mut harness, Duration::from_secs(60), "quiet", |app| {
+        !app.is_busy()
+    });
+}
+
+/// With masks, several networks each paint their own region (one job), and "Keep photo" wins
+/// over the default style.
+#[test]
+fn several_networks_paint_their_regions_and_keep_photo_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let photo_path = photo(dir.path());
+    let photo = image::open(&photo_path).unwrap().to_rgb8();
+    let first = dir.path().join("first.safetensors");
+    let second = dir.path().join("second.safetensors");
+    random_model(&first, 21);
+    random_model(&second, 22);
+    let mut harness = harness(options(dir.path(), None));
+    harness.state_mut().open_photo(photo_path);
+    step_until(&mut harness, Duration::from_secs(20), "the photo", |app| {
+        app.has_photo()
+    });
+    harness.state_mut().add_user_styles(vec![second.clone()]);
+    let second_alone = wait_for_preview(&mut harness, 0, "the second network");
+    let done = harness.state().finished_jobs();
+    harness.state_mut().add_user_styles(vec![first.clone()]);
+    let first_alone = wait_for_preview(&mut harness, done, "the first network");
+    assert_ne!(first_alone, second_alone);
+
+    // With the brush on, Ctrl+click adds a second network instead of replacing the first.
+    harness.state_mut().set_brush_on(true);
+    harness.state_mut().pick_style(&second, true);
+    assert_eq!(harness.state().selection().len(), 2);
+    // The second paints the right half; the first everywhere else (no feather: exact edges).
+    harness.state_mut().update_masks(|m| m.feather = 0.0);
+    let done = harness.state().finished_jobs();
+    harness.state_mut().brush_mut().target = Some(Layer::Style(second.clone()));
+    harness.state_mut().brush_mut().size = 30.0;
+    for input in [
+        StrokeInput::Begin(Pos2::new(56.0, 0.0)),
+        StrokeInput::To(Pos2::new(56.0, 40.0)),
+        StrokeInput::End,
+    ] {
+        harness.state_mut().mask_action(MaskAction::Stroke(input));
+    }
+    harness.state_mut().mask_action(MaskAction::Changed);
+    let first_key = first.clone();
+    harness
+        .state_mut()
+        .update_masks(|m| m.rest = Some(first_key));
+    let both = wait_for_preview(&mut harness, done, "the two regions");
+    let near = |a: &Rgb<u8>, b: &Rgb<u8>| a.0.iter().zip(b.0).all(|(x, y)| x.abs_diff(y) <= 2);
+    assert!(near(both.get_pixel(2, 20), first_alone.get_pixel(2, 20)));
+    assert!(near(both.get_pixel(62, 20), second_alone.get_pixel(62, 20)));
+
+    // "Keep photo" on the top-left corner: the photo there, whatever the default style.
+    let done = harness.state().finished_jobs();
+    harness.state_mut().brush_mut().target = Some(Layer::Photo);
+    harness.state_mut().brush_mut().size = 8.0;
+    for input in [StrokeInput::Begin(Pos2::new(2.0, 2.0)), StrokeInput::End] {
+        harness.state_mut().mask_action(MaskAction::Stroke(input));
+    }
+    let kept = wait_for_preview(&mut harness, done, "the kept corner");
+    assert_eq!(kept.get_pixel(0, 0), photo.get_pixel(0, 0));
+    assert!(near(kept.get_pixel(2, 38), first_alone.get_pixel(2, 38)));
 }

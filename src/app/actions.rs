@@ -7,14 +7,16 @@ use std::time::Instant;
 
 use eframe::egui;
 
+use super::canvas::StrokeInput;
 use super::controls::{ControlChange, Controls, MethodChoice};
 use super::gallery::SelectedStyle;
+use super::mask::{self, BrushMode, Layer};
+use super::mask_panel::{self, MaskAction};
 use super::new_style::{NewStyleSettings, PanelAction};
 use super::progress;
 use super::shortcuts::{self, Shortcut};
 use super::tasks::{self, DialogPurpose, TaskResult};
 use super::{AtelierApp, Photo};
-use crate::recipe;
 use crate::styles::{self, StyleEntry};
 
 /// One thing the user asked for.
@@ -35,10 +37,14 @@ pub enum AppAction {
     Refine,
     ShowHelp,
     ToggleFrameTimes,
+    /// The brush on the canvas or a button of the Masks section.
+    Mask(MaskAction),
 }
 
 /// Steps of a Refine: the Instant result already holds the style, so Gatys needs few.
 const REFINE_STEPS: usize = 40;
+/// `[` and `]` change the brush size by this factor.
+const BRUSH_STEP: f32 = 1.25;
 
 impl AtelierApp {
     /// Carries out `actions` in order.
@@ -55,6 +61,7 @@ impl AtelierApp {
                 AppAction::Refine => self.refine(),
                 AppAction::ShowHelp => self.show_help = true,
                 AppAction::ToggleFrameTimes => self.show_frame_times = !self.show_frame_times,
+                AppAction::Mask(action) => self.mask_action(action),
             }
         }
     }
@@ -71,6 +78,153 @@ impl AtelierApp {
             Shortcut::ZoomFit => self.canvas.fit(),
             Shortcut::ZoomActual => self.canvas.actual_size(),
             Shortcut::Cancel => self.cancel(),
+            Shortcut::Undo => self.mask_action(MaskAction::Undo),
+            Shortcut::Redo => self.mask_action(MaskAction::Redo),
+            Shortcut::MaskTool => self.set_brush_on(!self.brush.on),
+            Shortcut::SwapBrushMode => {
+                self.brush.mode = match self.brush.mode {
+                    BrushMode::Paint => BrushMode::Erase,
+                    BrushMode::Erase => BrushMode::Paint,
+                }
+            }
+            Shortcut::BrushSmaller => self.brush.size = (self.brush.size / BRUSH_STEP).max(1.0),
+            Shortcut::BrushLarger => {
+                let largest = self.photo.as_ref().map_or(1024.0, |p| {
+                    p.original.width().max(p.original.height()) as f32
+                });
+                self.brush.size = (self.brush.size * BRUSH_STEP).min(largest.max(8.0) / 2.0);
+            }
+        }
+    }
+
+    /// Turns the mask brush on or off (on needs a photo).
+    pub fn set_brush_on(&mut self, on: bool) {
+        self.brush.on = on && self.photo.is_some();
+        if !self.brush.on && self.masks.end_stroke() {
+            self.schedule_restart();
+        }
+    }
+
+    /// Carries out a mask edit; edits that change the masks render again (debounced), strokes
+    /// only when they end.
+    pub fn mask_action(&mut self, action: MaskAction) {
+        let changed = match action {
+            MaskAction::Stroke(input) => self.brush_input(input),
+            MaskAction::Undo => self.masks.undo(),
+            MaskAction::Redo => self.masks.redo(),
+            MaskAction::Invert | MaskAction::Clear => {
+                let Some(layer) = self.brush_target() else {
+                    return;
+                };
+                if action == MaskAction::Invert {
+                    self.masks.invert(&layer);
+                } else {
+                    self.masks.clear(&layer);
+                }
+                true
+            }
+            MaskAction::ClearAll => {
+                self.masks.clear_all();
+                true
+            }
+            MaskAction::LoadMask => {
+                self.open_dialog(DialogPurpose::LoadMask);
+                false
+            }
+            MaskAction::Changed => true,
+        };
+        if changed {
+            self.schedule_restart();
+        }
+    }
+
+    /// Brush input in photo pixels; returns whether a stroke ended with changes.
+    fn brush_input(&mut self, input: StrokeInput) -> bool {
+        let Some(photo) = &self.photo else {
+            return false;
+        };
+        let Some(size) = self.masks.size() else {
+            return false;
+        };
+        // Photo pixels to mask pixels (the masks may be kept smaller than the photo).
+        let scale = size.0 as f32 / photo.original.width().max(1) as f32;
+        match input {
+            StrokeInput::Begin(at) => {
+                let Some(layer) = self.brush_target() else {
+                    self.toasts
+                        .info("Pick a style in the gallery first: masks say where it paints.");
+                    return false;
+                };
+                let radius = self.brush.size / 2.0 * scale;
+                self.masks.begin_stroke(
+                    layer,
+                    self.brush.mode,
+                    radius,
+                    (at.x * scale, at.y * scale),
+                );
+                false
+            }
+            StrokeInput::To(at) => {
+                self.masks.stroke_to((at.x * scale, at.y * scale));
+                false
+            }
+            StrokeInput::End => self.masks.end_stroke(),
+        }
+    }
+
+    /// Changes the masks' settings (what paints the rest, the feather) from code, as the panel
+    /// does; the preview renders again.
+    pub fn update_masks(&mut self, edit: impl FnOnce(&mut mask::Masks)) {
+        edit(&mut self.masks);
+        self.schedule_restart();
+    }
+
+    /// Starts reading `path` as the mask the brush paints now (as "Load mask…" does).
+    pub fn load_mask_from(&mut self, path: PathBuf) {
+        let Some(layer) = self.brush_target().filter(|_| self.photo.is_some()) else {
+            self.toasts
+                .error("Open a photo and pick a style before loading a mask.");
+            return;
+        };
+        self.tasks
+            .spawn("load-mask", move || tasks::load_mask(path, layer));
+    }
+
+    /// A mask file arrived: it becomes `layer`'s mask (scaled to the photo, with a note when
+    /// its shape differs).
+    fn mask_loaded(&mut self, path: &Path, layer: Layer, image: image::GrayImage) {
+        let name = path
+            .file_name()
+            .unwrap_or(path.as_os_str())
+            .to_string_lossy();
+        let (w, h) = image.dimensions();
+        match self.masks.set_layer(layer, image) {
+            Some(true) => self.toasts.info(format!(
+                "{name} is {w}×{h}, another shape than the photo: stretched to fit."
+            )),
+            Some(false) => self.toasts.info(format!("Mask loaded from {name}.")),
+            None => self.toasts.error("Open a photo before loading a mask."),
+        }
+        self.schedule_restart();
+    }
+
+    /// Keeps the overlay texture in step with the masks: at most one upload a frame, only the
+    /// rectangle that changed.
+    pub(super) fn sync_mask_overlay(&mut self, ctx: &egui::Context) {
+        let selected = self.selected_keys();
+        let layers = self
+            .mask_targets()
+            .into_iter()
+            .filter(|t| match &t.layer {
+                Layer::Photo => true,
+                Layer::Style(key) => selected.contains(key),
+            })
+            .map(|t| (t.layer, t.tint))
+            .collect();
+        let uploads = self.overlay.sync(ctx, &mut self.masks, layers);
+        if uploads > 0 {
+            self.uploads += uploads;
+            ctx.request_repaint();
         }
     }
 
@@ -137,14 +291,24 @@ impl AtelierApp {
                     e.condition.is_some() && entry.condition.is_some() && e.model == entry.model
                 })
             };
+            // With masks, each network paints its own region.
+            let regions = self.brush.on || self.masks.has_any();
+            let all_networks = |s: &SelectedStyle| {
+                gallery
+                    .entry(&s.key)
+                    .is_some_and(|e| e.model.is_some() && e.image.is_none())
+            };
             if additive && !selection.is_empty() && selection.iter().all(same_network) {
                 // A network runs with at least one of its styles.
+                toggle_in_selection(selection, key, 1);
+            } else if additive && regions && selection.iter().all(all_networks) {
                 toggle_in_selection(selection, key, 1);
             } else {
                 if additive && !selection.is_empty() {
                     self.toasts.info(
                         "Only the styles of one conditional network blend; using the one you \
-                         picked.",
+                         picked. (With masks, several networks can each paint a region: turn \
+                         on “Paint masks” first.)",
                     );
                 }
                 *selection = vec![SelectedStyle {
@@ -189,14 +353,19 @@ impl AtelierApp {
 
     pub fn load_recipe_from(&mut self, path: PathBuf) {
         self.tasks
-            .spawn("load-recipe", move || match recipe::load_recipe(&path) {
-                Ok(r) => TaskResult::Recipe(Box::new(r)),
-                Err(e) => TaskResult::Failed {
-                    what: "recipe",
-                    key: path,
-                    message: e.to_string(),
-                },
-            });
+            .spawn("load-recipe", move || tasks::load_recipe(path));
+    }
+
+    /// A mask layer's name for messages: its style's, or "keep the photo".
+    pub(super) fn layer_name(&self, layer: &Layer) -> String {
+        match layer {
+            Layer::Photo => "“Keep photo”".into(),
+            Layer::Style(key) => self
+                .gallery
+                .entry(key)
+                .map(|e| format!("“{}”", e.name))
+                .unwrap_or_else(|| key.display().to_string()),
+        }
     }
 
     pub fn cancel(&mut self) {
@@ -333,6 +502,14 @@ impl AtelierApp {
                     self.shown = None;
                     self.refine_from = None;
                     self.canvas.fit();
+                    self.brush.size = mask_panel::default_brush_size(w.max(h));
+                    for layer in self.masks.reset_for_photo(w, h) {
+                        self.toasts.info(format!(
+                            "The recipe's mask for {} has another shape than this photo: \
+                             stretched to fit.",
+                            self.layer_name(&layer)
+                        ));
+                    }
                     if let Some(default) = self.default_save_path() {
                         let keep_folder =
                             self.persisted.save_path.as_ref().and_then(|p| p.parent());
@@ -364,7 +541,8 @@ impl AtelierApp {
                     self.toasts.info(message);
                     self.saved_files.push(path);
                 }
-                TaskResult::Recipe(recipe) => self.apply_recipe(*recipe),
+                TaskResult::Recipe(loaded) => self.apply_recipe(*loaded),
+                TaskResult::Mask { path, layer, image } => self.mask_loaded(&path, layer, image),
                 TaskResult::Picked { purpose, paths } => {
                     self.dialog_open = false;
                     self.dialog_picked(purpose, paths);
@@ -401,6 +579,10 @@ impl AtelierApp {
                         self.dialog_open = false;
                         self.toasts.error(message);
                     }
+                    // The masks stay as they were.
+                    "mask" => self
+                        .toasts
+                        .error(format!("Cannot load the mask: {message}")),
                     _ => self.toasts.error(message),
                 },
             }
@@ -429,6 +611,10 @@ impl AtelierApp {
             DialogPurpose::LoadRecipe => {
                 self.remember_folder(&first);
                 self.load_recipe_from(first);
+            }
+            DialogPurpose::LoadMask => {
+                self.remember_folder(&first);
+                self.load_mask_from(first);
             }
             DialogPurpose::StyleWorks | DialogPurpose::StyleWorksFolder => {
                 self.remember_folder(&first);

@@ -1,5 +1,7 @@
 //! The canvas: the photo or the result, fit to the window or zoomed and panned, with a
-//! before/after split (drag the line) or hold-to-compare.
+//! before/after split (drag the line) or hold-to-compare. With the mask brush on, the primary
+//! button paints (reported as [`StrokeInput`]s in photo pixels) and the other buttons pan; the
+//! masks' tinted overlay and the brush's outline are drawn over the picture.
 
 use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2};
 
@@ -17,6 +19,34 @@ pub struct CanvasImages<'a> {
     pub size: Vec2,
     /// Hold-to-compare: show only the photo.
     pub show_before: bool,
+    /// The masks' tint, drawn over the whole picture.
+    pub overlay: Option<&'a egui::TextureHandle>,
+    /// The mask brush is on: drag paints.
+    pub brush: Option<BrushCursor>,
+}
+
+/// How the brush shows under the pointer.
+#[derive(Debug, Clone, Copy)]
+pub struct BrushCursor {
+    /// Radius in photo pixels.
+    pub radius: f32,
+    pub color: Color32,
+    pub erase: bool,
+}
+
+/// Brush input, in photo pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StrokeInput {
+    Begin(Pos2),
+    To(Pos2),
+    End,
+}
+
+/// What the canvas reports after a frame.
+pub struct CanvasOutput {
+    pub response: egui::Response,
+    /// Brush input this frame, in order.
+    pub strokes: Vec<StrokeInput>,
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +61,8 @@ pub struct Canvas {
     pub split: f32,
     dragging_split: bool,
     last_fit: f32,
+    /// A brush stroke is in progress; the pointer's last position (screen points).
+    stroke_at: Option<Pos2>,
 }
 
 impl Default for Canvas {
@@ -42,6 +74,7 @@ impl Default for Canvas {
             split: 0.5,
             dragging_split: false,
             last_fit: 1.0,
+            stroke_at: None,
         }
     }
 }
@@ -81,7 +114,7 @@ impl Canvas {
     }
 
     /// Draws the pictures into all the space left in `ui`.
-    pub fn show(&mut self, ui: &mut egui::Ui, images: &CanvasImages<'_>) -> egui::Response {
+    pub fn show(&mut self, ui: &mut egui::Ui, images: &CanvasImages<'_>) -> CanvasOutput {
         let area = ui.available_rect_before_wrap();
         let response = ui.allocate_rect(area, Sense::click_and_drag());
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Canvas"));
@@ -94,7 +127,27 @@ impl Canvas {
         let comparing = self.compare && images.after.is_some() && !images.show_before;
         let split_x = picture.left() + self.split * picture.width();
 
-        self.handle_input(ui, &response, area, picture, zoom, comparing, split_x);
+        let strokes = match images.brush {
+            Some(_) => self.brush_input(ui, &response, picture, zoom),
+            None => {
+                // The brush was switched off mid-stroke.
+                self.stroke_at
+                    .take()
+                    .map(|_| vec![StrokeInput::End])
+                    .unwrap_or_default()
+            }
+        };
+        let painting = images.brush.is_some();
+        self.handle_input(
+            ui,
+            &response,
+            area,
+            picture,
+            zoom,
+            comparing && !painting,
+            split_x,
+            painting,
+        );
 
         let zoom = self.zoom.unwrap_or(self.last_fit);
         let picture = Rect::from_center_size(area.center() + self.pan, size * zoom);
@@ -148,6 +201,25 @@ impl Canvas {
                 painter.image(images.before.id(), picture, full_uv, Color32::WHITE);
             }
         }
+        if let Some(overlay) = images.overlay {
+            painter.image(overlay.id(), picture, full_uv, Color32::WHITE);
+        }
+        if let (Some(brush), Some(pointer)) = (images.brush, response.hover_pos()) {
+            let radius = (brush.radius * zoom).max(1.0);
+            let color = if brush.erase {
+                Color32::WHITE
+            } else {
+                brush.color
+            };
+            painter.circle_stroke(pointer, radius + 1.0, Stroke::new(1.0, Color32::BLACK));
+            painter.circle_stroke(pointer, radius, Stroke::new(1.5, color));
+            if brush.erase {
+                // An eraser: a line across the circle.
+                let d = Vec2::splat(radius * std::f32::consts::FRAC_1_SQRT_2);
+                painter.line_segment([pointer - d, pointer + d], Stroke::new(1.0, color));
+            }
+            ui.ctx().set_cursor_icon(egui::CursorIcon::Crosshair);
+        }
         if images.show_before && images.after.is_some() {
             let pos = area.left_top() + Vec2::new(10.0, 10.0);
             let font = egui::FontId::proportional(14.0);
@@ -160,7 +232,52 @@ impl Canvas {
                 Color32::from_black_alpha(160),
             );
         }
-        response
+        CanvasOutput { response, strokes }
+    }
+
+    /// The brush's input: a press on the canvas begins a stroke, moves continue it, the release
+    /// ends it (a click is a stroke of one dab). Positions are in photo pixels.
+    fn brush_input(
+        &mut self,
+        ui: &egui::Ui,
+        response: &egui::Response,
+        picture: Rect,
+        zoom: f32,
+    ) -> Vec<StrokeInput> {
+        let to_photo = |p: Pos2| Pos2::ZERO + (p - picture.min) / zoom;
+        let (down, pressed_at, pointer) = ui.input(|i| {
+            (
+                i.pointer.primary_down(),
+                i.pointer.press_origin(),
+                i.pointer.interact_pos(),
+            )
+        });
+        let mut strokes = Vec::new();
+        if self.stroke_at.is_none() {
+            let start = if down && response.is_pointer_button_down_on() {
+                pressed_at.or(pointer)
+            } else if response.clicked() {
+                // Pressed and released within one frame.
+                pointer
+            } else {
+                None
+            };
+            if let Some(start) = start {
+                strokes.push(StrokeInput::Begin(to_photo(start)));
+                self.stroke_at = Some(start);
+            }
+        }
+        if let Some(last) = self.stroke_at {
+            if let Some(p) = pointer.filter(|p| *p != last) {
+                strokes.push(StrokeInput::To(to_photo(p)));
+                self.stroke_at = Some(p);
+            }
+            if !down {
+                strokes.push(StrokeInput::End);
+                self.stroke_at = None;
+            }
+        }
+        strokes
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -173,14 +290,25 @@ impl Canvas {
         zoom: f32,
         comparing: bool,
         split_x: f32,
+        painting: bool,
     ) {
-        if response.drag_started() {
+        if painting {
+            // The primary button paints; the others pan.
+            let panning = response.dragged_by(egui::PointerButton::Secondary)
+                || response.dragged_by(egui::PointerButton::Middle);
+            if panning {
+                if self.zoom.is_none() {
+                    self.zoom = Some(zoom);
+                }
+                self.pan += response.drag_delta();
+            }
+        } else if response.drag_started() {
             self.dragging_split = comparing
                 && response
                     .interact_pointer_pos()
                     .is_some_and(|p| (p.x - split_x).abs() <= SPLIT_GRAB);
         }
-        if response.dragged() {
+        if response.dragged() && !painting {
             if self.dragging_split {
                 if let Some(p) = response.interact_pointer_pos() {
                     self.split =
@@ -196,7 +324,7 @@ impl Canvas {
         if response.drag_stopped() {
             self.dragging_split = false;
         }
-        if response.double_clicked() {
+        if response.double_clicked() && !painting {
             self.fit();
         }
         if comparing {

@@ -14,7 +14,7 @@ use super::tasks;
 use super::{AtelierApp, Shown};
 use crate::engine::{
     network_side, ArbitraryStyle, Event, EventBody, Failure, Job, JobId, JobKind, JobOutput,
-    JobStats, Method, NetworkStyle, StyleImage, MAX_NETWORK_PIXELS,
+    JobStats, Method, NetworkStyle, Regions, StyleImage, MAX_NETWORK_PIXELS,
 };
 use crate::imaging;
 use crate::styles::StyleEntry;
@@ -69,8 +69,23 @@ impl AtelierApp {
         if entries.is_empty() {
             return Err(NotReady::Idle("pick a style in the gallery first.".into()));
         }
+        // The masks, for the styles in the method's order; the feather scaled from photo
+        // pixels to the result's, so the preview and Save look the same.
+        let photo_side = photo.original.width().max(photo.original.height()).max(1);
+        let feather = self.masks.feather * side as f32 / photo_side as f32;
+        let regions_for = |styles: &[&(StyleEntry, f64)]| -> Option<Regions> {
+            let keys: Vec<(PathBuf, String)> = styles
+                .iter()
+                .map(|(e, _)| (e.key().to_path_buf(), e.name.clone()))
+                .collect();
+            self.masks.regions(&keys, feather)
+        };
+        let regions;
         let method = match controls.method {
             MethodChoice::Network => {
+                let networks: Vec<&(StyleEntry, f64)> =
+                    entries.iter().filter(|(e, _)| e.model.is_some()).collect();
+                regions = regions_for(&networks);
                 let Some((model, mix)) = network_and_mix(&entries) else {
                     return Err(NotReady::Problem(
                         "The Network method needs a trained model (.safetensors / .pth): add one \
@@ -78,12 +93,33 @@ impl AtelierApp {
                             .into(),
                     ));
                 };
+                let styles = if regions.is_some() {
+                    // One network (or conditional style) per region.
+                    networks
+                        .iter()
+                        .filter_map(|(e, _)| {
+                            let mix = e.condition.as_ref().map(|c| c.mix.clone());
+                            e.model.clone().map(|model| NetworkStyle::new(model, mix))
+                        })
+                        .collect()
+                } else if networks
+                    .iter()
+                    .any(|(e, _)| e.model.as_ref() != Some(&model))
+                {
+                    return Err(NotReady::Problem(
+                        "Several networks paint only in regions: paint a mask for each (Paint \
+                         masks), or pick one network."
+                            .into(),
+                    ));
+                } else {
+                    vec![NetworkStyle::new(model, mix)]
+                };
                 let size = match purpose {
                     JobPurpose::Preview => Some(side),
                     JobPurpose::Save => None,
                 };
                 Method::Network {
-                    styles: vec![NetworkStyle::new(model, mix)],
+                    styles,
                     size,
                     preserve_color: controls.preserve_color,
                     stroke: controls.stroke,
@@ -94,7 +130,10 @@ impl AtelierApp {
                     .vgg
                     .clone()
                     .map_err(|failure| NotReady::Problem(describe_failure(&failure)))?;
-                let images: Vec<(PathBuf, f64)> = entries
+                let paintings: Vec<&(StyleEntry, f64)> =
+                    entries.iter().filter(|(e, _)| e.image.is_some()).collect();
+                regions = regions_for(&paintings);
+                let images: Vec<(PathBuf, f64)> = paintings
                     .iter()
                     .filter_map(|(e, w)| e.image.clone().map(|p| (p, *w)))
                     .collect();
@@ -174,7 +213,7 @@ impl AtelierApp {
             content,
             method,
             strength: controls.strength,
-            regions: None,
+            regions,
         };
         Ok((job, side))
     }
@@ -375,7 +414,19 @@ impl AtelierApp {
         )
     }
 
+    /// The engine's notes on a finished job (masks stretched, empty…), each shown once until
+    /// the notes change.
+    fn show_notes(&mut self, notes: &[String]) {
+        for note in notes {
+            if !self.shown_notes.contains(note) {
+                self.toasts.info(capitalised(note));
+            }
+        }
+        self.shown_notes = notes.to_vec();
+    }
+
     pub(super) fn job_finished(&mut self, purpose: JobPurpose, output: JobOutput) {
+        self.show_notes(&output.stats.notes);
         let stats = &output.stats;
         match purpose {
             JobPurpose::Preview => {
@@ -419,6 +470,7 @@ impl AtelierApp {
                     pending.path,
                     pending.format,
                     pending.recipe,
+                    pending.masks,
                 );
                 // The render superseded an unfinished preview: start it again.
                 if !self.shown.as_ref().is_some_and(|s| s.finished) {
@@ -483,6 +535,15 @@ impl AtelierApp {
                 );
             }
         }
+    }
+}
+
+/// `text` with its first letter in upper case (the engine's notes start in lower case).
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 

@@ -8,6 +8,8 @@
 //! engine side is [`jobs`] (previews and their events) and [`save`] (full-size renders, writing,
 //! recipes); [`drop`] takes dropped files. Below them: [`canvas`], [`gallery`], [`controls`],
 //! [`progress`] (status line, toasts), [`persistence`], [`shortcuts`], [`tasks`], [`wake`].
+//! Local style: [`mask`] (the masks, their brush and history), [`mask_panel`] (their controls
+//! and actions) and [`mask_overlay`] (their tint on the canvas).
 
 pub mod actions;
 pub mod canvas;
@@ -17,6 +19,9 @@ pub mod frames;
 pub mod gallery;
 pub mod help;
 pub mod jobs;
+pub mod mask;
+pub mod mask_overlay;
+pub mod mask_panel;
 pub mod menu;
 pub mod new_style;
 pub mod panels;
@@ -46,6 +51,9 @@ use canvas::Canvas;
 use controls::Controls;
 pub use frames::FrameStats;
 use gallery::Gallery;
+use mask::Masks;
+use mask_overlay::Overlay;
+use mask_panel::BrushTool;
 use new_style::NewStylePanel;
 use persistence::Persisted;
 use progress::{JobProgress, Toasts};
@@ -151,6 +159,9 @@ pub(crate) struct PendingSave {
     path: PathBuf,
     format: OutputFormat,
     recipe: Recipe,
+    /// The masks as they were when Save was asked for (encoded into the recipe on the writing
+    /// thread).
+    masks: Option<save::MaskSnapshot>,
     /// The render job, once submitted.
     job: Option<JobId>,
 }
@@ -171,6 +182,12 @@ pub struct AtelierApp {
     gallery: Gallery,
     new_style: NewStylePanel,
     canvas: Canvas,
+    /// Local style: the masks of the open photo, the brush that paints them, their tint.
+    masks: Masks,
+    brush: BrushTool,
+    overlay: Overlay,
+    /// The engine's notes on the last finished job, already shown.
+    shown_notes: Vec<String>,
     toasts: Toasts,
     photo: Option<Photo>,
     loading_photo: Option<PathBuf>,
@@ -233,6 +250,10 @@ impl AtelierApp {
             gallery: Gallery::default(),
             new_style: NewStylePanel::default(),
             canvas: Canvas::default(),
+            masks: Masks::default(),
+            brush: BrushTool::default(),
+            overlay: Overlay::default(),
+            shown_notes: Vec::new(),
             toasts: Toasts::default(),
             photo: None,
             loading_photo: None,
@@ -332,6 +353,21 @@ impl AtelierApp {
         self.canvas.zoom_percent()
     }
 
+    /// The masks of the open photo (local style).
+    pub fn masks(&self) -> &Masks {
+        &self.masks
+    }
+
+    /// The mask brush's settings.
+    pub fn brush(&self) -> &BrushTool {
+        &self.brush
+    }
+
+    /// Changes the mask brush's settings from code (tests), as the panel does.
+    pub fn brush_mut(&mut self) -> &mut BrushTool {
+        &mut self.brush
+    }
+
     /// The status line as shown (for tests).
     pub fn status_line(&self) -> (progress::Level, String) {
         let opening = self
@@ -420,6 +456,7 @@ impl eframe::App for AtelierApp {
             .frame(egui::Frame::new().fill(Color32::from_gray(22)))
             .show(ui, |ui| actions.extend(self.canvas_panel(ui)));
         self.apply(actions);
+        self.sync_mask_overlay(&ctx);
         let vgg_problem = self.vgg.as_ref().err().map(ToString::to_string);
         let env = new_style::Environment {
             trained_dir: self.options.trained_styles_dir.as_deref(),

@@ -4,9 +4,12 @@
 use eframe::egui;
 
 use super::actions::AppAction;
-use super::canvas::{self, CanvasImages};
+use super::canvas::{self, BrushCursor, CanvasImages};
 use super::controls::MethodChoice;
 use super::gallery::{self, GalleryAction};
+use super::mask::BrushMode;
+use super::mask_overlay;
+use super::mask_panel::MaskAction;
 use super::shortcuts::{self, Shortcut};
 use super::tasks::DialogPurpose;
 use super::AtelierApp;
@@ -73,26 +76,57 @@ impl AtelierApp {
         let mut actions = Vec::new();
         let show_before = shortcuts::holding_compare(ui.ctx());
         match &self.photo {
-            Some(photo) => {
+            Some(_) => {
+                egui::Panel::top("mask-toolbar").show(ui, |ui| {
+                    actions.extend(self.mask_toolbar(ui));
+                });
+                let Some(photo) = &self.photo else {
+                    return actions;
+                };
                 let size = egui::vec2(
                     photo.original.width() as f32,
                     photo.original.height() as f32,
                 );
+                let brush = self.brush.on.then(|| {
+                    let target = self.brush_target();
+                    BrushCursor {
+                        radius: self.brush.size / 2.0,
+                        color: target
+                            .as_ref()
+                            .and_then(|l| mask_overlay::tint(l, &self.selected_keys()))
+                            .unwrap_or(egui::Color32::WHITE),
+                        erase: self.brush.mode == BrushMode::Erase,
+                    }
+                });
                 let images = CanvasImages {
                     before: &photo.texture,
                     after: self.shown.as_ref().map(|s| &s.texture),
                     size,
                     show_before,
+                    overlay: self
+                        .overlay
+                        .texture()
+                        .filter(|_| self.brush.on && self.brush.show_overlay),
+                    brush,
                 };
-                let response = self.canvas.show(ui, &images);
+                let output = self.canvas.show(ui, &images);
+                actions.extend(
+                    output
+                        .strokes
+                        .into_iter()
+                        .map(|stroke| AppAction::Mask(MaskAction::Stroke(stroke))),
+                );
+                let response = output.response;
                 if response.hovered() {
                     // A hint in the corner, not a tooltip over the picture being judged.
-                    canvas::hint(
-                        ui,
-                        response.rect,
+                    let hint = if self.brush.on {
+                        "Drag: paint · right-drag: pan · wheel: zoom · [ ]: brush size · \
+                         X: brush/eraser · Ctrl+Z: undo · B: brush off"
+                    } else {
                         "Wheel: zoom · drag: pan · double-click: fit · C: before/after split · \
-                         hold Space: photo",
-                    );
+                         hold Space: photo · B: paint masks"
+                    };
+                    canvas::hint(ui, response.rect, hint);
                 }
             }
             None => {

@@ -6,20 +6,52 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use eframe::egui;
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 
 use super::actions::AppAction;
 use super::controls::{self, MethodChoice, SLOW_SAVE_SIDE, STYLE_LAYERS};
 use super::gallery::SelectedStyle;
 use super::jobs::NotReady;
+use super::mask::Layer;
 use super::progress::JobPurpose;
 use super::shortcuts::Shortcut;
-use super::tasks::{self, DialogPurpose, TaskResult};
+use super::tasks::{self, DialogPurpose, LoadedRecipe, TaskResult};
 use super::{AtelierApp, PendingSave};
 use crate::engine::{arbitrary_side, network_side, MAX_NETWORK_PIXELS, MAX_OPTIMIZE_SIDE};
 use crate::imaging::{self, OutputFormat};
-use crate::recipe::{self, Recipe, RecipeStyle};
+use crate::recipe::{self, Recipe, RecipeMask, RecipeRegions, RecipeStyle};
 use crate::styles::StyleEntry;
+
+/// The masks of a render as Save found them, for its recipe.
+pub(crate) struct MaskSnapshot {
+    layers: Vec<(Layer, Arc<GrayImage>)>,
+    rest: Option<PathBuf>,
+    feather: f32,
+    photo_side: u32,
+}
+
+impl MaskSnapshot {
+    /// The recipe's regions (PNG-encodes every mask: done on the writing thread).
+    fn encode(&self) -> crate::error::Result<RecipeRegions> {
+        let masks = self
+            .layers
+            .iter()
+            .map(|(layer, mask)| {
+                let style = match layer {
+                    Layer::Photo => None,
+                    Layer::Style(key) => Some(key.clone()),
+                };
+                RecipeMask::new(style, mask)
+            })
+            .collect::<crate::error::Result<Vec<_>>>()?;
+        Ok(RecipeRegions {
+            masks,
+            rest: self.rest.clone(),
+            feather: self.feather,
+            photo_side: self.photo_side,
+        })
+    }
+}
 
 impl AtelierApp {
     /// Renders at full resolution (when the preview is smaller) and writes `path` atomically;
@@ -59,8 +91,9 @@ impl AtelierApp {
                 && self.restart_at.is_none()
             {
                 let recipe = self.recipe(full_side);
+                let masks = self.mask_snapshot();
                 let (stylized, content) = (shown.stylized.clone(), shown.content.clone());
-                self.write_render(stylized, content, path, format, recipe);
+                self.write_render(stylized, content, path, format, recipe, masks);
                 return;
             }
         }
@@ -68,6 +101,7 @@ impl AtelierApp {
             path,
             format,
             recipe: self.recipe(full_side),
+            masks: self.mask_snapshot(),
             job: None,
         });
         self.try_submit_save();
@@ -121,6 +155,7 @@ impl AtelierApp {
         path: PathBuf,
         format: OutputFormat,
         mut recipe: Recipe,
+        masks: Option<MaskSnapshot>,
     ) {
         recipe.strength = self.persisted.controls.strength;
         let strength = self.persisted.controls.pixel_strength();
@@ -128,7 +163,10 @@ impl AtelierApp {
         self.tasks.spawn("save", move || {
             let written =
                 imaging::blend(&stylized, &content, strength).and_then(|image| match format {
-                    OutputFormat::Png => recipe::save_png_with_recipe(&image, &path, &recipe),
+                    OutputFormat::Png => {
+                        recipe.regions = masks.as_ref().map(MaskSnapshot::encode).transpose()?;
+                        recipe::save_png_with_recipe(&image, &path, &recipe)
+                    }
                     OutputFormat::Jpeg { .. } => imaging::save_atomic(&image, &path, format),
                 });
             match written {
@@ -175,6 +213,31 @@ impl AtelierApp {
             .collect()
     }
 
+    /// The masks the render uses (the selected styles' and "keep the photo"), `None` without
+    /// any.
+    pub(super) fn mask_snapshot(&self) -> Option<MaskSnapshot> {
+        let photo = self.photo.as_ref()?;
+        let selected = self.selected_keys();
+        let layers: Vec<(Layer, Arc<GrayImage>)> = self
+            .masks
+            .layers()
+            .filter(|(layer, _)| match layer {
+                Layer::Photo => true,
+                Layer::Style(key) => selected.contains(key),
+            })
+            .map(|(layer, mask)| (layer.clone(), mask.clone()))
+            .collect();
+        if layers.is_empty() {
+            return None;
+        }
+        Some(MaskSnapshot {
+            layers,
+            rest: self.masks.rest.clone().filter(|key| selected.contains(key)),
+            feather: self.masks.feather,
+            photo_side: photo.original.width().max(photo.original.height()),
+        })
+    }
+
     pub(super) fn recipe(&self, size: u32) -> Recipe {
         let c = &self.persisted.controls;
         let entries: Vec<(&StyleEntry, f64)> = self
@@ -184,6 +247,13 @@ impl AtelierApp {
             .filter_map(|s| self.gallery.entry(&s.key).map(|e| (e, s.weight)))
             .collect();
         let network = c.method == MethodChoice::Network;
+        // Several networks (each painting a region) are all listed in `styles`.
+        let mut models: Vec<&PathBuf> = entries
+            .iter()
+            .filter_map(|(e, _)| e.model.as_ref())
+            .collect();
+        models.dedup();
+        let several_networks = network && models.len() > 1;
         Recipe {
             method: match c.method {
                 MethodChoice::Network => "network",
@@ -195,7 +265,7 @@ impl AtelierApp {
                 // A conditional network's selected styles (their keys name the style).
                 entries
                     .iter()
-                    .filter(|(e, _)| e.condition.is_some())
+                    .filter(|(e, _)| e.condition.is_some() || several_networks)
                     .map(|(e, w)| RecipeStyle {
                         path: e.key().to_path_buf(),
                         weight: *w,
@@ -237,7 +307,15 @@ impl AtelierApp {
         }
     }
 
-    pub(super) fn apply_recipe(&mut self, recipe: Recipe) {
+    pub(super) fn apply_recipe(&mut self, loaded: LoadedRecipe) {
+        let LoadedRecipe {
+            recipe,
+            masks,
+            problems,
+        } = loaded;
+        for problem in problems {
+            self.toasts.error(problem);
+        }
         let mut controls = self.persisted.controls.clone();
         controls.method = match recipe.method.as_str() {
             "network" => MethodChoice::Network,
@@ -293,8 +371,44 @@ impl AtelierApp {
             selection.push(SelectedStyle { key: path, weight });
         }
         self.persisted.selection = selection;
-        self.toasts
-            .info("Recipe loaded: controls and styles restored.");
+        let had_masks = self.masks.has_any();
+        match &recipe.regions {
+            Some(regions) => {
+                self.masks.rest = regions.rest.clone();
+                // The feather was set in pixels of the recipe's photo: the same share of this one.
+                let photo_side = self
+                    .photo
+                    .as_ref()
+                    .map(|p| p.original.width().max(p.original.height()));
+                self.masks.feather = match photo_side {
+                    Some(side) if regions.photo_side > 0 => {
+                        regions.feather * side as f32 / regions.photo_side as f32
+                    }
+                    _ => regions.feather,
+                }
+                .clamp(0.0, crate::engine::MAX_FEATHER);
+                for layer in self.masks.replace_all(masks) {
+                    self.toasts.info(format!(
+                        "The recipe's mask for {} has another shape than this photo: \
+                         stretched to fit.",
+                        self.layer_name(&layer)
+                    ));
+                }
+                self.toasts
+                    .info("Recipe loaded: controls, styles and masks restored.");
+            }
+            None => {
+                // The recipe's render had no masks.
+                self.masks.rest = None;
+                self.masks.clear_all();
+                self.toasts.info(if had_masks {
+                    "Recipe loaded: controls and styles restored; it has no masks, so the masks \
+                     were cleared (Ctrl+Z brings them back)."
+                } else {
+                    "Recipe loaded: controls and styles restored."
+                });
+            }
+        }
         self.reblend();
         self.schedule_restart();
     }

@@ -14,9 +14,25 @@ pub enum Shortcut {
     ZoomFit,
     ZoomActual,
     Cancel,
+    /// Undo / redo a mask edit.
+    Undo,
+    Redo,
+    /// The mask brush on or off.
+    MaskTool,
+    /// Brush or eraser.
+    SwapBrushMode,
+    BrushSmaller,
+    BrushLarger,
 }
 
-const TABLE: [(Shortcut, Modifiers, Key, &str); 12] = [
+impl Shortcut {
+    /// Shortcuts a focused text field has its own meaning for (its own undo).
+    fn belongs_to_text_fields(self) -> bool {
+        matches!(self, Shortcut::Undo | Shortcut::Redo)
+    }
+}
+
+const TABLE: [(Shortcut, Modifiers, Key, &str); 19] = [
     (Shortcut::Open, Modifiers::COMMAND, Key::O, "Open a photo"),
     (
         Shortcut::NewStyle,
@@ -64,6 +80,48 @@ const TABLE: [(Shortcut, Modifiers, Key, &str); 12] = [
         "Cancel the running job",
     ),
     (Shortcut::ZoomFit, Modifiers::NONE, Key::F, "Fit to window"),
+    (
+        Shortcut::MaskTool,
+        Modifiers::NONE,
+        Key::B,
+        "Mask brush on or off (drag paints)",
+    ),
+    (
+        Shortcut::SwapBrushMode,
+        Modifiers::NONE,
+        Key::X,
+        "Brush or eraser",
+    ),
+    (
+        Shortcut::BrushSmaller,
+        Modifiers::NONE,
+        Key::OpenBracket,
+        "Smaller brush",
+    ),
+    (
+        Shortcut::BrushLarger,
+        Modifiers::NONE,
+        Key::CloseBracket,
+        "Larger brush",
+    ),
+    (
+        Shortcut::Undo,
+        Modifiers::COMMAND,
+        Key::Z,
+        "Undo a mask edit",
+    ),
+    (
+        Shortcut::Redo,
+        Modifiers::COMMAND.plus(Modifiers::SHIFT),
+        Key::Z,
+        "Redo a mask edit",
+    ),
+    (
+        Shortcut::Redo,
+        Modifiers::COMMAND,
+        Key::Y,
+        "Redo a mask edit",
+    ),
 ];
 
 /// The shortcut's key combination as text, for menus and tooltips.
@@ -88,6 +146,10 @@ pub fn help_rows(ctx: &egui::Context) -> Vec<(String, &'static str)> {
         .collect();
     rows.push(("Hold Space".into(), "Show the photo (hold to compare)"));
     rows.push(("Wheel / drag".into(), "Zoom around the pointer / pan"));
+    rows.push((
+        "Drag (mask brush on)".into(),
+        "Paint the mask; right- or middle-drag pans",
+    ));
     rows.push(("Double-click".into(), "Fit to window"));
     rows
 }
@@ -101,7 +163,9 @@ pub fn pressed(ctx: &egui::Context) -> Vec<Shortcut> {
         table.sort_by_key(|(_, modifiers, ..)| std::cmp::Reverse(modifier_count(*modifiers)));
         table
             .into_iter()
-            .filter(|(_, modifiers, ..)| !(typing && modifiers.is_none()))
+            .filter(|(shortcut, modifiers, ..)| {
+                !(typing && (modifiers.is_none() || shortcut.belongs_to_text_fields()))
+            })
             .filter(|(_, modifiers, key, _)| {
                 input.consume_shortcut(&KeyboardShortcut::new(*modifiers, *key))
             })

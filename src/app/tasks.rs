@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use eframe::egui;
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 
+use super::mask::Layer;
 use crate::recipe::Recipe;
 
 /// The photo is shown at most this large; the original is kept for the final render.
@@ -37,6 +38,8 @@ pub enum DialogPurpose {
     AddStyles,
     SaveAs,
     LoadRecipe,
+    /// An image to use as the brush's current mask.
+    LoadMask,
     /// Style works for a new style (images).
     StyleWorks,
     /// A folder of works for a new style.
@@ -58,7 +61,13 @@ pub enum TaskResult {
     Saved {
         path: PathBuf,
     },
-    Recipe(Box<Recipe>),
+    Recipe(Box<LoadedRecipe>),
+    /// A mask file for `layer`.
+    Mask {
+        path: PathBuf,
+        layer: Layer,
+        image: GrayImage,
+    },
     Picked {
         purpose: DialogPurpose,
         paths: Vec<PathBuf>,
@@ -69,6 +78,53 @@ pub enum TaskResult {
         key: PathBuf,
         message: String,
     },
+}
+
+/// A recipe read from a PNG, its masks decoded.
+pub struct LoadedRecipe {
+    pub recipe: Recipe,
+    pub masks: Vec<(Layer, GrayImage)>,
+    /// Masks that could not be read, in words.
+    pub problems: Vec<String>,
+}
+
+/// Reads the recipe of the PNG at `path` and decodes its masks.
+pub fn load_recipe(path: PathBuf) -> TaskResult {
+    match crate::recipe::load_recipe(&path) {
+        Ok(recipe) => {
+            let mut masks = Vec::new();
+            let mut problems = Vec::new();
+            for mask in recipe.regions.iter().flat_map(|r| &r.masks) {
+                let layer = mask.style.clone().map_or(Layer::Photo, Layer::Style);
+                match mask.image(&path) {
+                    Ok(image) => masks.push((layer, image)),
+                    Err(e) => problems.push(format!("A mask of the recipe is unreadable: {e}")),
+                }
+            }
+            TaskResult::Recipe(Box::new(LoadedRecipe {
+                recipe,
+                masks,
+                problems,
+            }))
+        }
+        Err(e) => TaskResult::Failed {
+            what: "recipe",
+            key: path,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Reads an image file as a grey mask (alpha counts as black) for `layer`.
+pub fn load_mask(path: PathBuf, layer: Layer) -> TaskResult {
+    match crate::imaging::load_mask(&path) {
+        Ok(image) => TaskResult::Mask { path, layer, image },
+        Err(e) => TaskResult::Failed {
+            what: "mask",
+            key: path,
+            message: e.to_string(),
+        },
+    }
 }
 
 /// Spawns tasks and collects their results.
@@ -300,6 +356,12 @@ pub fn run_dialog(
         DialogPurpose::LoadRecipe => dialog
             .set_title("Load the recipe of a PNG saved by Atelier")
             .add_filter("PNG", &any_case(&["png"]))
+            .pick_file()
+            .into_iter()
+            .collect(),
+        DialogPurpose::LoadMask => dialog
+            .set_title("Load a mask (white: the style paints)")
+            .add_filter("Images", &images)
             .pick_file()
             .into_iter()
             .collect(),
