@@ -182,8 +182,14 @@ fn flicker_row(engine: &Engine, bikes: &Path, work: &Path, device: &Device) -> R
             imaging::load_rgb(&plain_dir.join(&name))?,
             imaging::load_rgb(&smooth_dir.join(&name))?,
         );
-        let problem =
-            StyleProblem::new(&vgg, &plain, &[style.clone()], &config, &mut cache, device)?;
+        let problem = StyleProblem::new(
+            &vgg,
+            &plain,
+            std::slice::from_ref(&style),
+            &config,
+            &mut cache,
+            device,
+        )?;
         let loss = |image: &RgbImage| -> Result<f64> {
             Ok(problem
                 .evaluate(&imaging::to_tensor(image, device)?, false)?

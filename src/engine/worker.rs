@@ -348,15 +348,16 @@ impl Worker {
                     total_steps: config.total_steps(),
                 });
                 let vgg = self.load_vgg(vgg)?;
+                let (final_w, final_h) =
+                    imaging::fit_size(job.content.width(), job.content.height(), config.size);
+                let weights = regions_at(job, final_w, final_h);
                 let mut observer = EventObserver {
                     outbox,
                     shared: &self.shared,
                     started,
                     cancel,
+                    regions: weights.as_ref().map(|w| (w, &*job.content)),
                 };
-                let (final_w, final_h) =
-                    imaging::fit_size(job.content.width(), job.content.height(), config.size);
-                let weights = regions_at(job, final_w, final_h);
                 let out = gatys::stylize_in_regions(
                     &vgg,
                     &self.device,
@@ -941,6 +942,9 @@ struct EventObserver<'a> {
     shared: &'a Shared,
     started: Instant,
     cancel: &'a AtomicBool,
+    /// The job's regions (at the result's size) and photo: previews show the photo where no
+    /// style paints, as the result will.
+    regions: Option<(&'a RegionWeights, &'a RgbImage)>,
 }
 
 impl Observer for EventObserver<'_> {
@@ -951,7 +955,12 @@ impl Observer for EventObserver<'_> {
             losses: Some(update.losses),
             elapsed: self.started.elapsed(),
         });
-        if let Some(image) = update.preview {
+        if let Some(mut image) = update.preview {
+            if let Some((weights, photo)) = self.regions {
+                let (w, h) = image.dimensions();
+                let photo = imaging::resize_exact(photo, w, h);
+                image = weights.resized(w, h).composite(&photo, &[&image])?;
+            }
             self.shared.put_preview(
                 self.outbox.kind,
                 PreviewFrame {
