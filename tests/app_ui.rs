@@ -9,6 +9,7 @@ use atelier::app::canvas::StrokeInput;
 use atelier::app::controls::MethodChoice;
 use atelier::app::mask::{BrushMode, Layer};
 use atelier::app::mask_panel::MaskAction;
+use atelier::app::video::VideoAction;
 use atelier::app::AtelierApp;
 use eframe::egui::accesskit::Role;
 use eframe::egui::{Key, Modifiers, Pos2};
@@ -1070,4 +1071,154 @@ fn several_networks_paint_their_regions_and_keep_photo_wins() {
     let kept = wait_for_preview(&mut harness, done, "the kept corner");
     assert_eq!(kept.get_pixel(0, 0), photo.get_pixel(0, 0));
     assert!(near(kept.get_pixel(2, 38), first_alone.get_pixel(2, 38)));
+}
+
+/// A folder of `count` small frames (a folder is a clip without ffmpeg); frame `i` is
+/// a gradient shifted by `i` pixels, so each frame differs.
+fn frame_folder(dir: &Path, count: u32) -> (PathBuf, Vec<RgbImage>) {
+    let folder = dir.join("clip");
+    std::fs::create_dir_all(&folder).unwrap();
+    let frames: Vec<RgbImage> = (0..count)
+        .map(|i| {
+            RgbImage::from_fn(48, 32, |x, y| {
+                Rgb([((x + 4 * i) * 5) as u8, (y * 7) as u8, (40 * i) as u8])
+            })
+        })
+        .collect();
+    for (i, frame) in frames.iter().enumerate() {
+        frame
+            .save(folder.join(format!("frame-{i:03}.png")))
+            .unwrap();
+    }
+    (folder, frames)
+}
+
+fn png_count(folder: &Path) -> usize {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "png"))
+        })
+        .count()
+}
+
+#[test]
+fn video_opens_scrubs_renders_and_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clip, frames) = frame_folder(dir.path(), 4);
+    let mut options = options(dir.path(), None);
+    // The bundled styles: a real network.
+    options.styles_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles");
+    let mut harness = harness(options);
+    harness.step();
+
+    // Not a video: said in words, nothing else changes.
+    let not_video = dir.path().join("notes.mp4");
+    std::fs::write(&not_video, b"not a video").unwrap();
+    harness.state_mut().open_video(not_video);
+    step_until(&mut harness, Duration::from_secs(20), "the error", |app| {
+        app.messages()
+            .iter()
+            .any(|(_, m)| m.contains("Cannot open the video"))
+    });
+    assert!(!harness.state().video_open());
+    assert!(!harness.state().has_photo());
+
+    // Open: frame 0 becomes the photo and the video bar shows.
+    harness.state_mut().open_video(clip.clone());
+    step_until(&mut harness, Duration::from_secs(20), "the clip", |app| {
+        app.video_open() && app.has_photo()
+    });
+    harness.step();
+    assert_eq!(harness.state().video_frame(), Some(0));
+    assert_eq!(*harness.state().photo_image().unwrap(), frames[0]);
+    harness.get_by_label("Render video…");
+    let key = harness
+        .state()
+        .gallery_entries()
+        .iter()
+        .find(|e| e.model.is_some())
+        .expect("a bundled network style")
+        .key()
+        .to_path_buf();
+    harness.state_mut().pick_style(&key, false);
+
+    // A mask painted on frame 0 applies to every frame: scrubbing keeps it.
+    harness.state_mut().brush_mut().target = Some(Layer::Style(key.clone()));
+    harness.state_mut().brush_mut().size = 12.0;
+    for input in [
+        StrokeInput::Begin(Pos2::new(10.0, 10.0)),
+        StrokeInput::To(Pos2::new(20.0, 10.0)),
+        StrokeInput::End,
+    ] {
+        harness.state_mut().mask_action(MaskAction::Stroke(input));
+    }
+    assert!(harness.state().masks().has_any());
+
+    // Scrub with the slider: frame 2 becomes the photo.
+    harness
+        .get_by_role_and_label(Role::Slider, "Frame")
+        .set_value_accesskit(2.0);
+    harness.step();
+    step_until(&mut harness, Duration::from_secs(20), "frame 2", |app| {
+        app.video_frame() == Some(2)
+    });
+    assert_eq!(*harness.state().photo_image().unwrap(), frames[2]);
+    assert!(harness.state().masks().has_any());
+    step_until(
+        &mut harness,
+        Duration::from_secs(60),
+        "the preview",
+        |app| app.finished_jobs() >= 1 && !app.is_busy(),
+    );
+
+    // Render to a folder of PNG frames.
+    let out = dir.path().join("out");
+    harness.state_mut().render_video_to(out.clone());
+    harness.step();
+    assert!(harness.state().video_rendering());
+    step_until(&mut harness, Duration::from_secs(120), "the video", |app| {
+        !app.video_rendering()
+    });
+    assert_eq!(harness.state().videos_written(), std::slice::from_ref(&out));
+    assert!(
+        has_message(&harness, "Wrote"),
+        "{:?}",
+        harness.state().messages()
+    );
+    assert!(
+        has_message(&harness, "4 frames"),
+        "{:?}",
+        harness.state().messages()
+    );
+    assert_eq!(png_count(&out), 4);
+
+    // Cancelled right after the start: nothing is written.
+    let cancelled = dir.path().join("cancelled");
+    harness.state_mut().render_video_to(cancelled.clone());
+    // As the bar's Cancel does, before the engine can finish 4 small frames.
+    harness.state_mut().video_action(VideoAction::Cancel);
+    step_until(&mut harness, Duration::from_secs(60), "the cancel", |app| {
+        !app.video_rendering()
+    });
+    assert!(
+        !cancelled.exists(),
+        "{:?} {:?}",
+        harness.state().messages(),
+        harness.state().videos_written()
+    );
+    assert!(
+        has_message(&harness, "Video render cancelled"),
+        "{:?}",
+        harness.state().messages()
+    );
+    assert_eq!(harness.state().videos_written().len(), 1);
+
+    // Close: back to photo mode, the frame stays.
+    harness.get_by_label("Close video").click();
+    harness.step();
+    harness.step();
+    assert!(!harness.state().video_open());
+    assert!(harness.state().has_photo());
 }

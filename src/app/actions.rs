@@ -15,7 +15,8 @@ use super::mask_panel::{self, MaskAction};
 use super::new_style::{NewStyleSettings, PanelAction};
 use super::progress;
 use super::shortcuts::{self, Shortcut};
-use super::tasks::{self, DialogPurpose, TaskResult};
+use super::tasks::{self, DialogPurpose, LoadedPhoto, TaskResult};
+use super::video::VideoAction;
 use super::{AtelierApp, Photo};
 use crate::styles::{self, StyleEntry};
 
@@ -39,6 +40,8 @@ pub enum AppAction {
     ToggleFrameTimes,
     /// The brush on the canvas or a button of the Masks section.
     Mask(MaskAction),
+    /// The video bar.
+    Video(VideoAction),
 }
 
 /// Steps of a Refine: the Instant result already holds the style, so Gatys needs few.
@@ -62,6 +65,7 @@ impl AtelierApp {
                 AppAction::ShowHelp => self.show_help = true,
                 AppAction::ToggleFrameTimes => self.show_frame_times = !self.show_frame_times,
                 AppAction::Mask(action) => self.mask_action(action),
+                AppAction::Video(action) => self.video_action(action),
             }
         }
     }
@@ -240,6 +244,8 @@ impl AtelierApp {
 
     /// Starts decoding `path` in the background; the canvas shows it when ready.
     pub fn open_photo(&mut self, path: PathBuf) {
+        // A photo ends video mode.
+        self.close_video();
         self.outcome = None;
         self.loading_photo = Some(path.clone());
         self.remember_folder(&path);
@@ -369,6 +375,7 @@ impl AtelierApp {
     }
 
     pub fn cancel(&mut self) {
+        self.cancel_video();
         if self.running.is_some() || self.pending_save.is_some() {
             if self.running.is_none() {
                 // A Save still waiting for its style images: no engine event will say so.
@@ -437,10 +444,16 @@ impl AtelierApp {
             return;
         }
         self.dialog_open = true;
-        let folder = self.persisted.last_folder.clone();
-        let file_name = self
+        let mut folder = self.persisted.last_folder.clone();
+        let mut file_name = self
             .default_save_path()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        if purpose == DialogPurpose::RenderVideo {
+            if let Some((clip_folder, name)) = self.video_dialog_defaults() {
+                folder = clip_folder.or(folder);
+                file_name = Some(name);
+            }
+        }
         self.tasks.spawn("dialog", move || {
             tasks::run_dialog(purpose, folder, file_name)
         });
@@ -489,38 +502,7 @@ impl AtelierApp {
                         continue;
                     }
                     self.loading_photo = None;
-                    let texture =
-                        ctx.load_texture("photo", loaded.display, egui::TextureOptions::LINEAR);
-                    let (w, h) = loaded.original.dimensions();
-                    tracing::info!("opened {} ({w}×{h})", loaded.path.display());
-                    self.photo = Some(Photo {
-                        path: loaded.path,
-                        original: loaded.original,
-                        working: loaded.working,
-                        texture,
-                    });
-                    self.shown = None;
-                    self.refine_from = None;
-                    self.canvas.fit();
-                    self.brush.size = mask_panel::default_brush_size(w.max(h));
-                    for layer in self.masks.reset_for_photo(w, h) {
-                        self.toasts.info(format!(
-                            "The recipe's mask for {} has another shape than this photo: \
-                             stretched to fit.",
-                            self.layer_name(&layer)
-                        ));
-                    }
-                    if let Some(default) = self.default_save_path() {
-                        let keep_folder =
-                            self.persisted.save_path.as_ref().and_then(|p| p.parent());
-                        let path = match (keep_folder, default.file_name()) {
-                            (Some(folder), Some(name)) if folder.is_dir() => folder.join(name),
-                            _ => default,
-                        };
-                        self.save_path_text = path.display().to_string();
-                    }
-                    self.engine.cancel_stylizing();
-                    self.schedule_restart();
+                    self.install_photo(ctx, *loaded, false);
                 }
                 TaskResult::StyleImage { path, image } => {
                     self.loading_styles.remove(&path);
@@ -542,6 +524,10 @@ impl AtelierApp {
                     self.saved_files.push(path);
                 }
                 TaskResult::Recipe(loaded) => self.apply_recipe(*loaded),
+                TaskResult::Clip { info, first } => self.clip_opened(ctx, info, *first),
+                TaskResult::ClipFrame { index, frame } => {
+                    self.clip_frame_loaded(ctx, index, *frame)
+                }
                 TaskResult::Mask { path, layer, image } => self.mask_loaded(&path, layer, image),
                 TaskResult::Picked { purpose, paths } => {
                     self.dialog_open = false;
@@ -575,6 +561,8 @@ impl AtelierApp {
                         self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
                         self.fail(format!("Save failed: {message}"));
                     }
+                    "video" => self.fail(format!("Cannot open the video: {message}")),
+                    "video frame" => self.clip_frame_failed(&key, message),
                     "file dialog" => {
                         self.dialog_open = false;
                         self.toasts.error(message);
@@ -587,6 +575,67 @@ impl AtelierApp {
                 },
             }
         }
+    }
+
+    /// Makes `loaded` the photo and renders it again; `keep_masks` (another frame of the same
+    /// clip) keeps the masks, the zoom and the brush, which apply to every frame.
+    pub(super) fn install_photo(
+        &mut self,
+        ctx: &egui::Context,
+        loaded: LoadedPhoto,
+        keep_masks: bool,
+    ) {
+        let (w, h) = loaded.original.dimensions();
+        let same_size = self
+            .photo
+            .as_ref()
+            .is_some_and(|p| p.original.dimensions() == (w, h));
+        let keep_masks = keep_masks && same_size;
+        let texture = match self.photo.take().filter(|_| keep_masks) {
+            Some(photo) => {
+                let mut texture = photo.texture;
+                texture.set(loaded.display, egui::TextureOptions::LINEAR);
+                texture
+            }
+            None => ctx.load_texture("photo", loaded.display, egui::TextureOptions::LINEAR),
+        };
+        tracing::info!("opened {} ({w}×{h})", loaded.path.display());
+        self.photo = Some(Photo {
+            path: loaded.path,
+            original: loaded.original,
+            working: loaded.working,
+            texture,
+        });
+        self.shown = None;
+        self.refine_from = None;
+        if !keep_masks {
+            self.canvas.fit();
+            self.brush.size = mask_panel::default_brush_size(w.max(h));
+            for layer in self.masks.reset_for_photo(w, h) {
+                self.toasts.info(format!(
+                    "The recipe's mask for {} has another shape than this photo: stretched to \
+                     fit.",
+                    self.layer_name(&layer)
+                ));
+            }
+        }
+        if let Some(default) = self.default_save_path() {
+            let keep_folder = self.persisted.save_path.as_ref().and_then(|p| p.parent());
+            let path = match (keep_folder, default.file_name()) {
+                (Some(folder), Some(name)) if folder.is_dir() => folder.join(name),
+                _ => default,
+            };
+            self.save_path_text = path.display().to_string();
+        }
+        if self.video_busy() {
+            // The video render in the render lane goes on; only the preview stops.
+            if let Some((running, _)) = &self.running {
+                self.engine.cancel(*running);
+            }
+        } else {
+            self.engine.cancel_stylizing();
+        }
+        self.schedule_restart();
     }
 
     pub(super) fn dialog_picked(&mut self, purpose: DialogPurpose, paths: Vec<PathBuf>) {
@@ -625,6 +674,8 @@ impl AtelierApp {
                 self.new_style
                     .set_photos(&mut self.persisted.new_style, first);
             }
+            DialogPurpose::OpenVideo => self.open_video(first),
+            DialogPurpose::RenderVideo => self.render_video_to(first),
         }
     }
 

@@ -38,6 +38,10 @@ impl AtelierApp {
         let mut styles_to_add = Vec::new();
         let mut photo = None;
         for path in paths {
+            if super::video::is_video_file(&path) {
+                self.open_video(path);
+                continue;
+            }
             match styles::file_kind(&path) {
                 Some(FileKind::Model) => styles_to_add.push(path),
                 Some(FileKind::Image) if on_gallery => styles_to_add.push(path),

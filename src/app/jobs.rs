@@ -252,7 +252,8 @@ impl AtelierApp {
             return;
         };
         let now = Instant::now();
-        let saving = self.pending_save.is_some();
+        // A video render has the engine and the canvas: the preview waits for it.
+        let saving = self.pending_save.is_some() || self.video_busy();
         if now < at || saving || self.photo.is_none() {
             ctx.request_repaint_after(
                 at.saturating_duration_since(now)
@@ -287,8 +288,12 @@ impl AtelierApp {
                 self.new_style.deliver(event);
                 continue;
             }
+            if self.video_event(&event) {
+                continue;
+            }
             self.job_event(event);
         }
+        self.video_preview();
         if std::mem::take(&mut self.preview_waiting) {
             if let Some(frame) = self.engine.take_preview(JobKind::Preview) {
                 let current = self.running.as_ref().map(|(id, _)| *id);
@@ -416,7 +421,7 @@ impl AtelierApp {
 
     /// The engine's notes on a finished job (masks stretched, empty…), each shown once until
     /// the notes change.
-    fn show_notes(&mut self, notes: &[String]) {
+    pub(super) fn show_notes(&mut self, notes: &[String]) {
         for note in notes {
             if !self.shown_notes.contains(note) {
                 self.toasts.info(capitalised(note));

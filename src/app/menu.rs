@@ -24,6 +24,9 @@ impl AtelierApp {
                 if item(ui, "Open photo…", Some(Shortcut::Open)) {
                     actions.push(AppAction::Shortcut(Shortcut::Open));
                 }
+                if item(ui, "Open video…", None) {
+                    actions.push(AppAction::Dialog(DialogPurpose::OpenVideo));
+                }
                 if item(ui, "Add styles…", None) {
                     actions.push(AppAction::Dialog(DialogPurpose::AddStyles));
                 }

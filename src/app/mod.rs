@@ -9,7 +9,8 @@
 //! recipes); [`drop`] takes dropped files. Below them: [`canvas`], [`gallery`], [`controls`],
 //! [`progress`] (status line, toasts), [`persistence`], [`shortcuts`], [`tasks`], [`wake`].
 //! Local style: [`mask`] (the masks, their brush and history), [`mask_panel`] (their controls
-//! and actions) and [`mask_overlay`] (their tint on the canvas).
+//! and actions) and [`mask_overlay`] (their tint on the canvas). Video mode: [`video`] (a clip's
+//! frame is the photo; its bar scrubs and renders the clip).
 
 pub mod actions;
 pub mod canvas;
@@ -32,6 +33,7 @@ pub mod shortcuts;
 pub mod status_bar;
 pub mod tasks;
 pub mod training;
+pub mod video;
 pub mod wake;
 
 use std::collections::{HashMap, HashSet};
@@ -221,6 +223,9 @@ pub struct AtelierApp {
     previews_received: usize,
     finished_jobs: usize,
     saved_files: Vec<PathBuf>,
+    /// Video mode: the open clip, whose current frame is the photo.
+    video: Option<video::VideoState>,
+    videos_written: Vec<PathBuf>,
 }
 
 impl AtelierApp {
@@ -285,6 +290,8 @@ impl AtelierApp {
             previews_received: 0,
             finished_jobs: 0,
             saved_files: Vec::new(),
+            video: None,
+            videos_written: Vec::new(),
             persisted,
             options,
         };
@@ -317,6 +324,7 @@ impl AtelierApp {
             || self.pending_save.is_some()
             || self.writes_in_flight > 0
             || self.loading_photo.is_some()
+            || self.video_busy()
     }
 
     pub fn job_running(&self) -> bool {
@@ -436,10 +444,15 @@ impl eframe::App for AtelierApp {
         self.handle_dropped_files(&ctx);
         self.handle_shortcuts(&ctx);
         self.tick(&ctx);
+        self.video_tick(&ctx);
 
         let mut actions = Vec::new();
         egui::Panel::top("menu").show(ui, |ui| actions.extend(self.menu_bar(ui)));
         egui::Panel::bottom("status").show(ui, |ui| actions.extend(self.status_bar(ui)));
+        if self.video.is_some() {
+            // At the top: toasts pile up over the bottom right.
+            egui::Panel::top("video").show(ui, |ui| actions.extend(self.video_bar(ui)));
+        }
         egui::Panel::left("controls")
             .resizable(true)
             .default_size(300.0)

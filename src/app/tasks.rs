@@ -46,6 +46,10 @@ pub enum DialogPurpose {
     StyleWorksFolder,
     /// The folder of training photos for a new style.
     TrainingPhotos,
+    /// A video file to stylise frame by frame.
+    OpenVideo,
+    /// Where the stylised video goes.
+    RenderVideo,
 }
 
 pub enum TaskResult {
@@ -62,6 +66,16 @@ pub enum TaskResult {
         path: PathBuf,
     },
     Recipe(Box<LoadedRecipe>),
+    /// A clip described, with its first frame.
+    Clip {
+        info: crate::engine::ClipInfo,
+        first: Box<LoadedPhoto>,
+    },
+    /// Frame `index` of the clip at `first.path` (scrubbing).
+    ClipFrame {
+        index: u64,
+        frame: Box<LoadedPhoto>,
+    },
     /// A mask file for `layer`.
     Mask {
         path: PathBuf,
@@ -196,18 +210,21 @@ pub fn display_resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     }
 }
 
+/// `original` in the sizes the app needs (a photo, or a video's frame).
+pub fn loaded_photo(path: PathBuf, original: RgbImage) -> LoadedPhoto {
+    let working = shrink_to(&original, WORKING_MAX_SIDE);
+    let display = to_color_image(&shrink_to(&original, DISPLAY_MAX_SIDE));
+    LoadedPhoto {
+        path,
+        original: Arc::new(original),
+        working: Arc::new(working),
+        display,
+    }
+}
+
 pub fn load_photo(path: PathBuf) -> TaskResult {
     match crate::imaging::load_rgb(&path) {
-        Ok(original) => {
-            let working = shrink_to(&original, WORKING_MAX_SIDE);
-            let display = to_color_image(&shrink_to(&original, DISPLAY_MAX_SIDE));
-            TaskResult::Photo(Box::new(LoadedPhoto {
-                path,
-                original: Arc::new(original),
-                working: Arc::new(working),
-                display,
-            }))
-        }
+        Ok(original) => TaskResult::Photo(Box::new(loaded_photo(path, original))),
         Err(e) => TaskResult::Failed {
             what: "photo",
             key: path,
@@ -380,6 +397,26 @@ pub fn run_dialog(
             .pick_folder()
             .into_iter()
             .collect(),
+        DialogPurpose::OpenVideo => dialog
+            .set_title("Open a video")
+            .add_filter("Videos", &any_case(&super::video::VIDEO_EXTENSIONS))
+            .pick_file()
+            .into_iter()
+            .collect(),
+        DialogPurpose::RenderVideo => {
+            if let Some(name) = file_name {
+                dialog = dialog.set_file_name(name);
+            }
+            // A name without an extension is a folder of PNG frames.
+            dialog
+                .set_title("Render the stylised video")
+                .add_filter("MP4", &any_case(&["mp4"]))
+                .add_filter("Matroska", &any_case(&["mkv"]))
+                .add_filter("QuickTime", &any_case(&["mov"]))
+                .save_file()
+                .into_iter()
+                .collect()
+        }
     };
     let no_fallback =
         cfg!(all(unix, not(target_os = "macos"))) && !on_path("zenity") && paths.is_empty();
