@@ -129,6 +129,12 @@ pub struct FlowParams {
     pub refine_iterations: usize,
     /// Smoothness weight of the refinement (intensities in 0..255).
     pub refine_smoothness: f32,
+    /// ε of the refinement's Charbonnier data penalty √(r² + ε²), in grey levels: residuals
+    /// well under ε weigh as in least squares, larger ones (occlusions) are damped.
+    pub refine_epsilon: f32,
+    /// Blur each level with a [1 2 1]² kernel before matching: less aliasing (fine texture
+    /// beats with the half-resolution grid and biases sub-pixel estimates) and less noise.
+    pub presmooth: bool,
 }
 
 /// The largest supported [`FlowParams::patch_size`] (patches live in stack buffers).
@@ -143,7 +149,9 @@ impl Default for FlowParams {
             finest_level: 1,
             min_coarse_side: 12,
             refine_iterations: 5,
-            refine_smoothness: 20.0,
+            refine_smoothness: 60.0,
+            refine_epsilon: 4.0,
+            presmooth: false,
         }
     }
 }
@@ -165,6 +173,11 @@ impl FlowParams {
         if !(self.refine_smoothness.is_finite() && self.refine_smoothness >= 0.0) {
             return Err(Error::invalid(
                 "flow refinement smoothness must be a finite number ≥ 0",
+            ));
+        }
+        if !(self.refine_epsilon.is_finite() && self.refine_epsilon > 0.0) {
+            return Err(Error::invalid(
+                "flow refinement epsilon must be a finite number > 0",
             ));
         }
         Ok(())
@@ -224,9 +237,18 @@ impl Pyramid {
             return Err(Error::invalid("optical flow needs a non-empty frame"));
         }
         let (mut w, mut h) = (width as usize, height as usize);
-        let mut grey = grey(image.as_raw());
         // Shrink to the finest level, but never below a patch (tiny frames stay at full size).
+        // The first halving is fused with the grey conversion (no full-size grey plane).
         let mut finest = 0;
+        let mut grey = if params.finest_level > 0 && w.min(h) / 2 >= params.patch_size {
+            let (g, w2, h2) = grey_half(image.as_raw(), w, h);
+            w = w2;
+            h = h2;
+            finest = 1;
+            g
+        } else {
+            grey(image.as_raw())
+        };
         while finest < params.finest_level && w.min(h) / 2 >= params.patch_size {
             let (g, w2, h2) = downsample2(&grey, w, h);
             grey = g;
@@ -237,6 +259,9 @@ impl Pyramid {
         let patch_size = params.patch_size.min(w).min(h);
         let mut levels = Vec::new();
         loop {
+            if params.presmooth {
+                grey = blur121(&grey, w, h);
+            }
             let (gx, gy) = gradients(&grey, w, h);
             let coarser_ok = w.min(h) / 2 >= params.min_coarse_side.max(patch_size);
             let current = grey;
@@ -319,6 +344,7 @@ pub fn flow_between(from: &Pyramid, to: &Pyramid, params: &FlowParams) -> Result
                 &mut dv,
                 params.refine_iterations,
                 params.refine_smoothness,
+                params.refine_epsilon,
             );
         }
         u = du;
@@ -351,6 +377,30 @@ pub fn grey(rgb: &[u8]) -> Vec<f32> {
     rgb.chunks_exact(3)
         .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
         .collect()
+}
+
+/// Luma of interleaved RGB bytes at half size (2×2 box averages, an odd last row or column
+/// dropped): [`grey`] then [`downsample2`] in one pass. Needs `w, h ≥ 2`.
+pub fn grey_half(rgb: &[u8], w: usize, h: usize) -> (Vec<f32>, usize, usize) {
+    let (w2, h2) = (w / 2, h / 2);
+    let mut out = vec![0.0; w2 * h2];
+    if w2 == 0 || h2 == 0 || rgb.len() < w * h * 3 {
+        return (out, w2, h2);
+    }
+    let luma = |p: &[u8]| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+    out.par_chunks_mut(w2).enumerate().for_each(|(y, row)| {
+        let r0 = &rgb[2 * y * w * 3..][..w * 3];
+        let r1 = &rgb[(2 * y + 1) * w * 3..][..w * 3];
+        for (x, o) in row.iter_mut().enumerate() {
+            let i = 6 * x;
+            *o = 0.25
+                * (luma(&r0[i..i + 3])
+                    + luma(&r0[i + 3..i + 6])
+                    + luma(&r1[i..i + 3])
+                    + luma(&r1[i + 3..i + 6]));
+        }
+    });
+    (out, w2, h2)
 }
 
 /// Halves a `w × h` plane by 2×2 box averages (an odd last row or column is dropped), the
@@ -404,14 +454,63 @@ pub fn bilinear(src: &[f32], w: usize, h: usize, x: f32, y: f32) -> f32 {
 /// Resamples a `sw × sh` field to `dw × dh` (pixel centres aligned) and multiplies it by
 /// `scale` (the size ratio, since flow vectors are in pixels of their level).
 fn resample(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize, scale: f32) -> Vec<f32> {
-    let rx = sw as f32 / dw as f32;
-    let ry = sh as f32 / dh as f32;
+    // Per-column and per-row source taps computed once: the inner loop is then four loads and
+    // two lerps, no clamping (the full-resolution upsample was a quarter of the flow's time).
+    let xs = axis_taps(sw, dw);
+    let ys = axis_taps(sh, dh);
     let mut out = vec![0.0; dw * dh];
     out.par_chunks_mut(dw).enumerate().for_each(|(y, row)| {
-        let fy = (y as f32 + 0.5) * ry - 0.5;
-        for (x, o) in row.iter_mut().enumerate() {
-            let fx = (x as f32 + 0.5) * rx - 0.5;
-            *o = bilinear(src, sw, sh, fx, fy) * scale;
+        let (y0, y1, fy) = ys[y];
+        let r0 = &src[y0 * sw..][..sw];
+        let r1 = &src[y1 * sw..][..sw];
+        let column: Vec<f32> = r0
+            .iter()
+            .zip(r1)
+            .map(|(&a, &b)| (a + (b - a) * fy) * scale)
+            .collect();
+        for (o, &(x0, x1, fx)) in row.iter_mut().zip(&xs) {
+            let (a, b) = (column[x0], column[x1]);
+            *o = a + (b - a) * fx;
+        }
+    });
+    out
+}
+
+/// Bilinear taps (index, next index, fraction) mapping `d` destination pixels onto `s` source
+/// pixels, centres aligned, clamped at the ends.
+fn axis_taps(s: usize, d: usize) -> Vec<(usize, usize, f32)> {
+    let r = s as f32 / d as f32;
+    let last = s.saturating_sub(1);
+    (0..d)
+        .map(|i| {
+            let f = ((i as f32 + 0.5) * r - 0.5).clamp(0.0, last as f32);
+            let i0 = (f as usize).min(last);
+            (i0, (i0 + 1).min(last), f - i0 as f32)
+        })
+        .collect()
+}
+
+/// A separable [1 2 1] / 4 blur in both directions, edges replicated.
+fn blur121(src: &[f32], w: usize, h: usize) -> Vec<f32> {
+    if w < 2 || h < 2 {
+        return src.to_vec();
+    }
+    let mut tmp = vec![0.0f32; w * h];
+    tmp.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        let s = &src[y * w..][..w];
+        row[0] = 0.75 * s[0] + 0.25 * s[1];
+        for x in 1..w - 1 {
+            row[x] = 0.25 * (s[x - 1] + s[x + 1]) + 0.5 * s[x];
+        }
+        row[w - 1] = 0.75 * s[w - 1] + 0.25 * s[w - 2];
+    });
+    let mut out = vec![0.0f32; w * h];
+    out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        let up = &tmp[y.saturating_sub(1) * w..][..w];
+        let mid = &tmp[y * w..][..w];
+        let down = &tmp[(y + 1).min(h - 1) * w..][..w];
+        for x in 0..w {
+            row[x] = 0.25 * (up[x] + down[x]) + 0.5 * mid[x];
         }
     });
     out
@@ -498,8 +597,8 @@ impl Shift {
         } else {
             0.0
         };
-        let fx0 = x.floor();
-        let fy0 = y.floor();
+        let fx0 = fast_floor(x);
+        let fy0 = fast_floor(y);
         let fx = x - fx0;
         let fy = y - fy0;
         Shift {
@@ -514,7 +613,9 @@ impl Shift {
 
     /// Samples the `n × n` block whose top-left lands at (ix, iy) (+ fraction) into `out`.
     #[inline]
-    fn sample_block(&self, img: &[f32], w: usize, h: usize, n: usize, out: &mut [f32]) {
+    /// Returns whether every sample was inside the frame; samples whose bilinear footprint
+    /// leaves it are NaN (an edge-clamped value would be a made-up match).
+    fn sample_block(&self, img: &[f32], w: usize, h: usize, n: usize, out: &mut [f32]) -> bool {
         let inside =
             self.ix >= 0 && self.iy >= 0 && self.ix as usize + n < w && self.iy as usize + n < h;
         if inside {
@@ -530,22 +631,38 @@ impl Shift {
                         + self.w11 * r1[i + 1];
                 }
             }
+            true
         } else {
-            let cx = |x: isize| x.clamp(0, w as isize - 1) as usize;
-            let cy = |y: isize| y.clamp(0, h as isize - 1) as usize;
+            let (wi, hi) = (w as isize, h as isize);
             for j in 0..n {
-                let y0 = cy(self.iy + j as isize) * w;
-                let y1 = cy(self.iy + j as isize + 1) * w;
+                let y = self.iy + j as isize;
+                let row_ok = y >= 0 && y + 1 < hi;
                 for i in 0..n {
-                    let x0 = cx(self.ix + i as isize);
-                    let x1 = cx(self.ix + i as isize + 1);
-                    out[j * n + i] = self.w00 * img[y0 + x0]
-                        + self.w01 * img[y0 + x1]
-                        + self.w10 * img[y1 + x0]
-                        + self.w11 * img[y1 + x1];
+                    let x = self.ix + i as isize;
+                    out[j * n + i] = if row_ok && x >= 0 && x + 1 < wi {
+                        let (x0, y0) = (x as usize, y as usize * w);
+                        self.w00 * img[y0 + x0]
+                            + self.w01 * img[y0 + x0 + 1]
+                            + self.w10 * img[y0 + w + x0]
+                            + self.w11 * img[y0 + w + x0 + 1]
+                    } else {
+                        f32::NAN
+                    };
                 }
             }
+            false
         }
+    }
+}
+
+/// `x.floor()` for |x| < 2³¹ without the libm call (`floorf` is not inlined without SSE4.1).
+#[inline]
+pub(crate) fn fast_floor(x: f32) -> f32 {
+    let t = x as i32 as f32;
+    if t > x {
+        t - 1.0
+    } else {
+        t
     }
 }
 
@@ -612,73 +729,124 @@ fn search_patch(
     let (hxx, hyy) = (hxx + ridge, hyy + ridge);
     let det = hxx * hyy - hxy * hxy;
 
-    // Initial flow: the coarser level's at the patch centre.
-    let centre = (n as f32 - 1.0) * 0.5;
-    let u0 = bilinear(iu, w, l0.h, px as f32 + centre, py as f32 + centre);
-    let v0 = bilinear(iv, w, l0.h, px as f32 + centre, py as f32 + centre);
-    let (mut u, mut v) = (u0, v0);
-    let mut best = Patch {
-        u: u0,
-        v: v0,
-        offset: 0.0,
-    };
-    let mut best_ssd = f32::INFINITY;
-    let mut warped = [0.0f32; MAX_PATCH * MAX_PATCH];
-    let max_travel = (n * n) as f32 * 4.0; // (2 patch sides)²
-    for it in 0..=iterations {
-        Shift::new(px as f32 + u, py as f32 + v).sample_block(&l1.grey, l1.w, l1.h, n, &mut warped);
-        let mut se = 0.0;
-        let mut see = 0.0;
-        let mut bx = 0.0;
-        let mut by = 0.0;
+    // One evaluation at flow (u, v): mean-normalised SSD, mean residual, and Σ g·e.
+    // One evaluation at flow (u, v): mean-normalised SSD, mean residual, and the steepest-
+    // descent vector Σ (g − mean g)(e − mean e). Part-outside patches are scored on their
+    // inside pixels (SSD and vector rescaled to the full patch); mostly outside ones lose.
+    let evaluate = |u: f32, v: f32, warped: &mut [f32; MAX_PATCH * MAX_PATCH]| {
+        let shift = Shift::new(px as f32 + u, py as f32 + v);
+        if shift.sample_block(&l1.grey, l1.w, l1.h, n, warped) {
+            let (mut se, mut see, mut bx, mut by) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
+            for k in 0..n * n {
+                let e = warped[k] - t[k];
+                se += e;
+                see += e * e;
+                bx += gx[k] * e;
+                by += gy[k] * e;
+            }
+            let me = se / count;
+            return (
+                see - count * me * me,
+                me,
+                bx - count * mgx * me,
+                by - count * mgy * me,
+            );
+        }
+        let (mut nv, mut se, mut see, mut bx, mut by, mut sx, mut sy) =
+            (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
         for k in 0..n * n {
             let e = warped[k] - t[k];
+            if e.is_nan() {
+                continue;
+            }
+            nv += 1.0;
             se += e;
             see += e * e;
             bx += gx[k] * e;
             by += gy[k] * e;
+            sx += gx[k];
+            sy += gy[k];
         }
-        let me = se / count;
-        let ssd = see - count * me * me;
-        if ssd < best_ssd {
-            best_ssd = ssd;
-            best = Patch { u, v, offset: me };
+        if nv < 0.25 * count {
+            return (f32::INFINITY, 0.0, 0.0, 0.0);
         }
-        if it == iterations || det <= 1e-6 {
+        let me = se / nv;
+        let scale = count / nv;
+        (
+            (see - nv * me * me) * scale,
+            me,
+            (bx - me * sx) * scale,
+            (by - me * sy) * scale,
+        )
+    };
+    let mut warped = [0.0f32; MAX_PATCH * MAX_PATCH];
+
+    // Initial flow: the coarser level's at the patch centre, or at a patch side left, right,
+    // above or below if that fits better (a patch straddling a motion boundary, or near a
+    // border where the coarse field went wrong, then starts from its neighbour's motion).
+    let (h, side) = (l0.h, n as f32);
+    let (cx, cy) = (
+        px as f32 + (side - 1.0) * 0.5,
+        py as f32 + (side - 1.0) * 0.5,
+    );
+    let mut u0 = bilinear(iu, w, h, cx, cy);
+    let mut v0 = bilinear(iv, w, h, cx, cy);
+    let mut first = evaluate(u0, v0, &mut warped);
+    let mut tried = [(u0, v0); 5];
+    let mut ntried = 1;
+    for (ox, oy) in [(-side, 0.0), (side, 0.0), (0.0, -side), (0.0, side)] {
+        let cu = bilinear(iu, w, h, cx + ox, cy + oy);
+        let cv = bilinear(iv, w, h, cx + ox, cy + oy);
+        if tried[..ntried]
+            .iter()
+            .any(|&(a, b)| (a - cu).abs() + (b - cv).abs() < 0.25)
+        {
+            continue;
+        }
+        tried[ntried] = (cu, cv);
+        ntried += 1;
+        let score = evaluate(cu, cv, &mut warped);
+        if score.0 < first.0 {
+            first = score;
+            u0 = cu;
+            v0 = cv;
+        }
+    }
+
+    let (mut u, mut v) = (u0, v0);
+    let mut best = Patch {
+        u: u0,
+        v: v0,
+        offset: first.1,
+    };
+    let mut best_ssd = first.0;
+    let (mut bx, mut by) = (first.2, first.3);
+    let max_travel = (n * n) as f32 * 4.0; // (2 patch sides)²
+    for _ in 0..iterations {
+        if det <= 1e-6 {
             break;
         }
-        // b = Σ (g − mean g)(e − mean e) = Σ g e − n·mean g·mean e.
-        let bx = bx - count * mgx * me;
-        let by = by - count * mgy * me;
-        let du = (hyy * bx - hxy * by) / det;
-        let dv = (hxx * by - hxy * bx) / det;
+        let (bx_c, by_c) = (bx, by);
+        let du = (hyy * bx_c - hxy * by_c) / det;
+        let dv = (hxx * by_c - hxy * bx_c) / det;
         u -= du;
         v -= dv;
         let (tu, tv) = (u - u0, v - v0);
         if !(tu * tu + tv * tv <= max_travel) {
             break;
         }
+        let score = evaluate(u, v, &mut warped);
+        if score.0 < best_ssd {
+            best_ssd = score.0;
+            best = Patch {
+                u,
+                v,
+                offset: score.1,
+            };
+        }
+        (bx, by) = (score.2, score.3);
         if du * du + dv * dv < 1e-4 {
-            // Converged: one more pass scores this iterate, then stop.
-            Shift::new(px as f32 + u, py as f32 + v).sample_block(
-                &l1.grey,
-                l1.w,
-                l1.h,
-                n,
-                &mut warped,
-            );
-            let mut se = 0.0;
-            let mut see = 0.0;
-            for k in 0..n * n {
-                let e = warped[k] - t[k];
-                se += e;
-                see += e * e;
-            }
-            let me = se / count;
-            if see - count * me * me < best_ssd {
-                best = Patch { u, v, offset: me };
-            }
-            break;
+            break; // converged (under 0.01 px)
         }
     }
     best
@@ -765,8 +933,8 @@ fn sample_row(s: &Shift, img: &[f32], w: usize, h: usize, n: usize, out: &mut [f
     }
 }
 
-/// Variational refinement: minimises Σ ψ((I1(x+w) + ∇I1·dw − I0 − o)²) + α Σ |∇(w + dw)|² over the
-/// increment dw by red-black SOR, ψ the Charbonnier penalty (weights lagged per sweep). One
+/// Variational refinement: minimises Σ ψ((I1(x+w0) + ∇I1·(w − w0) − I0 − o)²) + α Σ |∇w|² over the
+/// field w by red-black SOR, ψ the Charbonnier penalty (weights lagged per sweep). One
 /// linearisation (the patch field is already within a pixel or so). `o` is the densified patch
 /// brightness offset, so a lighting change is not mistaken for motion.
 fn refine(
@@ -777,88 +945,105 @@ fn refine(
     v: &mut [f32],
     sweeps: usize,
     alpha: f32,
+    epsilon: f32,
 ) {
     let (w, h) = (l0.w, l0.h);
     if w < 3 || h < 3 {
         return;
     }
     let n = w * h;
-    // Linearisation at the current field: warped I1, its gradient (averaged with I0's, which
-    // is better conditioned when the warp is slightly off), temporal difference.
+    // Linearisation at the current field (u0, v0): the residual is r = c + ix·u + iy·v with
+    // c = I1(x + w0) − I0 − o − ix·u0 − iy·v0, ix, iy the warped I1's gradient averaged with
+    // I0's (better conditioned when the warp is slightly off). The unknowns are u, v themselves.
     let mut ix = vec![0.0f32; n];
     let mut iy = vec![0.0f32; n];
-    let mut it = vec![0.0f32; n];
+    let mut c = vec![0.0f32; n];
     ix.par_chunks_mut(w)
         .zip(iy.par_chunks_mut(w))
-        .zip(it.par_chunks_mut(w))
+        .zip(c.par_chunks_mut(w))
         .enumerate()
-        .for_each(|(y, ((rx, ry), rt))| {
+        .for_each(|(y, ((rx, ry), rc))| {
             for x in 0..w {
                 let k = y * w + x;
-                let (sx, sy) = (x as f32 + u[k], y as f32 + v[k]);
-                let i1 = bilinear(&l1.grey, w, h, sx, sy);
-                let g1x = bilinear(&l1.gx, w, h, sx, sy);
-                let g1y = bilinear(&l1.gy, w, h, sx, sy);
-                rx[x] = 0.5 * (g1x + l0.gx[k]);
-                ry[x] = 0.5 * (g1y + l0.gy[k]);
-                rt[x] = i1 - l0.grey[k] - offset[k];
+                let (u0, v0) = (u[k], v[k]);
+                let (sx, sy) = (x as f32 + u0, y as f32 + v0);
+                // Matched outside the frame (or not at all): no data, the smoothness term
+                // continues the field from inside instead of fitting edge-clamped samples.
+                if !(sx >= 0.0 && sy >= 0.0 && sx <= (w - 1) as f32 && sy <= (h - 1) as f32) {
+                    rx[x] = 0.0;
+                    ry[x] = 0.0;
+                    rc[x] = 0.0;
+                    continue;
+                }
+                let (x0, y0) = (sx as usize, sy as usize);
+                let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+                let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+                let tap = |img: &[f32]| {
+                    let top = img[y0 * w + x0] + (img[y0 * w + x1] - img[y0 * w + x0]) * fx;
+                    let bottom = img[y1 * w + x0] + (img[y1 * w + x1] - img[y1 * w + x0]) * fx;
+                    top + (bottom - top) * fy
+                };
+                let (i1, g1x, g1y) = (tap(&l1.grey), tap(&l1.gx), tap(&l1.gy));
+                let (a, b) = (0.5 * (g1x + l0.gx[k]), 0.5 * (g1y + l0.gy[k]));
+                rx[x] = a;
+                ry[x] = b;
+                rc[x] = i1 - l0.grey[k] - offset[k] - a * u0 - b * v0;
             }
         });
-    let mut du = vec![0.0f32; n];
-    let mut dv = vec![0.0f32; n];
     let omega = 1.6f32;
-    let eps2 = 1e-2f32;
+    let eps2 = epsilon * epsilon;
     let mut psi = vec![0.0f32; n];
+    // One Gauss-Seidel (over-relaxed) update of pixel k from its neighbours' sums.
+    let update =
+        |u: &mut [f32], v: &mut [f32], psi: &[f32], k: usize, cnt: f32, su: f32, sv: f32| {
+            let (p, a, b) = (psi[k], ix[k], iy[k]);
+            let un = (alpha * su - p * a * (c[k] + b * v[k])) / (p * a * a + alpha * cnt);
+            u[k] += omega * (un - u[k]);
+            let vn = (alpha * sv - p * b * (c[k] + a * u[k])) / (p * b * b + alpha * cnt);
+            v[k] += omega * (vn - v[k]);
+        };
     for _ in 0..sweeps {
-        // Robust data weights from the current linearised residual (Charbonnier, in 0..255 units).
+        // Robust data weights from the current residual (Charbonnier, in 0..255 units).
         for k in 0..n {
-            let r = it[k] + ix[k] * du[k] + iy[k] * dv[k];
+            let r = c[k] + ix[k] * u[k] + iy[k] * v[k];
             psi[k] = 0.5 / (r * r + eps2).sqrt();
         }
         for colour in 0..2 {
             for y in 0..h {
                 let start = (y + colour) % 2;
-                for x in (start..w).step_by(2) {
+                let interior_row = y > 0 && y + 1 < h;
+                let mut x = start;
+                while x < w {
                     let k = y * w + x;
-                    let mut cnt = 0.0f32;
-                    let mut nu = 0.0f32;
-                    let mut nv = 0.0f32;
-                    let mut add = |m: usize| {
-                        cnt += 1.0;
-                        nu += u[m] + du[m];
-                        nv += v[m] + dv[m];
-                    };
-                    if x > 0 {
-                        add(k - 1);
+                    if interior_row && x > 0 && x + 1 < w {
+                        let su = u[k - 1] + u[k + 1] + u[k - w] + u[k + w];
+                        let sv = v[k - 1] + v[k + 1] + v[k - w] + v[k + w];
+                        update(u, v, &psi, k, 4.0, su, sv);
+                    } else {
+                        let (mut cnt, mut su, mut sv) = (0.0f32, 0.0f32, 0.0f32);
+                        let mut add = |m: usize| {
+                            cnt += 1.0;
+                            su += u[m];
+                            sv += v[m];
+                        };
+                        if x > 0 {
+                            add(k - 1);
+                        }
+                        if x + 1 < w {
+                            add(k + 1);
+                        }
+                        if y > 0 {
+                            add(k - w);
+                        }
+                        if y + 1 < h {
+                            add(k + w);
+                        }
+                        update(u, v, &psi, k, cnt, su, sv);
                     }
-                    if x + 1 < w {
-                        add(k + 1);
-                    }
-                    if y > 0 {
-                        add(k - w);
-                    }
-                    if y + 1 < h {
-                        add(k + w);
-                    }
-                    let p = psi[k];
-                    let (a, b) = (ix[k], iy[k]);
-                    // Smoothness pulls u + du towards the neighbours' mean.
-                    let su = alpha * (nu - cnt * u[k]);
-                    let sv = alpha * (nv - cnt * v[k]);
-                    let a11 = p * a * a + alpha * cnt;
-                    let a22 = p * b * b + alpha * cnt;
-                    let a12 = p * a * b;
-                    let nu_new = (su - p * a * it[k] - a12 * dv[k]) / a11;
-                    du[k] += omega * (nu_new - du[k]);
-                    let nv_new = (sv - p * b * it[k] - a12 * du[k]) / a22;
-                    dv[k] += omega * (nv_new - dv[k]);
+                    x += 2;
                 }
             }
         }
-    }
-    for k in 0..n {
-        u[k] += du[k];
-        v[k] += dv[k];
     }
 }
 
