@@ -106,8 +106,8 @@ fn crop(image: &RgbImage, x: u32, width: u32) -> RgbImage {
 fn mean_color(image: &RgbImage) -> [f64; 3] {
     let mut sum = [0.0; 3];
     for p in image.pixels() {
-        for c in 0..3 {
-            sum[c] += f64::from(p.0[c]);
+        for (total, &value) in sum.iter_mut().zip(&p.0) {
+            *total += f64::from(value);
         }
     }
     let n = f64::from(image.width() * image.height());

@@ -18,6 +18,7 @@ use crate::imaging;
 use crate::nn::vgg::{Vgg, BUNDLED_VGG};
 use crate::stylize::cache::FeatureCache;
 use crate::stylize::gatys::{GatysConfig, StyleImage, StyleProblem};
+use crate::video::temporal;
 
 const FLICKER: &str = "video network bikes 480 px, 30 frames (flicker)";
 const SPEED: &str = "video network 640x360 bigbuckbunny (decode+flow+blend+encode)";
@@ -109,7 +110,13 @@ pub(super) fn video_rows(device: &Device, options: &BenchOptions) -> Result<Vec<
             let started = Instant::now();
             let out = run(
                 &engine,
-                network_job(&clip, &work.path().join("speed.mp4"), 640, 0.7, 132),
+                network_job(
+                    &clip,
+                    &work.path().join("speed.mp4"),
+                    640,
+                    temporal::DEFAULT_WEIGHT,
+                    132,
+                ),
             )?;
             let seconds = started.elapsed().as_secs_f64();
             let frames = out.stats.video.as_ref().map_or(0, |v| v.frames);
@@ -139,7 +146,10 @@ pub(super) fn video_rows(device: &Device, options: &BenchOptions) -> Result<Vec<
 fn flicker_row(engine: &Engine, bikes: &Path, work: &Path, device: &Device) -> Result<BenchRow> {
     let (plain_dir, smooth_dir) = (work.join("per-frame"), work.join("smooth"));
     let started = Instant::now();
-    let smooth = run(engine, network_job(bikes, &smooth_dir, 480, 0.7, 30))?;
+    let smooth = run(
+        engine,
+        network_job(bikes, &smooth_dir, 480, temporal::DEFAULT_WEIGHT, 30),
+    )?;
     let ms = started.elapsed().as_secs_f64() * 1000.0 / 30.0;
     run(engine, network_job(bikes, &plain_dir, 480, 0.0, 30))?;
     let report = smooth

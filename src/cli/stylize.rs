@@ -744,13 +744,13 @@ fn run_items(
         // Keep the queue fed; a photo that cannot be read fails here, alone.
         while in_flight.len() < QUEUED_AHEAD && next_item < items.len() {
             let item = &items[next_item];
-            let loaded = load_image(&args, &item.input)
+            let loaded = load_image(args, &item.input)
                 .map_err(|e| e.to_string())
                 .and_then(|(photo, warning)| {
                     if let Some(warning) = warning {
                         say(format!("warning: {warning}"));
                     }
-                    check_network_size(&args, photo.dimensions())?;
+                    check_network_size(args, photo.dimensions())?;
                     Ok(photo)
                 });
             match loaded {

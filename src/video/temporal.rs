@@ -24,8 +24,11 @@ pub const DEFAULT_WEIGHT: f32 = 0.8;
 /// unreliable ones get a lower weight, so occlusion borders fade instead of showing a seam).
 pub const DEFAULT_FEATHER: usize = 3;
 
-/// A frame with fewer reliable pixels than this fraction is a scene cut.
-pub const SCENE_CUT_RELIABLE: f32 = 0.5;
+/// A frame with fewer reliable pixels than this fraction is a scene cut. Measured on all 250
+/// frames of bikes.mp4 at 480 px: its five cuts (frames 31, 77, 138, 188, 243; ffmpeg's scene
+/// score agrees) leave 0.00–0.07 of the pixels reliable, while fast motion with blur (a bus
+/// passing close, a panning shot) goes down to 0.32. 0.5 would have reset 15 of those frames.
+pub const SCENE_CUT_RELIABLE: f32 = 0.2;
 
 /// `image` warped along `flow`: output pixel p is `image` sampled at p + flow(p), bilinear,
 /// clamped to the nearest edge outside. The output has the flow's size (`image` is sampled in
@@ -304,8 +307,8 @@ fn check_sizes(a: &RgbImage, b: &RgbImage, flow: &Flow, reliable: &[bool]) -> Re
     Ok(())
 }
 
-/// Whether a reliability mask says the frame is a new shot: fewer than half its pixels have a
-/// consistent flow ([`SCENE_CUT_RELIABLE`]). Then blending would paste an unrelated picture in,
+/// Whether a reliability mask says the frame is a new shot: fewer than a fifth of its pixels
+/// have a consistent flow ([`SCENE_CUT_RELIABLE`]). Then blending would paste an unrelated picture in,
 /// so the output restarts from the fresh frame. An empty mask counts as a cut.
 pub fn is_scene_cut(reliable: &[bool]) -> bool {
     reliable_fraction(reliable) < SCENE_CUT_RELIABLE
@@ -449,7 +452,7 @@ impl Blender {
 }
 
 /// Radius of the windows in which [`restore_contrast`] matches local contrast.
-const CONTRAST_RADIUS: usize = 4;
+const CONTRAST_RADIUS: usize = 2;
 
 /// The most [`restore_contrast`] amplifies detail (a guard where the windows' statistics are
 /// noisy; independent textures blended at 0.7 lose a factor 0.76).
