@@ -424,10 +424,7 @@ fn comparable_path(path: &Path) -> PathBuf {
     if let Ok(p) = path.canonicalize() {
         return p;
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = parent_folder(path);
     match (parent.canonicalize(), path.file_name()) {
         (Ok(dir), Some(name)) => dir.join(name),
         _ => path.to_path_buf(),
@@ -452,16 +449,21 @@ pub fn save_atomic(image: &RgbImage, path: &Path, format: OutputFormat) -> Resul
     write_bytes_atomic(path, encoded.get_ref())
 }
 
+/// The folder `path` is in (`.` for a bare file name), where its temporary files go.
+pub fn parent_folder(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let write_error = |reason: String| Error::Write {
         path: path.to_path_buf(),
         reason,
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_folder(path);
     if !dir.is_dir() {
         return Err(write_error(format!(
             "folder {} does not exist",

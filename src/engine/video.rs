@@ -369,10 +369,7 @@ impl WorkFolder {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "video".into());
-        let parent = match output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let parent = imaging::parent_folder(output);
         let dir = parent.join(format!(".{name}.atelier-frames"));
         let same_job = std::fs::read_to_string(dir.join(FINGERPRINT_FILE))
             .map(|f| f == fingerprint)

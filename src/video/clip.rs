@@ -446,10 +446,7 @@ impl FfmpegSink {
                  name for PNG frames)"
             )));
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = imaging::parent_folder(path);
         if !dir.is_dir() {
             return Err(write_error(format!(
                 "folder {} does not exist",
@@ -591,10 +588,7 @@ impl FolderSink {
                 "the folder exists and is not empty: give a new folder for the frames".into(),
             ));
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = imaging::parent_folder(path);
         let temp = tempfile::Builder::new()
             .prefix(".atelier-frames-")
             .tempdir_in(&dir)
