@@ -103,6 +103,107 @@ fn a_folder_of_frames_becomes_a_folder_of_stylised_frames_with_less_flicker() {
 }
 
 #[test]
+fn each_frame_is_written_in_order_as_the_method_painted_it() {
+    // Frame t is blended and written while frame t+1 is painted: with no temporal blend every
+    // output frame must be exactly that frame stylised as a photo, in its own place.
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("in");
+    moving_frames(&frames, 5, 64, 48);
+    let out = dir.path().join("out");
+    let output = atelier()
+        .args([
+            "video",
+            "-q",
+            "--style",
+            "styles/starry-night",
+            "--temporal",
+            "0",
+        ])
+        .arg("-o")
+        .arg(&out)
+        .arg(&frames)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for (t, name) in [(0, "00001.png"), (2, "00003.png"), (4, "00005.png")] {
+        let still = dir.path().join(format!("still{t}.png"));
+        let status = atelier()
+            .args([
+                "stylize",
+                "-q",
+                "--method",
+                "network",
+                "--style",
+                "styles/starry-night",
+            ])
+            .arg(frames.join(format!("f{t:03}.png")))
+            .arg("-o")
+            .arg(&still)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (frame, still) = (
+            image::open(out.join(name)).unwrap().to_rgb8(),
+            image::open(&still).unwrap().to_rgb8(),
+        );
+        assert!(frame == still, "frame {name} is not frame {t} stylised");
+    }
+}
+
+#[test]
+fn frames_are_read_at_the_size_they_are_painted_and_the_stages_are_timed() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("in");
+    moving_frames(&frames, 3, 96, 64);
+    let mut sources = vec![frames];
+    if has_ffmpeg() {
+        let clip = dir.path().join("clip.mp4");
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=96x64:rate=10",
+            "-frames:v",
+            "3",
+            "-pix_fmt",
+            "yuv420p",
+            clip.to_str().unwrap(),
+        ]);
+        sources.push(clip);
+    }
+    for (k, source) in sources.iter().enumerate() {
+        let out = dir.path().join(format!("out{k}"));
+        let output = atelier()
+            .args(["video", "--style", "styles/starry-night", "--size", "48"])
+            .args(["--report", "-o"])
+            .arg(&out)
+            .arg(source)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let first = image::open(out.join("00001.png")).unwrap();
+        assert_eq!((first.width(), first.height()), (48, 32), "{source:?}");
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3);
+        let stages = stdout
+            .lines()
+            .find(|l| l.starts_with("time per frame:"))
+            .unwrap_or_else(|| panic!("no stage times: {stdout}"));
+        for stage in ["decode", "stylise", "flow", "blend", "write"] {
+            assert!(stages.contains(stage), "{stages}");
+        }
+    }
+}
+
+#[test]
 fn a_video_keeps_its_frame_count_rate_and_audio() {
     if !has_ffmpeg() {
         return;

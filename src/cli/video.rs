@@ -217,4 +217,15 @@ fn print_report(report: &VideoReport, method: &str) {
         report.scene_cuts,
         if report.audio { "copied" } else { "none" }
     );
+    let stages = &report.stages;
+    let per_frame = |seconds: f64| 1000.0 * seconds / report.frames.max(1) as f64;
+    println!(
+        "time per frame: decode {:.0} ms, stylise {:.0} ms, flow {:.0} ms (beside the \
+         stylisation for one-pass methods), blend {:.0} ms, write {:.0} ms",
+        per_frame(stages.decode),
+        per_frame(stages.stylize),
+        per_frame(stages.flow),
+        per_frame(stages.blend),
+        per_frame(stages.encode)
+    );
 }

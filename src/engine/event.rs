@@ -134,6 +134,23 @@ pub struct VideoReport {
     /// The input's audio was copied.
     pub audio: bool,
     pub temporal_weight: f32,
+    /// Where the wall time went, summed over the frames.
+    pub stages: VideoStages,
+}
+
+/// Seconds of a video job spent in each stage, summed over its frames.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct VideoStages {
+    /// Reading the next frame (waiting for ffmpeg or the image decoder) and scaling it.
+    pub decode: f64,
+    /// The method's pass (or optimisation) on the frame.
+    pub stylize: f64,
+    /// Optical flow between input frames, both ways, and its reliability.
+    pub flow: f64,
+    /// Warping the previous result, the blend and the report's warping errors.
+    pub blend: f64,
+    /// Writing the frame (the pipe to ffmpeg, or a PNG) and the work folder.
+    pub encode: f64,
 }
 
 /// A finished training job.

@@ -32,7 +32,9 @@ use std::thread::JoinHandle;
 use candle_core::Device;
 use crossbeam_channel::{Receiver, Sender};
 
-pub use event::{Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle, VideoReport};
+pub use event::{
+    Event, EventBody, JobOutput, JobStats, PreviewFrame, TrainedStyle, VideoReport, VideoStages,
+};
 pub use failure::{EngineError, Failure};
 pub use job::{
     ArbitraryStyle, FeatureTransform, Job, JobId, JobKind, Method, NetworkStyle, VideoJob,

@@ -531,7 +531,18 @@ impl Worker {
                     seconds: started.elapsed().as_secs_f64(),
                     losses: None,
                     initial_style_loss: None,
-                    tiling: None,
+                    // Each level sums the whole photo's feature statistics over the tiles
+                    // before it transforms any of them, so the statistics are exact.
+                    tiling: tile_core.filter(|_| weights.is_none()).map(|core| {
+                        network::TileReport {
+                            core,
+                            tiles: (content.width().div_ceil(core)
+                                * content.height().div_ceil(core))
+                                as usize,
+                            sample_tiles: 0,
+                            sampled: 1.0,
+                        }
+                    }),
                     notes: job
                         .regions
                         .as_ref()

@@ -59,7 +59,7 @@ impl TileReport {
     /// "12 tiles of 1212 px; norm statistics from 38 % of the photo".
     pub fn describe(&self) -> String {
         let stats = if self.sampled >= 1.0 {
-            "exact whole-photo norm statistics".to_string()
+            "exact whole-photo statistics".to_string()
         } else {
             format!(
                 "norm statistics from {:.0} % of the photo",

@@ -217,7 +217,7 @@ pub fn describe(path: &Path) -> Result<ClipInfo> {
 /// Where frames come from, one at a time, in order.
 pub trait FrameSource: Send {
     fn info(&self) -> &ClipInfo;
-    /// The next frame at the clip's size, `None` after the last.
+    /// The next frame (at the size the source was opened for), `None` after the last.
     fn next_frame(&mut self) -> Result<Option<RgbImage>>;
 }
 
@@ -229,18 +229,33 @@ pub trait FrameSink: Send {
     fn finish(self: Box<Self>) -> Result<()>;
 }
 
-/// Opens `path` (a video file, or a folder of images) to read its frames.
+/// Opens `path` (a video file, or a folder of images) to read its frames at their own size.
 pub fn open(path: &Path) -> Result<Box<dyn FrameSource>> {
+    open_scaled(path, &|width, height| (width, height))
+}
+
+/// Opens `path` to read its frames at `size(width, height)` (the clip's size in, the frames'
+/// out). ffmpeg scales while it decodes, in its own process, so the scaling overlaps the
+/// stylisation (a 1280x720 → 640x360 Catmull-Rom resize here cost about 9 % of a network
+/// video's time); a folder's images are scaled as they are read.
+pub fn open_scaled(
+    path: &Path,
+    size: &dyn Fn(u32, u32) -> (u32, u32),
+) -> Result<Box<dyn FrameSource>> {
     if is_frame_folder(path) {
-        Ok(Box::new(FolderSource::open(path)?))
+        let mut source = FolderSource::open(path)?;
+        source.frame_size = size(source.info.width, source.info.height);
+        Ok(Box::new(source))
     } else {
-        Ok(Box::new(FfmpegSource::open(path)?))
+        Ok(Box::new(FfmpegSource::open(path, size)?))
     }
 }
 
 /// Frames decoded by ffmpeg into raw RGB over a pipe.
 pub struct FfmpegSource {
     info: ClipInfo,
+    /// The size ffmpeg scales each frame to.
+    frame_size: (u32, u32),
     child: Child,
     stdout: ChildStdout,
     path: PathBuf,
@@ -248,13 +263,23 @@ pub struct FfmpegSource {
 }
 
 impl FfmpegSource {
-    pub fn open(path: &Path) -> Result<Self> {
+    pub fn open(path: &Path, size: &dyn Fn(u32, u32) -> (u32, u32)) -> Result<Self> {
         let info = probe(path)?;
-        let mut child = tool("ffmpeg")
+        let frame_size = size(info.width, info.height);
+        let mut command = tool("ffmpeg");
+        command
             .args(["-v", "error", "-nostdin", "-i"])
             .arg(path)
             // Every decoded frame once, in order, whatever the timestamps say.
-            .args(["-map", "0:v:0", "-fps_mode", "passthrough"])
+            .args(["-map", "0:v:0", "-fps_mode", "passthrough"]);
+        if frame_size != (info.width, info.height) {
+            // Bicubic, as close as ffmpeg's scalers get to the Catmull-Rom used for photos.
+            command.args([
+                "-vf",
+                &format!("scale={}:{}:flags=bicubic", frame_size.0, frame_size.1),
+            ]);
+        }
+        let mut child = command
             .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -266,6 +291,7 @@ impl FfmpegSource {
             .ok_or_else(|| Error::invalid("ffmpeg gave no output pipe"))?;
         Ok(Self {
             info,
+            frame_size,
             child,
             stdout,
             path: path.to_path_buf(),
@@ -280,7 +306,7 @@ impl FrameSource for FfmpegSource {
     }
 
     fn next_frame(&mut self) -> Result<Option<RgbImage>> {
-        let (w, h) = (self.info.width, self.info.height);
+        let (w, h) = self.frame_size;
         let mut bytes = vec![0u8; w as usize * h as usize * 3];
         let mut filled = 0;
         while filled < bytes.len() {
@@ -326,6 +352,8 @@ impl Drop for FfmpegSource {
 /// A folder of images, in name order; all must have the first one's size.
 pub struct FolderSource {
     info: ClipInfo,
+    /// The size each frame is scaled to (its own size: as it is).
+    frame_size: (u32, u32),
     frames: std::vec::IntoIter<PathBuf>,
     /// The first frame, decoded while opening (for its size).
     first: Option<RgbImage>,
@@ -352,6 +380,7 @@ impl FolderSource {
         let mut frames = frames.into_iter();
         frames.next();
         Ok(Self {
+            frame_size: (info.width, info.height),
             info,
             frames,
             first: Some(first),
@@ -365,8 +394,9 @@ impl FrameSource for FolderSource {
     }
 
     fn next_frame(&mut self) -> Result<Option<RgbImage>> {
+        let (w, h) = self.frame_size;
         if let Some(first) = self.first.take() {
-            return Ok(Some(first));
+            return Ok(Some(imaging::resize_exact(&first, w, h)));
         }
         let Some(path) = self.frames.next() else {
             return Ok(None);
@@ -384,7 +414,7 @@ impl FrameSource for FolderSource {
                 ),
             ));
         }
-        Ok(Some(frame))
+        Ok(Some(imaging::resize_exact(&frame, w, h)))
     }
 }
 

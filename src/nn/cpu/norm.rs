@@ -7,16 +7,30 @@ use rayon::prelude::*;
 /// Mean and 1/sqrt(var + eps) of one plane; sums in f64 so large planes keep their precision.
 fn stats(plane: &[f32], eps: f64) -> (f32, f32) {
     let n = plane.len().max(1) as f64;
-    let mean = plane.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = plane
-        .iter()
-        .map(|&v| {
-            let d = v as f64 - mean;
-            d * d
-        })
-        .sum::<f64>()
-        / n;
+    let mean = lane_sum(plane, |v| v) / n;
+    let var = lane_sum(plane, |v| {
+        let d = v - mean;
+        d * d
+    }) / n;
     (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+/// Σ f(v) over `values` in f64, in eight independent running sums so the compiler vectorises
+/// it: one running sum is bound by the adder's latency, and the norms' statistics took 8 % of
+/// a 640x360 frame of the width-8 network that way.
+#[inline]
+fn lane_sum(values: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    const LANES: usize = 8;
+    let mut sums = [0.0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (sum, &v) in sums.iter_mut().zip(chunk) {
+            *sum += f(f64::from(v));
+        }
+    }
+    let tail: f64 = rest.iter().map(|&v| f(f64::from(v))).sum();
+    sums.iter().sum::<f64>() + tail
 }
 
 /// `y = act((x − mean)·rstd·γ + β)` for `channels`-channel samples of `plane` pixels each.
