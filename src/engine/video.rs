@@ -389,8 +389,18 @@ struct Flows {
 
 impl Flows {
     fn between(previous: &RgbImage, current: &RgbImage) -> Result<Self> {
-        let backward = flow::dense_flow(current, previous)?;
-        let forward = flow::dense_flow(previous, current)?;
+        // Each frame's pyramid once for both directions, and the two flows side by side.
+        let params = flow::FlowParams::default();
+        let (before, now) = rayon::join(
+            || flow::Pyramid::new(previous, &params),
+            || flow::Pyramid::new(current, &params),
+        );
+        let (before, now) = (before?, now?);
+        let (backward, forward) = rayon::join(
+            || flow::flow_between(&now, &before, &params),
+            || flow::flow_between(&before, &now, &params),
+        );
+        let (backward, forward) = (backward?, forward?);
         let reliable = flow::reliable(&forward, &backward);
         Ok(Self { backward, reliable })
     }
