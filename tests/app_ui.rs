@@ -1194,6 +1194,25 @@ fn video_opens_scrubs_renders_and_cancels() {
     );
     assert_eq!(png_count(&out), 4);
 
+    // The bar's options: only the first 2 frames, each painted alone (smoothing 0).
+    harness
+        .get_by_role_and_label(Role::Slider, "Smoothing")
+        .set_value_accesskit(0.0);
+    harness
+        .get_by_role_and_label(Role::SpinButton, "Render")
+        .set_value_accesskit(2.0);
+    harness.step();
+    let first_two = dir.path().join("first-two");
+    harness.state_mut().render_video_to(first_two.clone());
+    harness.step();
+    step_until(
+        &mut harness,
+        Duration::from_secs(120),
+        "two frames",
+        |app| !app.video_rendering(),
+    );
+    assert_eq!(png_count(&first_two), 2, "{:?}", harness.state().messages());
+
     // Cancelled right after the start: nothing is written.
     let cancelled = dir.path().join("cancelled");
     harness.state_mut().render_video_to(cancelled.clone());
@@ -1213,7 +1232,7 @@ fn video_opens_scrubs_renders_and_cancels() {
         "{:?}",
         harness.state().messages()
     );
-    assert_eq!(harness.state().videos_written().len(), 1);
+    assert_eq!(harness.state().videos_written().len(), 2);
 
     // Close: back to photo mode, the frame stays.
     harness.get_by_label("Close video").click();

@@ -674,7 +674,7 @@ impl AtelierApp {
                 self.new_style
                     .set_photos(&mut self.persisted.new_style, first);
             }
-            DialogPurpose::OpenVideo => self.open_video(first),
+            DialogPurpose::OpenVideo | DialogPurpose::OpenFrameFolder => self.open_video(first),
             DialogPurpose::RenderVideo => self.render_video_to(first),
         }
     }

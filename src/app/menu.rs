@@ -27,6 +27,9 @@ impl AtelierApp {
                 if item(ui, "Open video…", None) {
                     actions.push(AppAction::Dialog(DialogPurpose::OpenVideo));
                 }
+                if item(ui, "Open frame folder…", None) {
+                    actions.push(AppAction::Dialog(DialogPurpose::OpenFrameFolder));
+                }
                 if item(ui, "Add styles…", None) {
                     actions.push(AppAction::Dialog(DialogPurpose::AddStyles));
                 }

@@ -297,8 +297,13 @@ impl AtelierApp {
         };
         // A missing VGG is explained in the controls panel (and when a job needs it).
         app.reload_gallery();
-        if let Some(photo) = app.options.photo.clone() {
-            app.open_photo(photo);
+        // `atelier clip.mp4` (or a folder of frames) opens in video mode, like a dropped clip.
+        if let Some(path) = app.options.photo.clone() {
+            if video::is_video_file(&path) || path.is_dir() {
+                app.open_video(path);
+            } else {
+                app.open_photo(path);
+            }
         }
         Ok(app)
     }

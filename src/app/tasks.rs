@@ -48,6 +48,8 @@ pub enum DialogPurpose {
     TrainingPhotos,
     /// A video file to stylise frame by frame.
     OpenVideo,
+    /// A folder of frames (images in name order) to stylise as a clip.
+    OpenFrameFolder,
     /// Where the stylised video goes.
     RenderVideo,
 }
@@ -401,6 +403,11 @@ pub fn run_dialog(
             .set_title("Open a video")
             .add_filter("Videos", &any_case(&super::video::VIDEO_EXTENSIONS))
             .pick_file()
+            .into_iter()
+            .collect(),
+        DialogPurpose::OpenFrameFolder => dialog
+            .set_title("Open a folder of frames (images in name order)")
+            .pick_folder()
             .into_iter()
             .collect(),
         DialogPurpose::RenderVideo => {

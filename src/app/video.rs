@@ -47,6 +47,11 @@ pub struct VideoState {
     render: Option<VideoRender>,
     /// A render asked for while the style images still load (retried every frame).
     render_waiting: Option<PathBuf>,
+    /// How much of the previous result each rendered frame carries where the flow is reliable
+    /// (0: every frame alone).
+    pub smoothing: f32,
+    /// Render only the first this many frames (0: all).
+    pub first_frames: u64,
 }
 
 /// A render of the clip in the engine's render lane.
@@ -222,6 +227,7 @@ impl AtelierApp {
             return;
         }
         let input = video.path.clone();
+        let (smoothing, first_frames) = (video.smoothing, video.first_frames);
         // The Save job's method, strength and regions, for every frame.
         let job = match self.build_job(JobPurpose::Save) {
             Ok((job, _)) => job,
@@ -247,9 +253,9 @@ impl AtelierApp {
             method: job.method,
             strength: job.strength,
             regions: job.regions,
-            temporal: None,
+            temporal: Some(smoothing),
             resumable,
-            max_frames: None,
+            max_frames: (first_frames > 0).then_some(first_frames as usize),
         });
         match submitted {
             Ok(id) => {
@@ -265,7 +271,11 @@ impl AtelierApp {
                         id,
                         output,
                         done: 0,
-                        total: video.info.frames.unwrap_or(0) as usize,
+                        total: match (video.info.frames.unwrap_or(0), first_frames) {
+                            (all, 0) => all,
+                            (0, first) => first,
+                            (all, first) => all.min(first),
+                        } as usize,
                         elapsed: Duration::ZERO,
                         preview_waiting: false,
                     });
@@ -326,6 +336,8 @@ impl AtelierApp {
             loading: None,
             render: None,
             render_waiting: None,
+            smoothing: crate::engine::DEFAULT_TEMPORAL_WEIGHT,
+            first_frames: 0,
         });
         self.install_photo(ctx, first, false);
     }
@@ -490,6 +502,42 @@ impl AtelierApp {
             if video.loading.is_some() {
                 ui.spinner();
             }
+            ui.separator();
+            ui.add_enabled(
+                !rendering,
+                egui::Slider::new(&mut video.smoothing, 0.0..=0.95)
+                    .fixed_decimals(2)
+                    .text("Smoothing"),
+            )
+            .on_hover_text(
+                "How much of the previous frame each frame carries along the motion: more \
+                 flickers less; 0 paints every frame alone",
+            );
+            let most = video.frames().unwrap_or(u64::MAX);
+            let label = ui.label("Render");
+            ui.add_enabled(
+                !rendering,
+                egui::DragValue::new(&mut video.first_frames)
+                    .range(0..=most)
+                    .custom_formatter(|n, _| {
+                        if n < 1.0 {
+                            "all".into()
+                        } else {
+                            format!("first {n}")
+                        }
+                    })
+                    .custom_parser(|text| {
+                        let text = text.trim().trim_start_matches("first").trim();
+                        if text == "all" {
+                            Some(0.0)
+                        } else {
+                            text.parse().ok()
+                        }
+                    }),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("Frames to render: all, or only the first N (a quick look)");
+            ui.label("frames");
             ui.separator();
             if rendering {
                 if ui

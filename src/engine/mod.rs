@@ -66,6 +66,7 @@ pub use crate::train::{
 pub use crate::video::clip::{
     describe as describe_clip, frame_at as clip_frame_at, probe as probe_clip, ClipInfo,
 };
+pub use crate::video::temporal::DEFAULT_WEIGHT as DEFAULT_TEMPORAL_WEIGHT;
 
 enum Command {
     Stylize {
