@@ -369,6 +369,21 @@ fn bad_clips_are_refused_and_nothing_is_written() {
     moving_frames(&photo_dir, 2, 32, 24);
     let said = run(&photo_dir, &dir.path().join("out.avi"));
     assert!(said.contains(".mp4"), "{said}");
+    // A resumable optimisation video whose output folder is taken: refused at its first write,
+    // and its work folder (no finished frame in it) goes too.
+    let taken = dir.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    std::fs::write(taken.join("keep.txt"), "mine").unwrap();
+    let output = atelier()
+        .args(["video", "-q", "--method", "optimize", "--style"])
+        .arg(photo_dir.join("f000.png"))
+        .args(["--size", "24", "--steps", "2", "-o"])
+        .arg(&taken)
+        .arg(&photo_dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert_eq!(std::fs::read_dir(&taken).unwrap().count(), 1);
     let leftovers: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())

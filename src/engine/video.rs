@@ -566,3 +566,20 @@ impl WorkFolder {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl Drop for WorkFolder {
+    /// A work folder without a finished frame is of no use to a rerun: a job that failed before
+    /// its first frame (an output that cannot be written, say) leaves nothing behind.
+    fn drop(&mut self) {
+        let has_frames = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.path().extension().is_some_and(|x| x == "png"))
+            })
+            .unwrap_or(false);
+        if !has_frames {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
