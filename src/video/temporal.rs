@@ -44,20 +44,8 @@ pub fn warp(image: &RgbImage, flow: &Flow) -> RgbImage {
         out.par_chunks_mut(w * 3).enumerate().for_each(|(y, row)| {
             for x in 0..w {
                 let k = y * w + x;
-                let (x0, x1, fx) = tap(x as f32 + flow.dx[k], x, sw);
-                let (y0, y1, fy) = tap(y as f32 + flow.dy[k], y, sh);
-                let (a, b, c, d) = (
-                    (y0 * sw + x0) * 3,
-                    (y0 * sw + x1) * 3,
-                    (y1 * sw + x0) * 3,
-                    (y1 * sw + x1) * 3,
-                );
-                for ch in 0..3 {
-                    let top = src[a + ch] as f32 + (src[b + ch] as f32 - src[a + ch] as f32) * fx;
-                    let bottom =
-                        src[c + ch] as f32 + (src[d + ch] as f32 - src[c + ch] as f32) * fx;
-                    row[3 * x + ch] = to_u8(top + (bottom - top) * fy);
-                }
+                let pixel = sample_bilinear(src, (sw, sh), x, y, flow.dx[k], flow.dy[k]);
+                row[3 * x..3 * x + 3].copy_from_slice(&pixel);
             }
         });
     }
@@ -76,6 +64,32 @@ fn tap(s: f32, own: usize, len: usize) -> (usize, usize, f32) {
     };
     let i0 = s as usize;
     ((i0), (i0 + 1).min(len - 1), s - i0 as f32)
+}
+
+/// The RGB pixel of `src` (`size` pixels) at (x + dx, y + dy), bilinear, clamped to the nearest
+/// edge outside: [`warp`]'s sampling, shared with the warping error.
+#[inline]
+fn sample_bilinear(
+    src: &[u8],
+    (sw, sh): (usize, usize),
+    x: usize,
+    y: usize,
+    dx: f32,
+    dy: f32,
+) -> [u8; 3] {
+    let (x0, x1, fx) = tap(x as f32 + dx, x, sw);
+    let (y0, y1, fy) = tap(y as f32 + dy, y, sh);
+    let (a, b, c, d) = (
+        (y0 * sw + x0) * 3,
+        (y0 * sw + x1) * 3,
+        (y1 * sw + x0) * 3,
+        (y1 * sw + x1) * 3,
+    );
+    std::array::from_fn(|ch| {
+        let top = src[a + ch] as f32 + (src[b + ch] as f32 - src[a + ch] as f32) * fx;
+        let bottom = src[c + ch] as f32 + (src[d + ch] as f32 - src[c + ch] as f32) * fx;
+        to_u8(top + (bottom - top) * fy)
+    })
 }
 
 /// Rounds to the nearest byte, saturating (NaN → 0); no libm `roundf` call.
@@ -281,20 +295,9 @@ pub fn warping_error_sum(
                 if !reliable[k] {
                     continue;
                 }
-                let (x0, x1, fx) = tap(x as f32 + flow.dx[k], x, w);
-                let (y0, y1, fy) = tap(y as f32 + flow.dy[k], y, h);
-                let (a, b, c, d) = (
-                    (y0 * w + x0) * 3,
-                    (y0 * w + x1) * 3,
-                    (y1 * w + x0) * 3,
-                    (y1 * w + x1) * 3,
-                );
-                for ch in 0..3 {
-                    let top = src[a + ch] as f32 + (src[b + ch] as f32 - src[a + ch] as f32) * fx;
-                    let bottom =
-                        src[c + ch] as f32 + (src[d + ch] as f32 - src[c + ch] as f32) * fx;
-                    let warped = to_u8(top + (bottom - top) * fy);
-                    sum += u64::from(cur[3 * k + ch].abs_diff(warped));
+                let warped = sample_bilinear(src, (w, h), x, y, flow.dx[k], flow.dy[k]);
+                for (ch, &value) in warped.iter().enumerate() {
+                    sum += u64::from(cur[3 * k + ch].abs_diff(value));
                 }
                 count += 3;
             }
