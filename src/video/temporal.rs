@@ -36,6 +36,16 @@ pub const SCENE_CUT_RELIABLE: f32 = 0.2;
 /// clamped to the nearest edge outside. The output has the flow's size (`image` is sampled in
 /// its own pixel coordinates; it is normally the same size).
 pub fn warp(image: &RgbImage, flow: &Flow) -> RgbImage {
+    warp_with(image, flow, sample_bilinear)
+}
+
+/// `image` warped along `flow`, each output pixel p given by `sample(source, its size, p's x,
+/// p's y, flow dx, flow dy)`; zeros for an empty image or an inconsistent flow.
+fn warp_with(
+    image: &RgbImage,
+    flow: &Flow,
+    sample: impl Fn(&[u8], (usize, usize), usize, usize, f32, f32) -> [u8; 3] + Sync,
+) -> RgbImage {
     let (w, h) = (flow.width as usize, flow.height as usize);
     let (sw, sh) = (image.width() as usize, image.height() as usize);
     let mut out = vec![0u8; w * h * 3];
@@ -44,7 +54,7 @@ pub fn warp(image: &RgbImage, flow: &Flow) -> RgbImage {
         out.par_chunks_mut(w * 3).enumerate().for_each(|(y, row)| {
             for x in 0..w {
                 let k = y * w + x;
-                let pixel = sample_bilinear(src, (sw, sh), x, y, flow.dx[k], flow.dy[k]);
+                let pixel = sample(src, (sw, sh), x, y, flow.dx[k], flow.dy[k]);
                 row[3 * x..3 * x + 3].copy_from_slice(&pixel);
             }
         });
@@ -171,73 +181,69 @@ pub enum Interpolation {
 /// edges clamped, result clamped to 0..255): sharper, so a history carried over many frames
 /// does not blur.
 pub fn warp_cubic(image: &RgbImage, flow: &Flow) -> RgbImage {
-    let (w, h) = (flow.width as usize, flow.height as usize);
-    let (sw, sh) = (image.width() as usize, image.height() as usize);
-    let mut out = vec![0u8; w * h * 3];
-    let src = image.as_raw();
-    if sw > 0 && sh > 0 && flow.is_consistent() {
-        out.par_chunks_mut(w * 3).enumerate().for_each(|(y, row)| {
-            for x in 0..w {
-                let k = y * w + x;
-                let (sx, sy) = (x as f32 + flow.dx[k], y as f32 + flow.dy[k]);
-                let sx = if sx.is_finite() {
-                    sx.clamp(0.0, (sw - 1) as f32)
-                } else {
-                    0.0
-                };
-                let sy = if sy.is_finite() {
-                    sy.clamp(0.0, (sh - 1) as f32)
-                } else {
-                    0.0
-                };
-                let (x0, y0) = (flow::fast_floor(sx), flow::fast_floor(sy));
-                let wx = catmull_rom(sx - x0);
-                let wy = catmull_rom(sy - y0);
-                let (x0, y0) = (x0 as isize, y0 as isize);
-                let mut acc = [0.0f32; 3];
-                if x0 >= 1 && y0 >= 1 && x0 + 2 < sw as isize && y0 + 2 < sh as isize {
-                    // Interior: four contiguous pixels per source row, no clamping.
-                    let (x0, y0) = (x0 as usize - 1, y0 as usize - 1);
-                    for (j, &wyj) in wy.iter().enumerate() {
-                        let taps = &src[((y0 + j) * sw + x0) * 3..][..12];
-                        let mut line = [0.0f32; 3];
-                        for (i, &wxi) in wx.iter().enumerate() {
-                            line[0] += wxi * taps[3 * i] as f32;
-                            line[1] += wxi * taps[3 * i + 1] as f32;
-                            line[2] += wxi * taps[3 * i + 2] as f32;
-                        }
-                        for ch in 0..3 {
-                            acc[ch] += wyj * line[ch];
-                        }
-                    }
-                    for ch in 0..3 {
-                        row[3 * x + ch] = to_u8(acc[ch]);
-                    }
-                    continue;
-                }
-                let cols: [usize; 4] = std::array::from_fn(|i| {
-                    (x0 + i as isize - 1).clamp(0, sw as isize - 1) as usize
-                });
-                for (j, &wyj) in wy.iter().enumerate() {
-                    let r = (y0 + j as isize - 1).clamp(0, sh as isize - 1) as usize * sw;
-                    let mut line = [0.0f32; 3];
-                    for (i, &wxi) in wx.iter().enumerate() {
-                        let p = (r + cols[i]) * 3;
-                        line[0] += wxi * src[p] as f32;
-                        line[1] += wxi * src[p + 1] as f32;
-                        line[2] += wxi * src[p + 2] as f32;
-                    }
-                    for ch in 0..3 {
-                        acc[ch] += wyj * line[ch];
-                    }
-                }
-                for ch in 0..3 {
-                    row[3 * x + ch] = to_u8(acc[ch]);
-                }
+    warp_with(image, flow, sample_cubic)
+}
+
+/// The RGB pixel of `src` (`size` pixels) at (x + dx, y + dy), Catmull-Rom bicubic with the
+/// taps clamped to the image.
+#[inline]
+fn sample_cubic(
+    src: &[u8],
+    (sw, sh): (usize, usize),
+    x: usize,
+    y: usize,
+    dx: f32,
+    dy: f32,
+) -> [u8; 3] {
+    let (sx, sy) = (x as f32 + dx, y as f32 + dy);
+    let sx = if sx.is_finite() {
+        sx.clamp(0.0, (sw - 1) as f32)
+    } else {
+        0.0
+    };
+    let sy = if sy.is_finite() {
+        sy.clamp(0.0, (sh - 1) as f32)
+    } else {
+        0.0
+    };
+    let (x0, y0) = (flow::fast_floor(sx), flow::fast_floor(sy));
+    let wx = catmull_rom(sx - x0);
+    let wy = catmull_rom(sy - y0);
+    let (x0, y0) = (x0 as isize, y0 as isize);
+    let mut acc = [0.0f32; 3];
+    if x0 >= 1 && y0 >= 1 && x0 + 2 < sw as isize && y0 + 2 < sh as isize {
+        // Interior: four contiguous pixels per source row, no clamping.
+        let (x0, y0) = (x0 as usize - 1, y0 as usize - 1);
+        for (j, &wyj) in wy.iter().enumerate() {
+            let taps = &src[((y0 + j) * sw + x0) * 3..][..12];
+            let mut line = [0.0f32; 3];
+            for (i, &wxi) in wx.iter().enumerate() {
+                line[0] += wxi * taps[3 * i] as f32;
+                line[1] += wxi * taps[3 * i + 1] as f32;
+                line[2] += wxi * taps[3 * i + 2] as f32;
             }
-        });
+            for ch in 0..3 {
+                acc[ch] += wyj * line[ch];
+            }
+        }
+        return acc.map(to_u8);
     }
-    RgbImage::from_raw(w as u32, h as u32, out).unwrap_or_else(|| RgbImage::new(w as u32, h as u32))
+    let cols: [usize; 4] =
+        std::array::from_fn(|i| (x0 + i as isize - 1).clamp(0, sw as isize - 1) as usize);
+    for (j, &wyj) in wy.iter().enumerate() {
+        let r = (y0 + j as isize - 1).clamp(0, sh as isize - 1) as usize * sw;
+        let mut line = [0.0f32; 3];
+        for (i, &wxi) in wx.iter().enumerate() {
+            let p = (r + cols[i]) * 3;
+            line[0] += wxi * src[p] as f32;
+            line[1] += wxi * src[p + 1] as f32;
+            line[2] += wxi * src[p + 2] as f32;
+        }
+        for ch in 0..3 {
+            acc[ch] += wyj * line[ch];
+        }
+    }
+    acc.map(to_u8)
 }
 
 /// Catmull-Rom weights of the taps at −1, 0, 1, 2 for a fraction `t` in 0..1.
