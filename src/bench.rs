@@ -134,8 +134,9 @@ const fn case(
     }
 }
 
-/// The VGG16 layers of a 512² Gatys step and the transformer layers of a 1024² image.
-pub const CONV_CASES: [ConvCase; 12] = [
+/// The VGG16 layers of a 512² Gatys step, the transformer layers of a 1024² image and the
+/// width-8 transformer's full-resolution layers.
+pub const CONV_CASES: [ConvCase; 16] = [
     case(
         "VGG conv1_1 3→64, 512²",
         512,
@@ -220,6 +221,35 @@ pub const CONV_CASES: [ConvCase; 12] = [
         false,
         PadMode::Reflect,
     ),
+    // The width-8 network of live previews and video, at about a 640×360 frame's pixel count.
+    case(
+        "TN8 conv1 9×9 3→8, 512²",
+        512,
+        (3, 8, 9, 1),
+        false,
+        PadMode::Reflect,
+    ),
+    case(
+        "TN8 conv2 3×3/2 8→16, 512²",
+        512,
+        (8, 16, 3, 2),
+        false,
+        PadMode::Reflect,
+    ),
+    case(
+        "TN8 deconv2 up+3×3 16→8, 256²→512²",
+        256,
+        (16, 8, 3, 1),
+        true,
+        PadMode::Reflect,
+    ),
+    case(
+        "TN8 deconv3 9×9 8→3, 512²",
+        512,
+        (8, 3, 9, 1),
+        false,
+        PadMode::Reflect,
+    ),
 ];
 
 /// What `atelier bench` runs.
@@ -241,7 +271,7 @@ impl BenchOptions {
 }
 
 /// Names of the whole-network benchmarks (run one per process to measure peak memory).
-pub const NETWORK_BENCHES: [&str; 15] = [
+pub const NETWORK_BENCHES: [&str; 16] = [
     "VGG16 forward to relu4_3, 512x512",
     "Gatys step (loss + gradient), 512x512",
     "transformer forward, 512x512",
@@ -257,6 +287,7 @@ pub const NETWORK_BENCHES: [&str; 15] = [
     "tiled network (starry-night), 8 MP 3264x2448, one run",
     "tiled network (starry-night), 50 MP 8192x6144, one run",
     "one-piece network (starry-night), 8 MP 3264x2448, one run, against the tiled result",
+    "video network (width 8), 640x360",
 ];
 
 /// Runs the benchmark set. `vgg` is a loaded loss network or `None` for random VGG16 weights
@@ -391,6 +422,7 @@ pub fn run_all(
         rows.push(row(NETWORK_BENCHES[4], ms, Some(flops)));
     }
     rows.extend(conditional_rows(device, options, iterations)?);
+    rows.extend(video_network_row(device, options, iterations)?);
     rows.extend(arbitrary_rows(device, options, iterations)?);
     rows.extend(tiled_rows(device, options)?);
     rows.extend(video::video_rows(device, options)?);
@@ -523,6 +555,38 @@ fn conditional_rows(
         rows.push(row(NETWORK_BENCHES[11], ms, Some(flops)));
     }
     Ok(rows)
+}
+
+/// The width-8 network that paints video frames and live previews, on one 640×360 frame: the
+/// critical path of network video (`video fast network` row).
+fn video_network_row(
+    device: &Device,
+    options: &BenchOptions,
+    iterations: usize,
+) -> Result<Option<BenchRow>> {
+    let name = NETWORK_BENCHES[15];
+    if !options.wants(name) {
+        return Ok(None);
+    }
+    let (w, h) = (640usize, 360usize);
+    let frame = RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 5 % 256) as u8,
+            ((x + y) * 3 % 256) as u8,
+        ])
+    });
+    let x = crate::imaging::to_tensor(&frame, device)?;
+    let net = TransformerNet::random_with_width(device, 0, 8)?;
+    let ms = median_ms(iterations, || {
+        net.forward(&x)?;
+        Ok(())
+    })?;
+    Ok(Some(row(
+        name,
+        ms,
+        Some(TransformerNet::flops_for_width(h, w, 8)),
+    )))
 }
 
 /// The arbitrary method with the built-in VGG16 and decoders (their real widths). A painting's

@@ -259,8 +259,8 @@ fn gemm_path_matches_candle() {
             k: (1, 1),
             params: params(0, PadMode::Zero, 1, false, true),
         },
-        // First layers (few input channels, output channels a multiple of 8): the direct
-        // kernel, with odd widths (a partial 8-pixel block) and several bands.
+        // First layers (few input channels): the direct kernel, with odd widths (a partial
+        // pixel block), channel counts that are not a multiple of 4, and several bands.
         Case {
             x: [2, 3, 37, 21],
             c_out: 16,
@@ -282,6 +282,20 @@ fn gemm_path_matches_candle() {
         Case {
             x: [1, 16, 9, 9],
             c_out: 8,
+            k: (3, 3),
+            params: params(1, PadMode::Zero, 1, false, false),
+        },
+        // Narrow layers with large kernels (the width-8 network's RGB output layer) run direct
+        // with a zero-padded channel block; wider inputs keep the scatter GEMM.
+        Case {
+            x: [1, 8, 21, 19],
+            c_out: 3,
+            k: (9, 9),
+            params: params(4, PadMode::Reflect, 1, false, false),
+        },
+        Case {
+            x: [1, 20, 11, 10],
+            c_out: 3,
             k: (3, 3),
             params: params(1, PadMode::Zero, 1, false, false),
         },

@@ -32,15 +32,22 @@ pub fn available() -> bool {
     }
 }
 
-/// Whether the direct kernel handles this layer (stride 1, output channels a multiple of 4).
+/// Whether the direct kernel handles this layer (stride 1). A channel count that is not a
+/// multiple of 4 (an RGB output layer) fills its last block with zero weights.
 pub fn applies(c_out: usize, stride: usize) -> bool {
-    stride == 1 && c_out.is_multiple_of(BLOCK) && c_out > 0
+    stride == 1 && c_out > 0
+}
+
+/// Blocks of [`BLOCK`] output channels for `c_out` channels, the last one padded.
+fn blocks(c_out: usize) -> usize {
+    c_out.div_ceil(BLOCK)
 }
 
 /// OIHW → for each block of 4 output channels, tap-major (c, i, j), 4 channels innermost: the
-/// kernel broadcasts one weight per accumulator from one contiguous group of 4.
+/// kernel broadcasts one weight per accumulator from one contiguous group of 4. Lanes past
+/// `c_out` in the last block hold zeros.
 pub fn pack_weight(w: &[f32], c_out: usize, taps: usize) -> Vec<f32> {
-    let mut out = vec![0.0; w.len()];
+    let mut out = vec![0.0; blocks(c_out) * BLOCK * taps];
     for o in 0..c_out {
         let (block, lane) = (o / BLOCK, o % BLOCK);
         for q in 0..taps {
@@ -68,7 +75,11 @@ pub fn forward(
     assert!(applies(c_out, 1), "direct conv: {c_out} output channels");
     assert!(available(), "direct conv: needs AVX2 and FMA");
     let taps = c_in * kh * kw;
-    assert_eq!(packed.len(), c_out * taps, "direct conv: weight size");
+    assert_eq!(
+        packed.len(),
+        blocks(c_out) * BLOCK * taps,
+        "direct conv: weight size"
+    );
     assert_eq!(out.len(), c_out * ho * wo, "direct conv: output size");
     // Rows are padded to whole pixel blocks (+ the kernel's width) with zeros.
     let wo_pad = wo.div_ceil(PIXELS) * PIXELS;
@@ -101,11 +112,11 @@ pub fn forward(
                     let (c, i, j) = (q / (kh * kw), q / kw % kh, q % kw);
                     *off = (c * rows_in + y - y0 + i) * row_len + j;
                 }
-                for block in 0..c_out / BLOCK {
+                for block in 0..blocks(c_out) {
                     let weights = &packed[block * taps * BLOCK..][..taps * BLOCK];
                     // SAFETY: `available()` checked AVX2 and FMA above.
                     unsafe { row_block(rows, &offsets, weights, acc, wo_pad) };
-                    for lane in 0..BLOCK {
+                    for lane in 0..BLOCK.min(c_out - block * BLOCK) {
                         let o = block * BLOCK + lane;
                         // SAFETY: this band alone writes rows y0..y1 of every output plane.
                         let dst = unsafe { shared.slice(o * plane + y * wo, wo) };
