@@ -415,6 +415,7 @@ fn a_cancelled_video_leaves_no_output() {
             temporal: None,
             resumable: false,
             max_frames: None,
+            measure_flicker: false,
         })
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);

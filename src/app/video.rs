@@ -256,6 +256,7 @@ impl AtelierApp {
             temporal: Some(smoothing),
             resumable,
             max_frames: (first_frames > 0).then_some(first_frames as usize),
+            measure_flicker: false,
         });
         match submitted {
             Ok(id) => {
@@ -436,11 +437,10 @@ impl AtelierApp {
         self.show_notes(&output.stats.notes);
         let mut message = format!("Wrote {}", output_path.display());
         if let Some(report) = &output.stats.video {
-            message.push_str(&format!(" ({} frames", report.frames));
-            if let (Some(a), Some(b)) = (report.warping_error, report.per_frame_warping_error) {
-                message.push_str(&format!(", warping error {a:.4} vs per-frame {b:.4}"));
-            }
-            message.push(')');
+            message.push_str(&format!(
+                " ({} frames, {:.1} frames/s)",
+                report.frames, report.frames_per_second
+            ));
         }
         message.push('.');
         self.back_to_frame_preview();

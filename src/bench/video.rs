@@ -70,8 +70,12 @@ fn run(engine: &Engine, job: VideoJob) -> Result<JobOutput> {
     }
 }
 
+/// The flicker row's job: measures the warping errors.
 fn network_job(input: &Path, output: &Path, side: u32, temporal: f32, frames: usize) -> VideoJob {
-    network_job_with(&starry_night(), input, output, side, temporal, frames)
+    VideoJob {
+        measure_flicker: true,
+        ..network_job_with(&starry_night(), input, output, side, temporal, frames)
+    }
 }
 
 fn network_job_with(
@@ -96,6 +100,7 @@ fn network_job_with(
         temporal: Some(temporal),
         resumable: false,
         max_frames: Some(frames),
+        measure_flicker: false,
     }
 }
 

@@ -77,6 +77,7 @@ pub fn run(mut args: VideoArgs) -> anyhow::Result<()> {
         temporal: args.temporal,
         resumable,
         max_frames: args.frames,
+        measure_flicker: args.report,
     })?;
     let stopping = engine.clone();
     super::interrupt::set_hook(

@@ -126,7 +126,7 @@ pub struct VideoReport {
     pub frames_per_second: f64,
     /// Mean |out_t − warp(out_{t−1})| over the pixels where the input's flow is reliable (0..1),
     /// of the result and of the frames as the method painted them alone; `None` for a single
-    /// frame.
+    /// frame or a job that did not measure flicker (`VideoJob::measure_flicker`).
     pub warping_error: Option<f64>,
     pub per_frame_warping_error: Option<f64>,
     /// Cuts detected (the previous result was not carried over them).

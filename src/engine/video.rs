@@ -25,7 +25,8 @@ struct Previous {
     input: RgbImage,
     output: RgbImage,
     /// The frame as the method painted it alone (for the report's per-frame figure); `None`
-    /// for a frame taken from a resumed run's work folder.
+    /// when the job does not measure flicker, or for a frame taken from a resumed run's work
+    /// folder.
     fresh: Option<RgbImage>,
 }
 
@@ -88,7 +89,7 @@ impl Finisher<'_> {
         Ok(Previous {
             input,
             output,
-            fresh: Some(fresh),
+            fresh: self.job.measure_flicker.then_some(fresh),
         })
     }
 
@@ -468,7 +469,8 @@ fn frame_method(
 }
 
 /// Frame `fresh` with the previous result carried in along the flow where it is reliable (a
-/// scene cut starts afresh); adds the pair's warping errors to `flicker`.
+/// scene cut starts afresh); counts cuts in `flicker` and, when the job measures flicker (its
+/// frames keep their fresh versions), adds the pair's warping errors.
 fn carry(
     previous: &Previous,
     fresh: &RgbImage,
@@ -486,6 +488,7 @@ fn carry(
         &flows.backward,
         &flows.reliable,
     )?;
+    // Only a job that measures flicker keeps the fresh frames.
     if let Some(previous_fresh) = &previous.fresh {
         flicker.result +=
             temporal::warping_error(&output, &previous.output, &flows.backward, &flows.reliable)?;
