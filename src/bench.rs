@@ -70,7 +70,12 @@ fn once_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
 
 /// A deterministic test pattern, so runs are comparable.
 fn pattern(side: u32) -> RgbImage {
-    RgbImage::from_fn(side, side, |x, y| {
+    pattern_sized(side, side)
+}
+
+/// [`pattern`] at `width × height`.
+fn pattern_sized(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
         image::Rgb([
             (x * 7 % 256) as u8,
             (y * 5 % 256) as u8,
@@ -569,13 +574,7 @@ fn video_network_row(
         return Ok(None);
     }
     let (w, h) = (640usize, 360usize);
-    let frame = RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        image::Rgb([
-            (x * 7 % 256) as u8,
-            (y * 5 % 256) as u8,
-            ((x + y) * 3 % 256) as u8,
-        ])
-    });
+    let frame = pattern_sized(w as u32, h as u32);
     let x = crate::imaging::to_tensor(&frame, device)?;
     let net = TransformerNet::random_with_width(device, 0, 8)?;
     let ms = median_ms(iterations, || {
