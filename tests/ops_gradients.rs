@@ -400,6 +400,28 @@ fn max_pool_large_input_uses_threads_and_stays_correct() {
 /// conv -> relu -> pool -> strided conv, against f64 finite differences of candle's reference
 /// forward pass: checks that the ops compose under autograd.
 #[test]
+fn add_matches_candle_and_passes_the_gradient_to_both_operands() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let shape = [1, 4, 70, 90]; // 25 200 elements: more than one parallel chunk
+    let n = shape.iter().product();
+    let (a, b, r) = (randn(&mut rng, n), randn(&mut rng, n), randn(&mut rng, n));
+    let a = Var::from_tensor(&tensor(&a, &shape)).unwrap();
+    let b = Var::from_tensor(&tensor(&b, &shape)).unwrap();
+    let sum = ops::add(a.as_tensor(), b.as_tensor()).unwrap();
+    let reference = (a.as_tensor() + b.as_tensor()).unwrap();
+    assert_eq!(to_vec(&sum), to_vec(&reference));
+    // A non-contiguous operand is made contiguous first.
+    let t = b.as_tensor().transpose(2, 3).unwrap();
+    let tt = ops::add(&t, &t).unwrap();
+    assert_eq!(to_vec(&tt), to_vec(&(&t + &t).unwrap()));
+    let loss = (sum * tensor(&r, &shape)).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    for v in [&a, &b] {
+        assert_eq!(to_vec(grads.get(v.as_tensor()).unwrap()), r);
+    }
+}
+
+#[test]
 fn chained_ops_gradient_matches_finite_differences() {
     let mut rng = StdRng::seed_from_u64(21);
     let x_shape = [1, 2, 9, 8];

@@ -1006,7 +1006,7 @@ impl TransformerNet {
             let Some(input) = skip.take() else {
                 bail!("a residual block's second norm came without its first")
             };
-            *y = (normed + input)?;
+            *y = ops::add(&normed, &input)?;
         } else {
             *y = normed;
         }

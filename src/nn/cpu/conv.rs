@@ -12,7 +12,7 @@ use super::direct;
 use super::gemm::{sgemm, MatRef};
 use super::pad::{fold, AxisMap, AxisPlan, BuiltInput, PadMode};
 use super::winograd::{self, WinogradWeights};
-use super::{Scratch, SharedMut};
+use super::{assert_written, output_buffer, Scratch, SharedMut};
 
 /// Winograd pays off only when both channel counts feed a reasonably wide GEMM.
 const WINOGRAD_MIN_CHANNELS: usize = 16;
@@ -472,38 +472,6 @@ fn run(
     }
     assert_written(&out);
     out
-}
-
-/// A buffer of `len` floats for a kernel to overwrite completely, handed out without zeroing:
-/// zeroing runs on the calling thread alone, and for a 64 MB first-layer output it cost as much
-/// as the convolution's own (parallel, streaming) writes. Debug builds fill it with a marker
-/// instead, and [`assert_written`] checks that the kernel left none behind.
-fn output_buffer(len: usize) -> Vec<f32> {
-    if cfg!(debug_assertions) {
-        return vec![f32::from_bits(UNWRITTEN); len];
-    }
-    let mut out = Vec::with_capacity(len);
-    // SAFETY: every f32 bit pattern is a valid value, and `run` hands the buffer to a kernel
-    // that writes every element before anything reads it (each kernel covers all rows, columns
-    // and channels of its output; debug builds check this with `assert_written`).
-    #[allow(clippy::uninit_vec)]
-    unsafe {
-        out.set_len(len)
-    };
-    out
-}
-
-/// A NaN payload that arithmetic on finite inputs never produces.
-const UNWRITTEN: u32 = 0x7fc0_5eed;
-
-/// Debug builds: panics if a kernel left part of an [`output_buffer`] unwritten.
-fn assert_written(out: &[f32]) {
-    if cfg!(debug_assertions) {
-        assert!(
-            out.iter().all(|v| v.to_bits() != UNWRITTEN),
-            "convolution kernel left output elements unwritten"
-        );
-    }
 }
 
 /// Layers with fewer output channels than this (the style network's 9×9 output layer, the

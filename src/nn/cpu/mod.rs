@@ -8,6 +8,7 @@
 
 pub mod conv;
 pub mod direct;
+pub mod elementwise;
 pub mod gemm;
 pub mod norm;
 pub mod pad;
@@ -106,5 +107,37 @@ impl SharedMut {
         assert!(start + len <= self.len, "SharedMut: range out of bounds");
         // SAFETY: in bounds (checked above); exclusivity is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// A buffer of `len` floats for a kernel to overwrite completely, handed out without zeroing:
+/// zeroing runs on the calling thread alone, and for a 64 MB first-layer output it cost as much
+/// as the convolution's own (parallel, streaming) writes. Debug builds fill it with a marker
+/// instead, and [`assert_written`] checks that the kernel left none behind.
+pub(crate) fn output_buffer(len: usize) -> Vec<f32> {
+    if cfg!(debug_assertions) {
+        return vec![f32::from_bits(UNWRITTEN); len];
+    }
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: every f32 bit pattern is a valid value, and every caller hands the buffer to a
+    // kernel that writes every element before anything reads it (each kernel covers all rows,
+    // columns and channels of its output; debug builds check this with `assert_written`).
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        out.set_len(len)
+    };
+    out
+}
+
+/// A NaN payload that arithmetic on finite inputs never produces.
+const UNWRITTEN: u32 = 0x7fc0_5eed;
+
+/// Debug builds: panics if a kernel left part of an [`output_buffer`] unwritten.
+pub(crate) fn assert_written(out: &[f32]) {
+    if cfg!(debug_assertions) {
+        assert!(
+            out.iter().all(|v| v.to_bits() != UNWRITTEN),
+            "a kernel left output elements unwritten"
+        );
     }
 }
