@@ -216,7 +216,7 @@ pub fn conv2d_input_grad(
 /// a second gradient reaching the same output (a loss on that feature map).
 pub fn relu_backward(grad_y: &Tensor, y: &Tensor, extra: Option<&Tensor>) -> Result<Tensor> {
     let grad = match extra {
-        Some(e) => (grad_y + e)?,
+        Some(e) => add(grad_y, e)?,
         None => grad_y.clone(),
     };
     if custom_kernels_apply(&grad) {
