@@ -1,7 +1,9 @@
 //! Optical flow and temporal blending on synthetic frames (fast in the debug build), plus two
 //! `#[ignore]`d measurements: flow timing at 640×360 and the warping errors on bikes.mp4 frames.
 
-use atelier::video::flow::{dense_flow, reliable, Flow};
+use atelier::video::flow::{
+    backward_flow_and_reliable, dense_flow, reliable, Flow, FlowParams, Pyramid,
+};
 use atelier::video::temporal::{
     is_scene_cut, warp, warping_error, warping_error_sum, Blender, Interpolation, VideoBlender,
 };
@@ -131,6 +133,31 @@ fn small_shift_is_recovered_both_ways_and_checked() {
         "uncovered border unreliable: {border_frac}"
     );
     assert!(!is_scene_cut(&mask));
+}
+
+#[test]
+fn the_check_at_the_flows_own_level_agrees_with_the_full_size_one() {
+    // The video loop checks consistency at the flow's finest level (half size) and scales the
+    // mask up; it must mark the same pixels as the check on the scaled-up flows.
+    let (w, h) = (192, 144);
+    let a = frame(w, h, 0.0, 0.0, 1);
+    let b = frame(w, h, 5.0, -3.0, 1);
+    let params = FlowParams::default();
+    let (pa, pb) = (
+        Pyramid::new(&a, &params).unwrap(),
+        Pyramid::new(&b, &params).unwrap(),
+    );
+    let (backward, mask) = backward_flow_and_reliable(&pa, &pb, &params).unwrap();
+    let (forward_full, backward_full) = (dense_flow(&a, &b).unwrap(), dense_flow(&b, &a).unwrap());
+    assert_eq!(backward.dx, backward_full.dx, "the same backward flow");
+    let full = reliable(&forward_full, &backward_full);
+    assert_eq!(mask.len(), full.len());
+    let agree = mask.iter().zip(&full).filter(|(a, b)| a == b).count();
+    let agree = agree as f32 / full.len() as f32;
+    println!("masks agree on {agree:.3} of the pixels");
+    assert!(agree > 0.97, "masks agree on {agree}");
+    // The uncovered left columns stay unreliable.
+    assert!((0..h).all(|y| !mask[(y * w) as usize]));
 }
 
 #[test]

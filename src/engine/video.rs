@@ -409,12 +409,7 @@ impl Flows {
             || flow::Pyramid::new(current, &params),
         );
         let (before, now) = (before?, now?);
-        let (backward, forward) = rayon::join(
-            || flow::flow_between(&now, &before, &params),
-            || flow::flow_between(&before, &now, &params),
-        );
-        let (backward, forward) = (backward?, forward?);
-        let reliable = flow::reliable(&forward, &backward);
+        let (backward, reliable) = flow::backward_flow_and_reliable(&before, &now, &params)?;
         Ok(Self { backward, reliable })
     }
 

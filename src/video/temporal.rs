@@ -12,6 +12,7 @@
 use image::RgbImage;
 use rayon::prelude::*;
 
+pub use super::flow::resize_mask;
 use super::flow::{self, Flow, FlowParams, Pyramid};
 use crate::error::{Error, Result};
 
@@ -670,12 +671,8 @@ impl VideoBlender {
                 if prev_pyr.dimensions() == pyramid.dimensions()
                     && prev_out.dimensions() == fresh.dimensions() =>
             {
-                let (backward, forward) = rayon::join(
-                    || flow::flow_between(&pyramid, &prev_pyr, &self.params),
-                    || flow::flow_between(&prev_pyr, &pyramid, &self.params),
-                );
-                let (backward, forward) = (backward?, forward?);
-                let mut mask = flow::reliable(&forward, &backward);
+                let (backward, mut mask) =
+                    flow::backward_flow_and_reliable(&prev_pyr, &pyramid, &self.params)?;
                 let fraction = reliable_fraction(&mask);
                 let cut = is_scene_cut(&mask);
                 let image = if cut {
@@ -705,21 +702,4 @@ impl VideoBlender {
         self.previous = Some((pyramid, result.image.clone()));
         Ok(result)
     }
-}
-
-/// Nearest-neighbour resize of a mask (pixel centres aligned).
-pub fn resize_mask(mask: &[bool], sw: u32, sh: u32, dw: u32, dh: u32) -> Vec<bool> {
-    let (sw, sh, dw, dh) = (sw as usize, sh as usize, dw as usize, dh as usize);
-    if mask.len() != sw * sh || sw == 0 || sh == 0 {
-        return vec![false; dw * dh];
-    }
-    let mut out = vec![false; dw * dh];
-    for y in 0..dh {
-        let sy = (((y as f32 + 0.5) * sh as f32 / dh as f32) as usize).min(sh - 1);
-        for x in 0..dw {
-            let sx = (((x as f32 + 0.5) * sw as f32 / dw as f32) as usize).min(sw - 1);
-            out[y * dw + x] = mask[sy * sw + sx];
-        }
-    }
-    out
 }
